@@ -1,0 +1,46 @@
+"""napari-diskimage: image volumes larger than memory, opened not loaded.
+
+IPSDK-style *disk images* for Python and napari.  A TIFF or RAW file is
+memory-mapped, not loaded; images are copied into scratch files in a
+disk-image directory; single pixels are written straight into the file;
+strided planes are read into memory for display.
+
+This package is GUI-free: importing it does not import napari, Qt or
+magicgui.  The napari reader, writers and widgets live in private modules
+that napari loads through ``napari.yaml``.
+
+>>> import napari_diskimage as ndi
+>>> out = ndi.copy(np.arange(12, dtype=np.uint8).reshape(3, 4))
+>>> out.write_pixel(255, 0, 0, 0, 0, 0)
+>>> out.load_plane(stride_x=2)
+array([[255,   2],
+       [  4,   6],
+       [  8,  10]], dtype=uint8)
+"""
+
+from ._diskimage import DiskImage, is_disk_image, new_disk_image
+from ._geometry import Geometry
+from ._io import copy, iter_copy, iter_save_raw, iter_save_tiff, save_raw, save_tiff
+from ._raw import open_raw
+from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
+from ._tiff import open_tiff
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiskImage",
+    "Geometry",
+    "copy",
+    "get_disk_image_dir",
+    "is_disk_image",
+    "iter_copy",
+    "iter_save_raw",
+    "iter_save_tiff",
+    "new_disk_image",
+    "open_raw",
+    "open_tiff",
+    "save_raw",
+    "save_tiff",
+    "set_disk_image_dir",
+    "sweep_orphans",
+]

@@ -1,0 +1,568 @@
+"""DiskImage: an image whose pixels stay in a memory-mapped file."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import numbers
+import os
+import threading
+import weakref
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._geometry import AXES, Geometry
+from ._scratch import ScratchFile, create_scratch
+
+__all__ = ["DiskImage", "ProgressCallback", "is_disk_image", "new_disk_image"]
+
+#: ``progress(done_bytes, total_bytes)``; raise from it to cancel.
+ProgressCallback = Callable[[int, int], Any]
+
+#: Steps of a long operation: ``(done_bytes, total_bytes)``.
+Steps = Generator[tuple[int, int], None, Any]
+
+_AXIS_NAMES = ("t", "c", "z", "y", "x")
+
+
+def run_steps(steps: Steps, progress: ProgressCallback | None) -> Any:
+    """Drive a generator of ``(done, total)`` steps; return its result.
+
+    ``progress`` is called after each step; an exception raised by it
+    (a cancel button, Ctrl+C) is thrown into the generator, which cleans up.
+    """
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            try:
+                progress(*step)
+            except BaseException as exc:
+                # Let the operation clean up (remove its partial file), then
+                # re-raise the caller's exception unchanged.
+                with contextlib.suppress(BaseException):
+                    steps.throw(exc)
+                steps.close()
+                raise
+
+
+def _check_index(value: Any, axis: str, size: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (numbers.Integral, np.integer)
+    ):
+        raise TypeError(f"{axis} must be an integer, got {value!r}")
+    value = int(value)
+    if not 0 <= value < size:
+        raise IndexError(
+            f"{axis} = {value} is outside the image: size_{axis} is {size}, so "
+            f"{axis} must be in 0..{size - 1}"
+        )
+    return value
+
+
+def check_value(value: Any, dtype: np.dtype) -> np.generic:
+    """Return ``value`` as ``dtype`` if it is held exactly, else raise.
+
+    Integer types take integers (and integral floats such as ``2.0``) within
+    their range; float types take any real number, rounded to the type.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        value = int(value)
+    if not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"pixel value must be a real number, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if dtype.kind in "iu":
+        if not isinstance(value, numbers.Integral):
+            fvalue = float(value)
+            if not math.isfinite(fvalue) or not fvalue.is_integer():
+                raise ValueError(
+                    f"value {value!r} cannot be stored exactly in a {dtype} "
+                    "image (integers only); round it first or copy the image "
+                    "to a float type"
+                )
+            value = int(fvalue)
+        info = np.iinfo(dtype)
+        if not info.min <= int(value) <= info.max:
+            raise ValueError(
+                f"value {value!r} does not fit in a {dtype} image: it holds "
+                f"{info.min}..{info.max}"
+            )
+        return dtype.type(int(value))
+    fvalue = float(value)
+    with np.errstate(over="ignore"):
+        result = dtype.type(fvalue)
+    if math.isfinite(fvalue) and not np.isfinite(result):
+        raise ValueError(
+            f"value {value!r} overflows a {dtype} image (largest "
+            f"{np.finfo(dtype).max:g})"
+        )
+    return result
+
+
+class DiskImage:
+    """An image whose pixels stay in a memory-mapped file (IPSDK disk image).
+
+    Nothing is read when a disk image is opened; pixels are read when they
+    are asked for.  Make one with :func:`open_tiff`, :func:`open_raw`,
+    :func:`copy` or :func:`new_disk_image`, not with this constructor.
+
+    The pixels are ``array``: a numpy view on the mapped file, indexed
+    ``(t, c, z, y, x)`` with x fastest; slicing it reads only what is sliced.
+    A disk image is also array-like (``shape``, ``dtype``, ``__getitem__``,
+    ``__array__``), so ``np.asarray(image)`` loads it all into memory: use
+    :meth:`load_plane` for parts.
+
+    A *scratch* image (``is_scratch``) lives in a file this library created
+    in the disk-image directory; the file is deleted on :meth:`close`, at
+    the end of a ``with`` block, when the last reference is dropped, or at
+    exit.  Save it with :meth:`save_tiff` or :meth:`save_raw` to keep it.
+    Files the user opened are never deleted.
+
+    Examples
+    --------
+    >>> import napari_diskimage as ndi
+    >>> out = ndi.copy(np.zeros((4, 5), np.uint8))
+    >>> ndi.is_disk_image(out), out.shape
+    (True, (1, 1, 1, 4, 5))
+    >>> out.write_pixel(255, 0, 0)
+    >>> int(out.array[0, 0, 0, 0, 0])
+    255
+    >>> out = None    # the scratch file is deleted
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        array: np.ndarray,
+        *,
+        base: np.memmap,
+        mode: str = "r",
+        scratch: ScratchFile | None = None,
+        kind: str = "raw",
+        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        unit: str | None = None,
+    ) -> None:
+        if array.ndim != 5:
+            raise ValueError(f"expected a 5D (t, c, z, y, x) array, got {array.shape}")
+        if any(s < 0 for s in array.strides):
+            raise ValueError("negative strides are not supported")
+        self._path = Path(path)
+        self._array: np.ndarray | None = array
+        self._geometry = Geometry.from_shape(array.shape, array.dtype)
+        self._mode = mode
+        self._kind = kind
+        self.spacing = tuple(float(s) for s in spacing)
+        self.unit = unit
+        # File offset of pixel (0, 0, 0, 0, 0) and the byte strides: pixels
+        # are read with pread (no SIGBUS if the file shrinks, no readahead
+        # beyond what is asked) and written with pwrite.
+        self._file_offset = int(base.offset) + (
+            array.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        )
+        self._strides = tuple(int(s) for s in array.strides)
+        self._file_dtype = array.dtype
+        self._scratch = scratch
+        self._fds: dict[str, int] = {}
+        self._fd_lock = threading.Lock()
+        self.bytes_read = 0
+        self._finalizer = weakref.finalize(self, _release, scratch, self._fds)
+
+    # --- array-like surface --------------------------------------------
+    @property
+    def array(self) -> np.ndarray:
+        """numpy view on the mapped file, indexed ``(t, c, z, y, x)``."""
+        if self._array is None:
+            raise ValueError(f"disk image {str(self._path)!r} is closed")
+        return self._array
+
+    @property
+    def geometry(self) -> Geometry:
+        """Pixel type and sizes x, y, z, c, t."""
+        return self._geometry
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Pixel type (native byte order; see ``byte_order`` for the file)."""
+        return self._geometry.dtype
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """``(t, c, z, y, x)``."""
+        return self._geometry.shape
+
+    @property
+    def axes(self) -> str:
+        """``"TCZYX"``: the axis order of ``shape`` and ``array``."""
+        return AXES
+
+    ndim = 5
+
+    @property
+    def size(self) -> int:
+        return self._geometry.size
+
+    @property
+    def nbytes(self) -> int:
+        return self._geometry.nbytes
+
+    @property
+    def byte_order(self) -> str:
+        """``"<"`` or ``">"``: the byte order of the pixels in the file."""
+        bo = self._file_dtype.byteorder
+        if bo in "=|":
+            return "<" if np.little_endian else ">"
+        return bo
+
+    @property
+    def path(self) -> Path:
+        """The file that holds the pixels."""
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        """``"r"`` (read-only) or ``"r+"`` (pixels can be written)."""
+        return self._mode
+
+    @property
+    def writable(self) -> bool:
+        return self._mode == "r+"
+
+    @property
+    def is_scratch(self) -> bool:
+        """True if the file was made by this library and will be deleted."""
+        return self._scratch is not None
+
+    @property
+    def kind(self) -> str:
+        """``"tiff"`` or ``"raw"``: the format of the file."""
+        return self._kind
+
+    @property
+    def closed(self) -> bool:
+        return self._array is None
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.array[key]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("a disk image cannot be converted without a copy")
+        return np.array(self.array, dtype=dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self._mode
+        what = "scratch" if self.is_scratch else self._kind
+        return (
+            f"<DiskImage {self._geometry} {what} {state} {str(self._path)!r}>"
+        )
+
+    # --- lifecycle -----------------------------------------------------
+    def close(self) -> None:
+        """Release the file; a scratch file is deleted.  Idempotent.
+
+        Numpy views taken from ``array`` before closing stay valid (the
+        mapping lives as long as they do), but the disk image refuses
+        further use.
+        """
+        self._array = None
+        self._finalizer()
+
+    def __enter__(self) -> DiskImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _fd(self, write: bool = False) -> int:
+        """A file descriptor for pread/pwrite, opened on first use."""
+        if self.closed:
+            raise ValueError(f"disk image {str(self._path)!r} is closed")
+        key = "w" if write else "r"
+        with self._fd_lock:
+            fd = self._fds.get(key)
+            if fd is None:
+                if self._scratch is not None:
+                    fd = os.dup(self._scratch.fd)
+                else:
+                    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
+                    fd = os.open(self._path, flags)
+                if not write and hasattr(os, "posix_fadvise"):
+                    # Display reads strided rows: read-ahead would read far
+                    # more than asked for.
+                    with contextlib.suppress(OSError):
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                self._fds[key] = fd
+            return fd
+
+    # --- pixels --------------------------------------------------------
+    def _offset(self, t: int, c: int, z: int, y: int, x: int) -> int:
+        st = self._strides
+        return (
+            self._file_offset
+            + t * st[0]
+            + c * st[1]
+            + z * st[2]
+            + y * st[3]
+            + x * st[4]
+        )
+
+    def write_pixel(
+        self, value: Any, x: int, y: int, z: int = 0, c: int = 0, t: int = 0
+    ) -> None:
+        """Write one value into the file at (x, y, z, c, t) (IPSDK writePixel).
+
+        The value is in the file when the call returns: other programs that
+        read the file see it.  Call :meth:`flush` to make it durable.
+
+        Raises
+        ------
+        IndexError
+            A coordinate is outside the image (negative ones included); the
+            message names the axis and its size.
+        ValueError
+            The value cannot be held exactly by the pixel type (300 or -1 in
+            uint8, 1.5 or NaN in an integer type), or the image is closed.
+        PermissionError
+            The image is read-only: copy it first (:func:`copy`) or open it
+            with ``mode="r+"``.
+        """
+        if self.closed:
+            raise ValueError(f"disk image {str(self._path)!r} is closed")
+        coords = {"x": x, "y": y, "z": z, "c": c, "t": t}
+        sizes = dict(zip("xyzct", self._geometry.sizes, strict=True))
+        idx = {a: _check_index(v, a, sizes[a]) for a, v in coords.items()}
+        if not self.writable:
+            raise PermissionError(
+                errno.EACCES,
+                f"{str(self._path)!r} is open read-only: copy it first "
+                "(napari_diskimage.copy) to get a writable disk image, or "
+                "open it with mode='r+' to edit the file in place",
+                str(self._path),
+            )
+        scalar = check_value(value, self.dtype)
+        data = np.asarray(scalar, dtype=self._file_dtype).tobytes()
+        offset = self._offset(idx["t"], idx["c"], idx["z"], idx["y"], idx["x"])
+        fd = self._fd(write=True)
+        # pwrite past the end would silently grow a file another program
+        # truncated; refuse instead.
+        if os.fstat(fd).st_size < offset + len(data):
+            raise _truncated_error(self._path, os.fstat(fd).st_size, offset + len(data))
+        written = os.pwrite(fd, data, offset)
+        if written != len(data):  # pragma: no cover - a one-pixel write
+            raise OSError(errno.EIO, f"short write to {str(self._path)!r}")
+
+    def flush(self) -> None:
+        """Make written pixels durable (fsync)."""
+        if self.closed:
+            return
+        with self._fd_lock:
+            fds = list(self._fds.values())
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+        if self._scratch is not None:
+            os.fsync(self._scratch.fd)
+
+    def load_plane(
+        self,
+        z: int = 0,
+        c: int = 0,
+        t: int = 0,
+        size_x: int | None = None,
+        size_y: int | None = None,
+        offset_x: int = 0,
+        offset_y: int = 0,
+        stride_x: int = 1,
+        stride_y: int = 1,
+    ) -> np.ndarray:
+        """Read a strided part of one plane into memory (IPSDK loadPlan).
+
+        Returns an in-memory ``(size_y, size_x)`` array in native byte order
+        whose element ``[j, i]`` is pixel ``(offset_x + i * stride_x,
+        offset_y + j * stride_y)`` of plane (z, c, t).  ``None`` sizes take
+        as many pixels as fit.  Only the rows needed are read.
+
+        Raises
+        ------
+        IndexError
+            z, c, t or an offset is outside the image, or the request reaches
+            beyond its edge.
+        ValueError
+            A size or stride is smaller than 1.
+        """
+        X, Y = self._geometry.size_x, self._geometry.size_y
+        z = _check_index(z, "z", self._geometry.size_z)
+        c = _check_index(c, "c", self._geometry.size_c)
+        t = _check_index(t, "t", self._geometry.size_t)
+        ox = _check_index(offset_x, "offset_x", X)
+        oy = _check_index(offset_y, "offset_y", Y)
+        for name, value in (("stride_x", stride_x), ("stride_y", stride_y)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        sx, sy = int(stride_x), int(stride_y)
+        nx = -(-(X - ox) // sx) if size_x is None else size_x
+        ny = -(-(Y - oy) // sy) if size_y is None else size_y
+        for axis, n, o, s, full in (("x", nx, ox, sx, X), ("y", ny, oy, sy, Y)):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+                raise TypeError(f"size_{axis} must be an integer, got {n!r}")
+            if n < 1:
+                raise ValueError(f"size_{axis} must be at least 1, got {n}")
+            last = o + (n - 1) * s
+            if last >= full:
+                raise IndexError(
+                    f"the plane request reaches {axis} = {last} "
+                    f"(offset_{axis} {o} + (size_{axis} {n} - 1) * stride_{axis} "
+                    f"{s}) but the image has size_{axis} = {full}; use "
+                    f"size_{axis} <= {(full - 1 - o) // s + 1}"
+                )
+        return self.read_region(t, c, z, oy, int(ny), sy, ox, int(nx), sx)
+
+    def read_region(
+        self,
+        t: int,
+        c: int,
+        z: int,
+        y0: int,
+        ny: int,
+        sy: int,
+        x0: int,
+        nx: int,
+        sx: int,
+    ) -> np.ndarray:
+        """Read rows ``y0 + j*sy`` (j < ny), columns ``x0 + i*sx`` (i < nx).
+
+        Unchecked fast path for :meth:`load_plane` and the display pyramid:
+        indices must already be inside the image.
+        """
+        out = np.empty((ny, nx), dtype=self.dtype)
+        if ny == 0 or nx == 0:
+            return out
+        fd = self._fd()
+        st = self._strides
+        item = self._file_dtype.itemsize
+        row_span = (nx - 1) * sx * st[4] + item
+        first = self._offset(t, c, z, y0, x0)
+        block_span = (ny - 1) * sy * st[3] + row_span
+        if sy * st[3] <= 2 * row_span and block_span <= (256 << 20):
+            # Rows close together: one read of the whole block.
+            buf = self._pread(fd, first, block_span)
+            view = np.ndarray(
+                (ny, nx),
+                self._file_dtype,
+                buffer=buf,
+                strides=(sy * st[3], sx * st[4]),
+            )
+            out[...] = view
+        else:
+            buf = bytearray(row_span)
+            for j in range(ny):
+                self._pread_into(fd, first + j * sy * st[3], buf)
+                out[j] = np.ndarray(
+                    (nx,), self._file_dtype, buffer=buf, strides=(sx * st[4],)
+                )
+        return out
+
+    def _pread(self, fd: int, offset: int, n: int) -> bytearray:
+        buf = bytearray(n)
+        self._pread_into(fd, offset, buf)
+        return buf
+
+    def _pread_into(self, fd: int, offset: int, buf: bytearray) -> None:
+        view = memoryview(buf)
+        done = 0
+        while done < len(buf):
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got == 0:
+                size = os.fstat(fd).st_size
+                raise _truncated_error(self._path, size, offset + len(buf))
+            done += got
+        self.bytes_read += done
+
+    # --- long operations (implemented in _io) --------------------------
+    def copy(self, *, progress: ProgressCallback | None = None) -> DiskImage:
+        """A new scratch disk image with the same pixels (see :func:`copy`)."""
+        from ._io import copy
+
+        return copy(self, progress=progress)
+
+    def save_tiff(
+        self, path: str | os.PathLike[str], *, progress: ProgressCallback | None = None
+    ) -> Path:
+        """Save to an uncompressed TIFF (see :func:`save_tiff`)."""
+        from ._io import save_tiff
+
+        return save_tiff(self, path, progress=progress)
+
+    def save_raw(
+        self,
+        path: str | os.PathLike[str],
+        byte_order: str = "<",
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> Path:
+        """Save the pixels to a RAW file (see :func:`save_raw`)."""
+        from ._io import save_raw
+
+        return save_raw(self, path, byte_order=byte_order, progress=progress)
+
+
+def _truncated_error(path: Path, size: int, needed: int) -> OSError:
+    return OSError(
+        errno.EIO,
+        f"{str(path)!r} is shorter than its image: it has {size} bytes but "
+        f"pixel data reach byte {needed}; it was truncated or changed by "
+        "another program while open. Reopen it, or restore the file.",
+        str(path),
+    )
+
+
+def _release(scratch: ScratchFile | None, fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+    if scratch is not None:
+        scratch.release()
+
+
+def is_disk_image(obj: Any) -> bool:
+    """True for a :class:`DiskImage`, False otherwise (IPSDK isDiskImage)."""
+    return isinstance(obj, DiskImage)
+
+
+def map_scratch(scratch: ScratchFile, geometry: Geometry) -> DiskImage:
+    """A writable DiskImage over a freshly created scratch file."""
+    base = np.memmap(
+        scratch.path, dtype=geometry.dtype.newbyteorder("<"), mode="r+",
+        shape=geometry.shape,
+    )
+    return DiskImage(scratch.path, base, base=base, mode="r+", scratch=scratch)
+
+
+def new_disk_image(geometry: Geometry, *, what: str = "a new disk image") -> DiskImage:
+    """A new scratch disk image of ``geometry``, all pixels zero.
+
+    The file is created in the disk-image directory, its space reserved,
+    and it is deleted when the image is dropped.
+    """
+    scratch = create_scratch(geometry, what)
+    try:
+        return map_scratch(scratch, geometry)
+    except BaseException:
+        scratch.release()
+        raise

@@ -1,0 +1,461 @@
+"""Long operations: copy into a scratch disk image, save to TIFF or RAW.
+
+Each operation is a generator of ``(done_bytes, total_bytes)`` steps
+(``iter_copy``, ``iter_save_tiff``, ``iter_save_raw``) whose return value is
+the result; ``copy``/``save_tiff``/``save_raw`` drive them with an optional
+``progress(done, total)`` callback.  The same generators drive a terminal
+bar, napari's progress bar and a cancel button (closing the generator
+cancels).  Memory is bounded by one block (``BLOCK_BYTES``) whatever the
+image size.  On any failure or cancellation the partial file is removed.
+
+Pixels that are already contiguous in a file in the right byte order are
+copied by the kernel (``os.copy_file_range``, what ``cp`` uses): no pixel
+passes through this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from ._diskimage import (
+    DiskImage,
+    ProgressCallback,
+    Steps,
+    map_scratch,
+    run_steps,
+)
+from ._geometry import Geometry
+from ._scratch import check_free_space, create_scratch, format_bytes
+
+__all__ = [
+    "copy",
+    "iter_copy",
+    "iter_save_raw",
+    "iter_save_tiff",
+    "save_raw",
+    "save_tiff",
+]
+
+#: Largest block of pixels held in memory by a streaming operation.
+BLOCK_BYTES = 32 << 20
+#: Bytes handed to the kernel per copy_file_range call (one progress step).
+KERNEL_CHUNK = 128 << 20
+
+_IMAGEJ_DTYPES = {np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32")}
+
+
+class _Source:
+    """A 5D (t, c, z, y, x) read-only view of what is being copied or saved."""
+
+    def __init__(self, image: Any, order: tuple[int, ...] = (0, 1, 2, 3, 4)):
+        if isinstance(image, DiskImage):
+            if image.closed:
+                raise ValueError(f"disk image {str(image.path)!r} is closed")
+            self.disk_image: DiskImage | None = image
+            self.data: Any = image.array
+            self.name = str(image.path)
+        else:
+            self.disk_image = None
+            data = image
+            if not (hasattr(data, "shape") and hasattr(data, "dtype")):
+                data = np.asarray(data)
+            if not 1 <= len(data.shape) <= 5:
+                raise ValueError(
+                    f"cannot make a disk image of an array with shape "
+                    f"{tuple(data.shape)}: 1 to 5 axes (t, c, z, y, x) expected"
+                )
+            pad = 5 - len(data.shape)
+            self.data = data if pad == 0 else _Padded(data, pad)
+            self.name = f"an in-memory {type(image).__name__}"
+        self.geometry = Geometry.from_shape(self.data.shape, self.data.dtype)
+        self.order = tuple(order)
+        self.shape = tuple(self.geometry.shape[i] for i in self.order)
+
+    def contiguous_range(self, dtype: np.dtype) -> tuple[Path, int] | None:
+        """(file, offset) if the pixels are one contiguous run in ``dtype``."""
+        img = self.disk_image
+        if img is None or img._file_dtype != dtype:
+            return None
+        expected = img._file_dtype.itemsize
+        for axis in reversed(self.order):
+            size = img.shape[axis]
+            if size > 1 and img._strides[axis] != expected:
+                return None
+            expected *= size
+        return img.path, img._file_offset
+
+    def block(self, key: tuple[Any, ...]) -> np.ndarray:
+        """Pixels at ``key`` (in this source's axis order), loaded."""
+        if self.order == (0, 1, 2, 3, 4):
+            return np.asarray(self.data[key])
+        # key is in transposed order: undo it, read, transpose the result.
+        src_key: list[Any] = [slice(None)] * 5
+        for pos, axis in enumerate(self.order):
+            src_key[axis] = key[pos] if pos < len(key) else slice(None)
+        block = np.asarray(self.data[tuple(src_key)])
+        kept = [a for a in self.order if not isinstance(src_key[a], (int, np.integer))]
+        original = sorted(kept)
+        return block.transpose([original.index(a) for a in kept])
+
+
+class _Padded:
+    """An array-like with ``pad`` leading axes of size 1."""
+
+    def __init__(self, data: Any, pad: int):
+        self._data, self._pad = data, pad
+        self.shape = (1,) * pad + tuple(data.shape)
+        self.dtype = data.dtype
+
+    def __getitem__(self, key: tuple[Any, ...]) -> Any:
+        return self._data[tuple(key[self._pad :])]
+
+
+def _blocks(shape: tuple[int, ...], itemsize: int) -> Generator[tuple[Any, ...]]:
+    """Keys that cover ``shape`` in C order, each at most ~BLOCK_BYTES."""
+    inner = itemsize
+    axis = len(shape)
+    while axis > 0 and inner * shape[axis - 1] <= BLOCK_BYTES:
+        inner *= shape[axis - 1]
+        axis -= 1
+    if axis == 0:
+        yield ()
+        return
+    step = max(1, BLOCK_BYTES // inner)
+    n = shape[axis - 1]
+    for outer in np.ndindex(*shape[: axis - 1]):
+        for start in range(0, n, step):
+            yield (*outer, slice(start, min(start + step, n)))
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+def _kernel_copy(
+    src: Path, src_offset: int, fd: int, offset: int, nbytes: int
+) -> Generator[int]:
+    """Copy bytes file to file in the kernel; yields bytes done."""
+    in_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(in_fd, src_offset, nbytes, os.POSIX_FADV_SEQUENTIAL)
+        done = 0
+        use_kernel = hasattr(os, "copy_file_range")
+        while done < nbytes:
+            n = min(KERNEL_CHUNK, nbytes - done)
+            got = 0
+            if use_kernel:
+                try:
+                    got = os.copy_file_range(
+                        in_fd, fd, n, src_offset + done, offset + done
+                    )
+                except OSError as exc:
+                    if exc.errno not in (
+                        errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL
+                    ):
+                        raise
+                    use_kernel = False  # e.g. across file systems: read/write
+            if not use_kernel:
+                buf = os.pread(in_fd, min(n, BLOCK_BYTES), src_offset + done)
+                if buf:
+                    _pwrite_all(fd, memoryview(buf), offset + done)
+                got = len(buf)
+            if got == 0:
+                raise OSError(
+                    errno.EIO,
+                    f"{str(src)!r} ended early: it was truncated or changed by "
+                    "another program while being copied",
+                    str(src),
+                )
+            done += got
+            yield done
+    finally:
+        os.close(in_fd)
+
+
+def _write_pixels(source: _Source, fd: int, offset: int, dtype: np.dtype) -> Steps:
+    """Write all of ``source`` to ``fd`` at ``offset`` as C-ordered ``dtype``."""
+    total = source.geometry.nbytes
+    yield 0, total
+    contiguous = source.contiguous_range(dtype)
+    if contiguous is not None:
+        for done in _kernel_copy(*contiguous, fd, offset, total):
+            yield done, total
+        return
+    done = 0
+    for key in _blocks(source.shape, dtype.itemsize):
+        block = np.ascontiguousarray(source.block(key), dtype=dtype)
+        _pwrite_all(fd, memoryview(block).cast("B"), offset + done)
+        done += block.nbytes
+        yield done, total
+    if done != total:  # pragma: no cover - a bug in _blocks
+        raise AssertionError(f"wrote {done} of {total} bytes")
+
+
+# --- copy ------------------------------------------------------------------
+def iter_copy(image: Any) -> Steps:
+    """Steps of :func:`copy`; returns the new :class:`DiskImage`."""
+    source = _Source(image)
+    geometry = source.geometry
+    scratch = create_scratch(
+        geometry, f"a copy of {source.name} ({format_bytes(geometry.nbytes)})"
+    )
+    ok = False
+    try:
+        yield from _write_pixels(source, scratch.fd, 0, geometry.dtype.newbyteorder("<"))
+        result = map_scratch(scratch, geometry)
+        if source.disk_image is not None:
+            result.spacing = source.disk_image.spacing
+            result.unit = source.disk_image.unit
+        ok = True
+        return result
+    finally:
+        if not ok:
+            scratch.release()
+
+
+def copy(image: Any, *, progress: ProgressCallback | None = None) -> DiskImage:
+    """Copy an image into a new scratch disk image (IPSDK util.copyImg).
+
+    The new file is created in the disk-image directory
+    (:func:`get_disk_image_dir`) with the same geometry and pixels, stored
+    little-endian in (t, c, z, y, x) order; it is deleted when the result is
+    dropped.  Memory use is bounded whatever the image size; pixels already
+    contiguous in a file are copied by the kernel at the speed of ``cp``.
+
+    Parameters
+    ----------
+    image : DiskImage or array-like
+        What to copy: a disk image or any numpy-compatible array of 1 to 5
+        axes (right-aligned to (t, c, z, y, x)), numpy, dask or zarr.
+    progress : callable, optional
+        ``progress(done_bytes, total_bytes)`` after each block; raise from
+        it to cancel.
+
+    Raises
+    ------
+    OSError
+        ENOSPC, before anything is written, when the disk-image directory
+        lacks space (the message gives needed and free bytes), or on a write
+        error.  The partial file is always removed.
+    ValueError
+        Unsupported pixel type or number of axes.
+    """
+    return run_steps(iter_copy(image), progress)
+
+
+# --- save ------------------------------------------------------------------
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def _target(path: str | os.PathLike[str], source: _Source) -> Path:
+    target = Path(path).expanduser().absolute()
+    if target.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR, f"cannot save to {str(target)!r}: it is a folder", str(target)
+        )
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"cannot save to {str(target)!r}: folder {str(target.parent)!r} "
+            "does not exist",
+            str(target),
+        )
+    img = source.disk_image
+    if img is not None and target.exists() and os.path.samefile(target, img.path):
+        raise ValueError(
+            f"cannot save {str(img.path)!r} onto itself: save to another name"
+        )
+    return target
+
+
+def _atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
+    """Run ``write(fh)`` steps into a temporary file, then rename it.
+
+    The temporary file sits beside the target (same file system, so the
+    rename is atomic) and is removed on any failure or cancellation; an
+    existing file at ``target`` is untouched until the final rename.
+    """
+    check_free_space(target.parent, nbytes, f"saving {target.name}")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+    try:
+        fd = os.open(
+            tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno,
+            f"cannot save to {str(target)!r}: {exc.strerror}; choose a folder "
+            "you can write to",
+            str(target),
+        ) from exc
+    ok = False
+    try:
+        with os.fdopen(fd, "r+b") as fh:
+            fh.raw.name = str(tmp)  # tifffile wants a named file
+            yield from write(fh)
+        if target.exists():
+            mode = stat.S_IMODE(target.stat().st_mode)
+        else:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        ok = True
+    finally:
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return target
+
+
+def _reserve(fd: int, nbytes: int, target: Path) -> None:
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot reserve {format_bytes(nbytes)} to save {str(target)!r}: "
+            f"{exc.strerror}; free some space or save elsewhere",
+            str(target),
+        ) from exc
+
+
+def tiff_layout(geometry: Geometry) -> tuple[tuple[int, ...], dict[str, Any]]:
+    """Axis order and tifffile arguments used to save ``geometry``.
+
+    ImageJ hyperstacks (TZCYX, readable by Fiji) for the types ImageJ knows
+    (uint8, uint16, float32), else tifffile's shaped TIFF with an axes
+    string.  Axes of size 1 other than y and x are left out.
+    """
+    if geometry.dtype in _IMAGEJ_DTYPES:
+        order = (0, 2, 1, 3, 4)  # T Z C Y X
+        kwargs: dict[str, Any] = {"imagej": True}
+    else:
+        order = (0, 1, 2, 3, 4)
+        kwargs = {"bigtiff": geometry.nbytes > 2**32 - 2**25}
+    shape = geometry.shape
+    kept = [a for a in order if shape[a] > 1 or a >= 3]
+    axes = "".join("TCZYX"[a] for a in kept)
+    kwargs["metadata"] = {"axes": axes}
+    kwargs["shape"] = tuple(shape[a] for a in kept)
+    return order, kwargs
+
+
+def iter_save_tiff(image: Any, path: str | os.PathLike[str]) -> Steps:
+    """Steps of :func:`save_tiff`; returns the saved path."""
+    geometry = Geometry.from_shape(*_shape_dtype(image))
+    order, kwargs = tiff_layout(geometry)
+    source = _Source(image, order)
+    target = _target(path, source)
+    img = source.disk_image
+    if img is not None and (img.spacing != (1.0, 1.0, 1.0) or img.unit):
+        z, y, x = img.spacing
+        kwargs["resolution"] = (1.0 / x, 1.0 / y)
+        if kwargs.get("imagej"):
+            kwargs["metadata"].update(spacing=z, unit=img.unit or "pixel")
+    dtype = geometry.dtype.newbyteorder("<")
+
+    def write(fh: Any) -> Steps:
+        result = tifffile.imwrite(
+            fh, shape=kwargs.pop("shape"), dtype=dtype, returnoffset=True, **kwargs
+        )
+        if result is None:  # pragma: no cover - tifffile contract
+            raise OSError(f"tifffile did not write contiguous data to {target}")
+        offset = result[0]
+        fh.flush()
+        end = max(os.fstat(fh.fileno()).st_size, offset + geometry.nbytes)
+        _reserve(fh.fileno(), end, target)
+        return (yield from _write_pixels(source, fh.fileno(), offset, dtype))
+
+    return (yield from _atomic_write(target, geometry.nbytes + (1 << 20), write))
+
+
+def iter_save_raw(
+    image: Any, path: str | os.PathLike[str], byte_order: str = "<"
+) -> Steps:
+    """Steps of :func:`save_raw`; returns the saved path."""
+    from ._files import check_byte_order
+
+    byte_order = check_byte_order(byte_order)
+    source = _Source(image)
+    target = _target(path, source)
+    dtype = source.geometry.dtype.newbyteorder(byte_order)
+    nbytes = source.geometry.nbytes
+
+    def write(fh: Any) -> Steps:
+        _reserve(fh.fileno(), nbytes, target)
+        return (yield from _write_pixels(source, fh.fileno(), 0, dtype))
+
+    return (yield from _atomic_write(target, nbytes, write))
+
+
+def _shape_dtype(image: Any) -> tuple[tuple[int, ...], Any]:
+    if isinstance(image, DiskImage):
+        return image.shape, image.dtype
+    if not (hasattr(image, "shape") and hasattr(image, "dtype")):
+        image = np.asarray(image)
+    return tuple(image.shape), image.dtype
+
+
+def save_tiff(
+    image: Any,
+    path: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Save an image to an uncompressed TIFF, streaming with bounded memory.
+
+    Types ImageJ knows (uint8, uint16, float32) are written as ImageJ
+    hyperstacks, others as tifffile "shaped" TIFFs (BigTIFF past 4 GiB);
+    both record the axes, and the physical pixel size when known, and reopen
+    with :func:`open_tiff` and ``tifffile`` to the same pixels and axes.
+    The file is written under a temporary name beside ``path`` and renamed
+    when complete: a failed or cancelled save leaves no partial file and any
+    previous file at ``path`` unchanged.
+
+    Raises
+    ------
+    OSError
+        Not enough space (checked first, with the numbers), or a write error.
+    FileNotFoundError
+        The target folder does not exist.
+    ValueError
+        ``path`` is the file the image is read from.
+    """
+    return run_steps(iter_save_tiff(image, path), progress)
+
+
+def save_raw(
+    image: Any,
+    path: str | os.PathLike[str],
+    byte_order: str = "<",
+    *,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Save the pixels to a RAW file: no header, (t, c, z, y, x), x fastest.
+
+    Name the file after its geometry (``Geometry.filename``) so that
+    :func:`open_raw` can reopen it by name.  Atomic and streaming as
+    :func:`save_tiff`.
+    """
+    return run_steps(iter_save_raw(image, path, byte_order), progress)
