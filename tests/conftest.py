@@ -44,7 +44,7 @@ def disk_image_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request):
     leaked = {
         f
         for f in _open_fds() - before
-        if f.startswith(str(tmp_path)) and not f.endswith("(deleted)")
+        if f.startswith(str(tmp_path))
     }
     assert not leaked, f"file descriptors left open: {sorted(leaked)}"
 

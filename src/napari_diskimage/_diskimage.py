@@ -177,6 +177,25 @@ class DiskImage:
         self.bytes_read = 0
         self._finalizer = weakref.finalize(self, _release, scratch, self._fds)
 
+    #: True when the pixels are memory-mapped (stored uncompressed and
+    #: contiguous); False for a TIFF decoded lazily (see ``_lazy``).
+    is_mapped = True
+    #: True when the c axis holds the red, green, blue (and alpha) samples
+    #: of an RGB(A) uint8/uint16 TIFF: show it in colour.  Set by open_tiff.
+    rgb = False
+    #: Coarser resolution levels stored in the file (set by open_tiff).
+    _levels: tuple[DiskImage, ...] = ()
+
+    @property
+    def display_levels(self) -> list[DiskImage]:
+        """Resolution levels stored in the file, finest (this image) first.
+
+        A pyramidal TIFF (SubIFDs, OME or SVS levels) lists each stored
+        level as a read-only image with the same t, c, z and smaller y, x;
+        show those instead of striding.  Otherwise ``[self]``.
+        """
+        return [self, *self._levels]
+
     # --- array-like surface --------------------------------------------
     @property
     def array(self) -> np.ndarray:

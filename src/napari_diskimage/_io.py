@@ -84,8 +84,8 @@ class _Source:
     def contiguous_range(self, dtype: np.dtype) -> tuple[Path, int] | None:
         """(file, offset) if the pixels are one contiguous run in ``dtype``."""
         img = self.disk_image
-        if img is None or img._file_dtype != dtype:
-            return None
+        if img is None or not img.is_mapped or img._file_dtype != dtype:
+            return None  # in memory, or decoded lazily from a compressed TIFF
         expected = img._file_dtype.itemsize
         for axis in reversed(self.order):
             size = img.shape[axis]
@@ -357,6 +357,7 @@ def tiff_layout(geometry: Geometry) -> tuple[tuple[int, ...], dict[str, Any]]:
     kept = [a for a in order if shape[a] > 1 or a >= 3]
     axes = "".join("TCZYX"[a] for a in kept)
     kwargs["metadata"] = {"axes": axes}
+    kwargs["photometric"] = "minisblack"  # never guess RGB from a size of 3
     kwargs["shape"] = tuple(shape[a] for a in kept)
     return order, kwargs
 

@@ -1,0 +1,163 @@
+"""napari reader: a TIFF or RAW file opens as a disk image, not loaded.
+
+napari (npe2) calls :func:`napari_get_reader` with a path; it returns
+``None`` for files this plugin does not take, else a function that returns
+image layer data.  The data are multiscale :class:`DisplayLevel` lists, so
+napari reads only the planes, rows and columns it shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._diskimage import DiskImage
+from ._geometry import Geometry
+from ._pyramid import display_axes, display_levels, sample_contrast_limits
+from ._raw import open_raw
+from ._tiff import open_tiff
+
+__all__ = ["disk_image_layers", "napari_get_reader", "open_disk_image"]
+
+logger = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
+RAW_SUFFIX = ".raw"
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+ReaderFunction = Callable[[Any], list[LayerDataTuple]]
+
+_CHANNEL_COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue")
+
+
+def open_disk_image(path: str | os.PathLike[str]) -> DiskImage:
+    """Open a TIFF, or a RAW file whose name carries its geometry, read-only.
+
+    Raises
+    ------
+    ValueError
+        The file is not a TIFF or RAW file, a RAW name without a geometry
+        (open it with the "Open RAW" widget or :func:`open_raw`), or a TIFF
+        whose pixels cannot be memory-mapped.
+    FileNotFoundError, IsADirectoryError, PermissionError
+        The path cannot be read.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return open_tiff(p)
+    if suffix == RAW_SUFFIX:
+        try:
+            Geometry.from_filename(p.name)
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc}. To open {str(p)!r} anyway, give its geometry in the "
+                "'Open RAW' widget (Plugins > Disk images) or call "
+                "napari_diskimage.open_raw(path, Geometry(...))"
+            ) from None
+        return open_raw(p)
+    raise ValueError(
+        f"{str(p)!r} is not a TIFF ({', '.join(TIFF_SUFFIXES)}) or RAW "
+        f"({RAW_SUFFIX}) file"
+    )
+
+
+def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
+    """Return a reader for ``path`` if this plugin can open it, else ``None``.
+
+    Cheap (only the file header is parsed) and never raises, as napari
+    expects.  A file that is declined for a reason the user can act on (a
+    RAW name without a geometry, a compressed TIFF) gets a hint in the log
+    and, inside napari, a notification.
+    """
+    try:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths:
+            return None
+        images = []
+        for p in paths:
+            image = _try_open(p)
+            if image is None:
+                return None
+            images.append(image)
+    except Exception:  # napari's contract: a get_reader never raises
+        logger.debug("napari-diskimage declined %r", path, exc_info=True)
+        return None
+
+    def read(_path: Any = None) -> list[LayerDataTuple]:
+        # The images were opened (header only) by the check above.
+        layers: list[LayerDataTuple] = []
+        for image in images:
+            layers.extend(disk_image_layers(image))
+        return layers
+
+    return read
+
+
+def _try_open(path: str | os.PathLike[str]) -> DiskImage | None:
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (*TIFF_SUFFIXES, RAW_SUFFIX) or not p.is_file():
+        return None
+    try:
+        return open_disk_image(p)
+    except (OSError, ValueError) as exc:
+        _hint(f"napari-diskimage did not open {p.name}: {exc}")
+        return None
+
+
+def _hint(message: str) -> None:
+    logger.warning(message)
+    if "napari" in sys.modules:
+        with contextlib.suppress(Exception):
+            from napari.utils.notifications import show_info
+
+            show_info(message)
+
+
+def disk_image_layers(
+    image: DiskImage, name: str | None = None
+) -> list[LayerDataTuple]:
+    """Image layer data for ``image``: one ``(data, kwargs, "image")`` per channel.
+
+    ``data`` is the display pyramid (:func:`display_levels`) and ``kwargs``
+    hold the name (the file name without suffix by default; `` [c<n>]`` is
+    appended for multi-channel images), contrast limits from a bounded
+    sample, the physical scale and axis labels of the axes shown (t and z
+    only when longer than 1), and ``metadata={"disk_image": image,
+    "channel": c}``.  Nothing but the contrast sample is read.
+    """
+    if name is None:
+        name = image.path.stem
+    axes = display_axes(image)
+    z_step, y_step, x_step = image.spacing
+    scale_of = {"t": 1.0, "z": z_step, "y": y_step, "x": x_step}
+    n_channels = image.shape[1]
+    layers: list[LayerDataTuple] = []
+    for c in range(n_channels):
+        kwargs: dict[str, Any] = {
+            "name": name if n_channels == 1 else f"{name} [c{c}]",
+            "multiscale": True,
+            "rgb": False,
+            "contrast_limits": sample_contrast_limits(image, c),
+            "scale": tuple(scale_of[a] for a in axes),
+            "axis_labels": tuple(axes),
+            "metadata": {"disk_image": image, "channel": c},
+        }
+        if image.unit:
+            kwargs["units"] = tuple(
+                "pixel" if a == "t" else image.unit for a in axes
+            )
+        if n_channels > 1:
+            colormaps = (
+                ("red", "green", "blue") if n_channels == 3 else _CHANNEL_COLORMAPS
+            )
+            kwargs["colormap"] = colormaps[c % len(colormaps)]
+            kwargs["blending"] = "additive"
+        layers.append((display_levels(image, c), kwargs, "image"))
+    return layers
