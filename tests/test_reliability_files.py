@@ -136,17 +136,30 @@ TIFF_KINDS = {
 
 
 @pytest.mark.parametrize("kind", TIFF_KINDS)
-@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
-def test_truncated_tiff_raises_value_error(data_dir, kind, keep):
-    """Header intact, pixel data cut short: refuse, do not show part of it."""
+def test_truncated_tiff_is_refused_never_shown_in_part(data_dir, kind):
+    """The file cut at 25 points from the header to the end.
+
+    Each cut either raises ValueError naming the file or, when only trailing
+    metadata was cut and every pixel is still there, opens to all the
+    original pixels: never a part of the image passed off as the whole.
+    """
     pixels = np.arange(5 * 30 * 40, dtype=np.uint16).reshape(5, 30, 40)
     path = data_dir / "cut.tif"
     tifffile.imwrite(path, pixels, **TIFF_KINDS[kind])
     full = path.read_bytes()
-    path.write_bytes(full[: int(len(full) * keep)])
-    with pytest.raises(ValueError, match="truncat|corrupt|not a valid") as info:
-        ndi.open_tiff(path)
-    assert str(path) in str(info.value)
+    refused = 0
+    for cut in np.linspace(8, len(full) - 1, 25).astype(int):
+        path.write_bytes(full[:cut])
+        try:
+            img = ndi.open_tiff(path)
+        except ValueError as exc:
+            assert str(path) in str(exc)
+            refused += 1
+            continue
+        with img:
+            assert img.shape == (1, 1, 5, 30, 40), cut
+            np.testing.assert_array_equal(img.load_plane(z=4), pixels[4])
+    assert refused >= 20  # the pixel data are 92 % of the file
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -54,8 +54,10 @@ _TYPE_NAMES = {
 # <name>_<X>x<Y>[x<Z>[x<C>[x<T>]]]_<Type>.raw ; the name part may itself
 # contain underscores, so the sizes and the type are anchored at the end.
 _RAW_NAME = re.compile(
-    r"^(?P<name>.*)_(?P<sizes>\d+(?:x\d+){1,4})_(?P<type>[A-Za-z]+\d+)\.raw$",
-    re.IGNORECASE,
+    r"^(?P<name>.*)_(?P<sizes>\d+(?:x\d+){1,4})_(?P<type>[A-Za-z]+\d+)\.raw\Z",
+    # DOTALL: file names may contain newlines; \Z: '$' would accept a
+    # trailing newline; ASCII: only 0-9 are digits.
+    re.IGNORECASE | re.DOTALL | re.ASCII,
 )
 _SIZES_HINT = (
     "expected '<name>_<X>x<Y>[x<Z>[x<C>[x<T>]]]_<Type>.raw', "

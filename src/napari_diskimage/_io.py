@@ -97,15 +97,47 @@ class _Source:
     def block(self, key: tuple[Any, ...]) -> np.ndarray:
         """Pixels at ``key`` (in this source's axis order), loaded."""
         if self.order == (0, 1, 2, 3, 4):
-            return np.asarray(self.data[key])
+            return self._load(key)
         # key is in transposed order: undo it, read, transpose the result.
         src_key: list[Any] = [slice(None)] * 5
         for pos, axis in enumerate(self.order):
             src_key[axis] = key[pos] if pos < len(key) else slice(None)
-        block = np.asarray(self.data[tuple(src_key)])
+        block = self._load(tuple(src_key))
         kept = [a for a in self.order if not isinstance(src_key[a], (int, np.integer))]
         original = sorted(kept)
         return block.transpose([original.index(a) for a in kept])
+
+    def _load(self, key: tuple[Any, ...]) -> np.ndarray:
+        if self.disk_image is not None:
+            return _read_box(self.disk_image, key)
+        return np.asarray(self.data[key])
+
+
+def _read_box(image: DiskImage, key: tuple[Any, ...]) -> np.ndarray:
+    """Pixels of ``image`` at ``key`` (integers and unit-step slices over
+    (t, c, z, y, x)), read with pread, not through the memory map: a file
+    that another program truncated meanwhile raises OSError instead of
+    killing the process with SIGBUS.
+    """
+    full = tuple(key) + (slice(None),) * (5 - len(key))
+    ranges = []
+    for k, n in zip(full, image.shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step != 1:  # pragma: no cover - _blocks makes unit steps
+                raise AssertionError(f"unexpected step in {key}")
+            ranges.append(range(start, max(start, stop)))
+        else:
+            ranges.append(range(int(k), int(k) + 1))
+    rt, rc, rz, ry, rx = ranges
+    out = np.empty([len(r) for r in ranges], dtype=image.dtype)
+    for i, t in enumerate(rt):
+        for j, c in enumerate(rc):
+            for k, z in enumerate(rz):
+                out[i, j, k] = image.read_region(
+                    t, c, z, ry.start, len(ry), 1, rx.start, len(rx), 1
+                )
+    return out[tuple(slice(None) if isinstance(k, slice) else 0 for k in full)]
 
 
 class _Padded:

@@ -109,6 +109,33 @@ def _spacing(tif: tifffile.TiffFile, page: Any) -> tuple[tuple[float, float, flo
     return (z, y, x), unit
 
 
+def _check_declared_size(tif: Any, s: Any, index: int, p: Any) -> None:
+    """Refuse a file whose ImageJ or tifffile header declares more pixels
+    than the series tifffile could read.
+
+    tifffile falls back to the pages it can read when the header describes
+    more than the file holds (a truncated or corrupt file); opening that
+    part silently would hide the loss.
+    """
+    try:
+        declared = 0
+        if tif.is_imagej and s.kind.lower() != "imagej":
+            images = int((tif.imagej_metadata or {}).get("images", 1))
+            declared = images * math.prod(s.keyframe.shape)
+        elif tif.is_shaped and s.kind.lower() != "shaped":
+            meta = tif.shaped_metadata or ()
+            if index < len(meta):
+                declared = math.prod(int(n) for n in meta[index].get("shape", ()))
+    except (TypeError, ValueError, AttributeError):
+        declared = 1 << 128  # unreadable header metadata: corrupt
+    if declared > math.prod(s.shape):
+        raise ValueError(
+            f"{str(p)!r} is truncated or corrupt: its header declares more "
+            f"pixels than the file holds (only {s.shape} readable); restore "
+            "the file or re-save it"
+        )
+
+
 def open_tiff(
     path: str | os.PathLike[str], mode: str = "r", *, series: int = 0
 ) -> DiskImage:
@@ -166,6 +193,7 @@ def open_tiff(
                 f"{len(all_series)} series (0..{len(all_series) - 1})"
             )
         s = all_series[series]
+        _check_declared_size(tif, s, series, p)
         if s.dtype is None:
             raise ValueError(f"{str(p)!r}: unsupported pixel format")
         as_dtype(s.dtype)  # raises for complex, bool, float16 ...

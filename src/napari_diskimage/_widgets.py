@@ -50,7 +50,7 @@ import napari_diskimage as ndi
 
 from . import _settings
 from ._diskimage import DiskImage
-from ._geometry import IPSDK_TYPES, Geometry
+from ._geometry import Geometry
 from ._scratch import ENV_VAR, format_bytes
 
 __all__ = [
@@ -1100,6 +1100,3 @@ class ImageInfo(Container):
         self.info.value = describe_layer(self.viewer.layers.selection.active)
         return self.info.value
 
-
-# Keep IPSDK names findable for people coming from there.
-_ = IPSDK_TYPES

@@ -1,0 +1,511 @@
+"""TIFF images decoded lazily: compressed, tiled or scattered pixel data.
+
+Pixels that are not stored as one uncompressed run (LZW, Deflate, Zstd,
+JPEG ..., tiles, strips scattered through the file, predictors, separate
+colour planes) cannot be memory-mapped.  Such a file is read through
+tifffile's zarr store: a read decodes only the strips or tiles it touches,
+and decoded chunks are kept in a bounded LRU cache (:data:`CACHE_BYTES` per
+open file).  Opening parses the header only.
+
+A lazily decoded image is still a disk image (opened, not loaded) but it is
+read-only: :meth:`LazyTiffImage.write_pixel` raises PermissionError; copy it
+(:func:`napari_diskimage.copy`) to get a writable, memory-mapped scratch
+image.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import math
+import numbers
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+from tifffile.zarr import ZarrTiffStore
+
+from ._diskimage import DiskImage, _check_index
+from ._geometry import Geometry
+
+__all__ = ["CACHE_BYTES", "LazyTiffImage", "TczyxView", "TiffHandle", "axis_targets"]
+
+#: Decoded strips or tiles kept in memory per open file (all levels).
+CACHE_BYTES = 64 << 20
+
+# tifffile axis letters -> position in (t, c, z, y, x).  S (samples, RGB)
+# is a channel; Q/I (unknown or generic page sequence) are planes.
+_TARGET = {"T": 0, "C": 1, "S": 1, "Z": 2, "Q": 2, "I": 2, "Y": 3, "X": 4}
+
+# Pixel types a disk image cannot hold, and what they are shown as.
+_WIDEN = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype("f4")}
+
+
+def axis_targets(axes: str) -> list[int]:
+    """Position in (t, c, z, y, x) of each tifffile axis letter in ``axes``.
+
+    Other letters (e.g. ``"E"``, ``"H"``, ``"R"``) become planes (z), frames
+    (t) or channels (c), whichever is free first; several letters may share
+    a position (they are then merged, the first one slowest).
+    """
+    targets = [_TARGET.get(letter, -1) for letter in axes.upper()]
+    for i, tgt in enumerate(targets):
+        if tgt == -1:
+            free = [p for p in (2, 0, 1) if p not in targets]
+            targets[i] = free[0] if free else 2
+    return targets
+
+
+def is_rgb(axes: str, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """True if the channels are the 3 or 4 samples of an RGB(A) image."""
+    targets = axis_targets(axes)
+    channel_axes = [i for i, tgt in enumerate(targets) if tgt == 1]
+    return (
+        len(channel_axes) == 1
+        and axes.upper()[channel_axes[0]] == "S"
+        and shape[channel_axes[0]] in (3, 4)
+        and np.dtype(dtype) in (np.dtype(np.uint8), np.dtype(np.uint16))
+    )
+
+
+# --- the file -----------------------------------------------------------
+class _CountingFile(io.FileIO):
+    """A read-only file that counts the bytes read through it."""
+
+    bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data or b"")
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = super().readinto(buffer)
+        self.bytes_read += n or 0
+        return n
+
+
+class _ChunkCache:
+    """Least-recently-used decoded chunks, at most ``max_bytes`` in all."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.decoded = 0  # chunks decoded from the file (cache misses)
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any, nbytes: int) -> None:
+        with self._lock:
+            self.decoded += 1
+            if nbytes > self.max_bytes or key in self._items:
+                return
+            self._items[key] = (value, nbytes)
+            self.nbytes += nbytes
+            while self.nbytes > self.max_bytes:
+                _, (_, size) = self._items.popitem(last=False)
+                self.nbytes -= size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+
+def _close_tiff(tif: tifffile.TiffFile, fh: io.FileIO) -> None:
+    try:
+        tif.close()
+    finally:
+        fh.close()
+
+
+class TiffHandle:
+    """An open TIFF file, shared by an image and its resolution levels.
+
+    The file stays open until :meth:`close` or until every image using it
+    is dropped.  ``bytes_read`` counts every byte read from the file (header
+    included); ``cache`` holds decoded chunks.
+    """
+
+    def __init__(self, path: Path, cache_bytes: int = CACHE_BYTES) -> None:
+        self.path = path
+        self._file = _CountingFile(path, "r")
+        try:
+            self.tif = tifffile.TiffFile(self._file)
+        except BaseException:
+            self._file.close()
+            raise
+        self.cache = _ChunkCache(cache_bytes)
+        self._finalizer = weakref.finalize(self, _close_tiff, self.tif, self._file)
+
+    @property
+    def bytes_read(self) -> int:
+        return self._file.bytes_read
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        self.cache.clear()
+        self._finalizer()
+
+
+# --- lazy arrays --------------------------------------------------------
+_META_SUFFIXES = (".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json")
+
+
+class _CachedTiffStore(ZarrTiffStore):
+    """tifffile's zarr store for one level, with decoded chunks cached."""
+
+    def __init__(
+        self, series: tifffile.TiffPageSeries, level: int, cache: _ChunkCache
+    ) -> None:
+        super().__init__(series, level=level)
+        self._chunk_cache = cache
+        self._cache_prefix = (id(series), level)
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        if byte_range is not None or key in self._store or key.endswith(_META_SUFFIXES):
+            return await super().get(key, prototype, byte_range)
+        cache_key = (*self._cache_prefix, key)
+        hit = self._chunk_cache.get(cache_key)
+        if hit is not None:
+            return hit[0]
+        value = await super().get(key, prototype, byte_range)
+        if value is not None:
+            self._chunk_cache.put(cache_key, value, len(value))
+        return value
+
+
+class TczyxView:
+    """A 5D ``(t, c, z, y, x)`` read-only view of an n-D array-like.
+
+    ``source`` is indexed by the tifffile axes ``axes`` (e.g. ``"TZCYXS"``,
+    ``"QYX"``); the view reorders them without reading.  Indexing with
+    integers and slices (any step) returns an in-memory numpy array in
+    native byte order, reading only the selected part of ``source``.
+    Fancy indexing is not supported.
+    """
+
+    ndim = 5
+
+    def __init__(self, source: Any, axes: str) -> None:
+        if len(axes) != len(source.shape):
+            raise ValueError(f"axes {axes!r} do not match shape {source.shape}")
+        targets = axis_targets(axes)
+        self._groups: list[list[int]] = [
+            [i for i, tgt in enumerate(targets) if tgt == pos] for pos in range(5)
+        ]
+        if len(self._groups[3]) != 1 or len(self._groups[4]) != 1:
+            raise ValueError(f"cannot map TIFF axes {axes!r} to (t, c, z, y, x)")
+        self._source = source
+        self._axes = axes
+        self._target_of = targets
+        self.shape = tuple(
+            math.prod(source.shape[i] for i in group) for group in self._groups
+        )
+        dtype = np.dtype(source.dtype)
+        self.dtype = _WIDEN.get(dtype, dtype).newbyteorder("=")
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<TczyxView {self.shape} {self.dtype} of {self._axes!r} data>"
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("a lazily decoded image cannot be viewed without a copy")
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _normalize(self, key: Any) -> list[int | slice]:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            at = next(i for i, k in enumerate(key) if k is Ellipsis)
+            rest = [k for k in key[at + 1 :] if k is not Ellipsis]
+            key = (*key[:at], *[slice(None)] * (5 - at - len(rest)), *rest)
+        if len(key) > 5:
+            raise IndexError(f"too many indices for a 5D (t, c, z, y, x) image: {key}")
+        key = (*key, *[slice(None)] * (5 - len(key)))
+        out: list[int | slice] = []
+        for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
+            if isinstance(k, slice):
+                out.append(k)
+            elif isinstance(k, numbers.Integral) and not isinstance(k, bool):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(
+                        f"index {k} is out of bounds for axis {'tczyx'[axis]} "
+                        f"with size {n}"
+                    )
+                out.append(i)
+            else:
+                raise TypeError(
+                    f"a lazily decoded TIFF takes integers and slices as "
+                    f"indices, got {k!r}; copy it (napari_diskimage.copy) "
+                    "for fancy indexing"
+                )
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._read(self._normalize(key))
+
+    def _read(self, key: list[int | slice]) -> np.ndarray:
+        # A merged axis (two file axes on one of t, c, z) is read index by index.
+        for pos, group in enumerate(self._groups):
+            if len(group) > 1 and isinstance(key[pos], slice):
+                indices = range(*key[pos].indices(self.shape[pos]))
+                at = sum(isinstance(k, slice) for k in key[:pos])
+                parts = [self._read([*key[:pos], i, *key[pos + 1 :]]) for i in indices]
+                if parts:
+                    return np.stack(parts, axis=at)
+                empty = self._read([*key[:pos], 0, *key[pos + 1 :]])
+                return np.empty(
+                    (*empty.shape[:at], 0, *empty.shape[at:]), self.dtype
+                )
+        src_key: list[int | slice] = [slice(None)] * len(self._source.shape)
+        flips: list[int] = []
+        out_shape: list[int] = []
+        for pos, (group, k) in enumerate(zip(self._groups, key, strict=True)):
+            if isinstance(k, slice):
+                r = range(*k.indices(self.shape[pos]))
+                out_shape.append(len(r))
+                if r.step < 0:  # zarr takes positive steps only: read, then flip
+                    flips.append(pos)
+                    r = r[::-1]
+                k = slice(r.start, r.stop, r.step) if len(r) else slice(0, 0)
+            if not group:
+                continue  # an axis of size 1 that the file does not have
+            if len(group) == 1:
+                src_key[group[0]] = k
+            else:  # an integer on merged axes: split it
+                sizes = [self._source.shape[i] for i in group]
+                for i, sub in zip(group, np.unravel_index(k, sizes), strict=True):
+                    src_key[i] = int(sub)
+        if 0 in out_shape:
+            return np.empty(out_shape, self.dtype)
+        block = np.asarray(self._source[tuple(src_key)])
+        kept = [i for i, k in enumerate(src_key) if isinstance(k, slice)]
+        order = sorted(range(len(kept)), key=lambda j: self._target_of[kept[j]])
+        block = block.transpose(order).reshape(out_shape)
+        if flips:
+            sliced = [p for p, k in enumerate(key) if isinstance(k, slice)]
+            flip = tuple(
+                slice(None, None, -1) if p in flips else slice(None) for p in sliced
+            )
+            block = block[flip]
+        return np.ascontiguousarray(block, dtype=self.dtype)
+
+
+# --- the image ----------------------------------------------------------
+def compression_name(series: tifffile.TiffPageSeries) -> str:
+    """How the series' pixels are stored, in words (for messages)."""
+    page = series.keyframe
+    reasons = []
+    if page.compression != 1:
+        reasons.append(f"compressed ({tifffile.COMPRESSION(page.compression).name})")
+    if page.is_tiled:
+        reasons.append("tiled")
+    if page.predictor != 1:
+        reasons.append("stored with a predictor")
+    if page.planarconfig == 2 and page.samplesperpixel > 1:
+        reasons.append("stored in separate colour planes")
+    if not reasons:
+        reasons.append("stored in pieces scattered through the file")
+    return " and ".join(reasons)
+
+
+class LazyTiffImage(DiskImage):
+    """A TIFF whose pixels are decoded on demand (compressed, tiled, ...).
+
+    A disk image like any other (``is_disk_image`` is true: the file is
+    opened, not loaded) except that it is read-only and ``is_mapped`` is
+    False.  Made by :func:`napari_diskimage.open_tiff`, not directly.
+
+    ``array`` is a :class:`TczyxView`: an array-like indexed ``(t, c, z, y,
+    x)`` whose slices decode only the strips or tiles they touch.
+    ``read_region`` and ``load_plane`` work as for a mapped image.
+    ``bytes_read`` counts the bytes read from the file, header included,
+    by this image and its resolution levels.
+    """
+
+    is_mapped = False
+
+    def __init__(
+        self,
+        handle: TiffHandle,
+        series: tifffile.TiffPageSeries,
+        *,
+        level: int = 0,
+        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        unit: str | None = None,
+        owns_handle: bool = True,
+    ) -> None:
+        # No memory map: DiskImage.__init__ is not called on purpose; the
+        # attributes its inherited methods use are set here.
+        level_series = series.levels[level]
+        store = _CachedTiffStore(series, level, handle.cache)
+        source = zarr.open_array(store, mode="r", zarr_format=2)
+        view = TczyxView(source, level_series.axes)
+        self._handle = handle
+        self._owns_handle = owns_handle
+        self._path = handle.path
+        self._array: Any = view
+        self._geometry = Geometry.from_shape(view.shape, view.dtype)
+        self._mode = "r"
+        self._kind = "tiff"
+        self._scratch = None
+        self._file_dtype = np.dtype(level_series.dtype).newbyteorder(
+            handle.tif.byteorder
+        )
+        self._storage = compression_name(level_series)
+        self.spacing = tuple(float(s) for s in spacing)
+        self.unit = unit
+        self.rgb = is_rgb(level_series.axes, level_series.shape, level_series.dtype)
+
+    @property
+    def bytes_read(self) -> int:  # type: ignore[override]
+        """Bytes read from the file so far (header included)."""
+        return self._handle.bytes_read
+
+    @property
+    def chunks_decoded(self) -> int:
+        """Strips or tiles decoded so far (cache misses), all levels."""
+        return self._handle.cache.decoded
+
+    @property
+    def storage(self) -> str:
+        """How the pixels are stored, e.g. ``"compressed (LZW) and tiled"``."""
+        return self._storage
+
+    @property
+    def closed(self) -> bool:
+        return self._array is None or self._handle.closed
+
+    @property
+    def array(self) -> TczyxView:  # type: ignore[override]
+        """Lazy ``(t, c, z, y, x)`` view: slicing it decodes what is sliced."""
+        if self.closed:
+            raise ValueError(f"disk image {str(self._path)!r} is closed")
+        return self._array
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("a disk image cannot be converted without a copy")
+        return self.array.__array__(dtype)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "read-only"
+        return (
+            f"<DiskImage {self._geometry} tiff {self._storage}, decoded lazily, "
+            f"{state} {str(self._path)!r}>"
+        )
+
+    def close(self) -> None:
+        """Release the file (an image's levels are closed with it)."""
+        self._array = None
+        if self._owns_handle:
+            self._handle.close()
+
+    def flush(self) -> None:
+        """Nothing to do: a lazily decoded image is never written."""
+
+    def write_pixel(
+        self, value: Any, x: int, y: int, z: int = 0, c: int = 0, t: int = 0
+    ) -> None:
+        """Refuse: the pixels are compressed or tiled (PermissionError).
+
+        Coordinates are checked first (IndexError), as for a mapped image.
+        """
+        if self.closed:
+            raise ValueError(f"disk image {str(self._path)!r} is closed")
+        sizes = dict(zip("xyzct", self._geometry.sizes, strict=True))
+        for axis, v in {"x": x, "y": y, "z": z, "c": c, "t": t}.items():
+            _check_index(v, axis, sizes[axis])
+        raise PermissionError(
+            errno.EACCES,
+            f"{str(self._path)!r} is a TIFF whose pixels are {self._storage}: "
+            "they are decoded on demand and cannot be written in place. Copy "
+            "it first (napari_diskimage.copy(image)) to get a writable disk "
+            "image, then save that copy",
+            str(self._path),
+        )
+
+    def read_region(
+        self,
+        t: int,
+        c: int,
+        z: int,
+        y0: int,
+        ny: int,
+        sy: int,
+        x0: int,
+        nx: int,
+        sx: int,
+    ) -> np.ndarray:
+        """Rows ``y0 + j*sy`` (j < ny), columns ``x0 + i*sx`` (i < nx).
+
+        Decodes only the strips or tiles that hold them (cached).
+        """
+        view = self.array
+        if ny == 0 or nx == 0:
+            return np.empty((ny, nx), dtype=self.dtype)
+        ys = slice(y0, y0 + (ny - 1) * sy + 1, sy)
+        xs = slice(x0, x0 + (nx - 1) * sx + 1, sx)
+        return view[t, c, z, ys, xs]
+
+
+def open_levels(
+    handle: TiffHandle,
+    series: tifffile.TiffPageSeries,
+    base_shape: tuple[int, ...],
+    spacing: tuple[float, float, float],
+    unit: str | None,
+) -> tuple[LazyTiffImage, ...]:
+    """The coarser stored levels of ``series`` usable for display.
+
+    Levels with other t, c, z sizes or not smaller in y and x are skipped.
+    """
+    levels: list[LazyTiffImage] = []
+    previous = base_shape
+    for level in range(1, len(series.levels)):
+        image = LazyTiffImage(handle, series, level=level, owns_handle=False)
+        shape = image.shape
+        if shape[:3] != base_shape[:3] or not (
+            shape[3] <= previous[3] and shape[4] <= previous[4] and shape != previous
+        ):
+            continue
+        z, y, x = spacing
+        image.spacing = (z, y * base_shape[3] / shape[3], x * base_shape[4] / shape[4])
+        image.unit = unit
+        levels.append(image)
+        previous = shape
+    return tuple(levels)
+
+
+def path_of(obj: Any) -> str:  # pragma: no cover - helper for messages
+    return os.fspath(obj)
