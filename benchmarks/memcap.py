@@ -53,6 +53,9 @@ class CapResult:
             return "killed (OOM, exit 137)"
         if self.returncode == 0:
             return "survived"
+        if self.returncode is not None and self.returncode < 0:
+            name = signal.Signals(-self.returncode).name
+            return f"died of {name} (exit {128 - self.returncode})"
         return f"failed (exit {self.returncode})"
 
 

@@ -63,10 +63,14 @@ def _fs_type(path: Path) -> str:
 
 def choose_workdir(requested: str | None) -> Path:
     """A new folder on a disk file system (not tmpfs) with room for the data."""
-    candidates = [Path(requested)] if requested else [
-        Path(tempfile.gettempdir()),
-        Path.cwd(),
-    ]
+    candidates = (
+        [Path(requested)]
+        if requested
+        else [
+            Path(tempfile.gettempdir()),
+            Path.cwd(),
+        ]
+    )
     for base in candidates:
         if _fs_type(base) in ("tmpfs", "ramfs"):
             log(f"{base} is a RAM file system: not used for data")
@@ -86,14 +90,22 @@ def _pattern(shape: tuple[int, int], seed: int):
 
 def make_volume(path: Path, nbytes: int) -> int:
     """A (z, 2048, 4096) uint16 ImageJ TIFF of about ``nbytes``; returns z."""
+    import warnings
+
     import numpy as np
     import tifffile
 
     nz = max(2, round(nbytes / (PLANE[0] * PLANE[1] * 2)))
-    data = tifffile.memmap(
-        path, shape=(nz, *PLANE), dtype=np.uint16, imagej=True,
-        metadata={"axes": "ZYX"},
-    )
+    with warnings.catch_warnings():
+        # past 4 GiB tifffile writes ImageJ's own layout (one IFD), and says so
+        warnings.filterwarnings("ignore", "truncating ImageJ file")
+        data = tifffile.memmap(
+            path,
+            shape=(nz, *PLANE),
+            dtype=np.uint16,
+            imagej=True,
+            metadata={"axes": "ZYX"},
+        )
     base = _pattern(PLANE, 0)
     for z in range(nz):
         data[z] = base + np.uint16(z * 97 % 4096)
@@ -121,10 +133,21 @@ def make_plane(path: Path, side: int) -> None:
 def xvfb(size: str):
     """Start an Xvfb server; yield its DISPLAY."""
     if not shutil.which("Xvfb"):
-        raise SystemExit("Xvfb is needed for the viewer measurements (apt install xvfb)")
+        raise SystemExit(
+            "Xvfb is needed for the viewer measurements (apt install xvfb)"
+        )
     r, w = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(w), "-screen", "0", f"{size}x24", "-nolisten", "tcp"],
+        [
+            "Xvfb",
+            "-displayfd",
+            str(w),
+            "-screen",
+            "0",
+            f"{size}x24",
+            "-nolisten",
+            "tcp",
+        ],
         pass_fds=(w,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -173,27 +196,32 @@ class Runner:
         res = memcap.run_capped(cap, cmd, timeout=self.timeout, env=self.env)
         out = parse_result(res.returncode or 0, res.stdout, res.stderr)
         steps = [
-            line.split()[1:-1] for line in res.stdout.splitlines()
+            line.split()[1:-1]
+            for line in res.stdout.splitlines()
             if line.startswith("STEP ")
         ]
         out.pop("error", None)
         return {
             "verdict": res.verdict,
-            "exit": (128 - res.returncode) if res.returncode and res.returncode < 0
+            "exit": (128 - res.returncode)
+            if res.returncode and res.returncode < 0
             else res.returncode,
             "cap": cap / MiB,
             "cgroup_peak": res.peak_bytes / MiB,
             "oom_kills": res.oom_kills,
             "time": res.seconds,
             "done": [" ".join(s) for s in steps],
-            "error": None if res.returncode == 0 or res.killed else _last_line(res.stderr),
+            "error": None
+            if res.returncode == 0 or res.killed
+            else _last_line(res.stderr),
             **out,
         }
 
 
 def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+    """The end of an error output: its last lines that say something."""
+    lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 3]
+    return " / ".join(lines[-2:])[-300:] if lines else ""
 
 
 def parse_result(code: int, stdout: str, stderr: str) -> dict[str, Any]:
@@ -206,11 +234,19 @@ def parse_result(code: int, stdout: str, stderr: str) -> dict[str, Any]:
 
 
 def _show(name: str, res: dict[str, Any]) -> None:
-    if "error" in res and res["error"]:
+    if res.get("error"):
         log(f"  {name}: ERROR {res['error']}")
         return
-    keys = ("time", "peak_delta", "peak_anon_delta", "read", "bytes_read",
-            "cold_median", "cold_p95", "verdict")
+    keys = (
+        "time",
+        "peak_delta",
+        "peak_anon_delta",
+        "read",
+        "bytes_read",
+        "cold_median",
+        "cold_p95",
+        "verdict",
+    )
     parts = []
     for k in keys:
         v = res.get(k)
@@ -239,9 +275,15 @@ def machine() -> dict[str, Any]:
     root = Path(tempfile.gettempdir())
     disk = "?"
     with contextlib.suppress(Exception):
-        disk = subprocess.run(
-            ["lsblk", "-dno", "NAME,SIZE,ROTA,MODEL"], capture_output=True, text=True
-        ).stdout.strip().replace("\n", "; ")
+        disk = (
+            subprocess.run(
+                ["lsblk", "-dno", "NAME,SIZE,ROTA,MODEL"],
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .replace("\n", "; ")
+        )
     return {
         "cpu": first("/proc/cpuinfo", "model name"),
         "cores": os.cpu_count(),
@@ -267,6 +309,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "sizes": args.sizes,
         "workdir_fs": _fs_type(work),
         "load": os.getloadavg(),
+        "plane_side": args.plane,
     }
     runner = Runner(env, args.timeout)
     sections = set(args.only or ["open", "copy", "save", "zstep", "plane", "caps"])
@@ -277,22 +320,24 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         p = work / f"volume_{size:g}GiB.tif"
         t0 = time.perf_counter()
         vols[size] = (p, make_volume(p, int(size * GiB)))
-        log(f"  {p.name}: {p.stat().st_size / GiB:.2f} GiB in {time.perf_counter() - t0:.1f} s")
+        dt = time.perf_counter() - t0
+        log(f"  {p.name}: {p.stat().st_size / GiB:.2f} GiB in {dt:.1f} s")
     plane = work / f"plane_{args.plane}.tif"
     if sections & {"plane"}:
         t0 = time.perf_counter()
         make_plane(plane, args.plane)
-        log(f"  {plane.name}: {plane.stat().st_size / GiB:.2f} GiB in {time.perf_counter() - t0:.1f} s")
+        dt = time.perf_counter() - t0
+        log(f"  {plane.name}: {plane.stat().st_size / GiB:.2f} GiB in {dt:.1f} s")
 
     out = str(work / "out.tif")
     if "open" in sections:
         log("open")
         rows = results["open"] = []
-        for size, (p, nz) in vols.items():
+        for size, (p, _nz) in vols.items():
             r = runner.run("open_tiff", path=str(p))
             _show(f"{size:g} GiB open_tiff", r)
             rows.append({"size": size, "method": "open_tiff", **r})
-            for method in OPEN_METHODS:
+            for method in (*OPEN_METHODS, "plugin_direct"):
                 r = runner.run("viewer_open", path=str(p), method=method)
                 _show(f"{size:g} GiB {method}", r)
                 rows.append({"size": size, "method": method, **r})
@@ -342,18 +387,42 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             rows = results["caps"] = []
             core, view = 512 * MiB, 1024 * MiB
             runs = [
-                ("core: open, copy, write_pixel, load_plane, save", core,
-                 "core_cap", {"path": str(big), "out": out}),
-                ("numpy memmap copy (by hand)", core, "numpy_cap",
-                 {"path": str(big), "out": out, "what": "copy"}),
-                ("tifffile imread + imwrite (by hand)", core, "numpy_cap",
-                 {"path": str(big), "out": out, "what": "save"}),
-                ("viewer, this plugin: open, browse z, 3D", view, "viewer_cap",
-                 {"path": str(big), "method": "plugin", "nz": big_nz}),
-                ("viewer, napari built-in reader", view, "viewer_cap",
-                 {"path": str(big), "method": "builtin", "nz": big_nz}),
-                ("viewer, tifffile.memmap + add_image", view, "viewer_cap",
-                 {"path": str(big), "method": "memmap", "nz": big_nz}),
+                (
+                    "core: open, copy, write_pixel, load_plane, save",
+                    core,
+                    "core_cap",
+                    {"path": str(big), "out": out},
+                ),
+                (
+                    "numpy memmap copy (by hand)",
+                    core,
+                    "numpy_cap",
+                    {"path": str(big), "out": out, "what": "copy"},
+                ),
+                (
+                    "tifffile imread + imwrite (by hand)",
+                    core,
+                    "numpy_cap",
+                    {"path": str(big), "out": out, "what": "save"},
+                ),
+                (
+                    "viewer, this plugin: open, browse z, 3D",
+                    view,
+                    "viewer_cap",
+                    {"path": str(big), "method": "plugin", "nz": big_nz},
+                ),
+                (
+                    "viewer, napari built-in reader",
+                    view,
+                    "viewer_cap",
+                    {"path": str(big), "method": "builtin", "nz": big_nz},
+                ),
+                (
+                    "viewer, tifffile.memmap + add_image",
+                    view,
+                    "viewer_cap",
+                    {"path": str(big), "method": "memmap", "nz": big_nz},
+                ),
             ]
             for name, cap, op, kw in runs:
                 r = runner.run_capped(cap, op, **kw)
@@ -367,24 +436,37 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--sizes", type=float, nargs="+", default=[0.25, 1, 4],
+        "--sizes",
+        type=float,
+        nargs="+",
+        default=[0.25, 1, 4],
         help="volume sizes in GiB (default 0.25 1 4); the largest is used for "
         "the z-step and memory-cap runs",
     )
     parser.add_argument(
-        "--plane", type=int, default=32768,
+        "--plane",
+        type=int,
+        default=32768,
         help="side of the big uint16 plane (default 32768: 2 GiB)",
     )
     parser.add_argument(
-        "--only", nargs="+",
+        "--only",
+        nargs="+",
         choices=["open", "copy", "save", "zstep", "plane", "caps"],
         help="run only these parts",
     )
     parser.add_argument("--workdir", help="folder for the data (default: system temp)")
-    parser.add_argument("--out", default=str(HERE.parent / "docs"),
-                        help="where to write benchmarks.md/.png/.json")
-    parser.add_argument("--timeout", type=float, default=600,
-                        help="seconds before one measurement is abandoned")
+    parser.add_argument(
+        "--out",
+        default=str(HERE.parent / "docs"),
+        help="where to write benchmarks.md/.png/.json",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="seconds before one measurement is abandoned",
+    )
     parser.add_argument("--screen", default="1920x1200", help="Xvfb screen size")
     args = parser.parse_args(argv)
     args.sizes = sorted(args.sizes)

@@ -23,13 +23,14 @@ from ._geometry import Geometry
 from ._io import copy, iter_copy, iter_save_raw, iter_save_tiff, save_raw, save_tiff
 from ._raw import open_raw
 from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
-from ._tiff import open_tiff
+from ._tiff import TiffSeriesInfo, open_tiff, tiff_series
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DiskImage",
     "Geometry",
+    "TiffSeriesInfo",
     "copy",
     "get_disk_image_dir",
     "is_disk_image",
@@ -43,4 +44,5 @@ __all__ = [
     "save_tiff",
     "set_disk_image_dir",
     "sweep_orphans",
+    "tiff_series",
 ]

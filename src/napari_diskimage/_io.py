@@ -149,7 +149,12 @@ class _Padded:
         self.dtype = data.dtype
 
     def __getitem__(self, key: tuple[Any, ...]) -> Any:
-        return self._data[tuple(key[self._pad :])]
+        # numpy semantics: the padded axes stay in the result unless indexed
+        # by an integer (transposing a block relies on it).
+        key = tuple(key) + (slice(None),) * (len(self.shape) - len(key))
+        block = np.asarray(self._data[key[self._pad :]])
+        kept = sum(not isinstance(k, (int, np.integer)) for k in key[: self._pad])
+        return block.reshape((1,) * kept + block.shape)
 
 
 def _blocks(shape: tuple[int, ...], itemsize: int) -> Generator[tuple[Any, ...]]:
@@ -246,11 +251,20 @@ def iter_copy(image: Any) -> Steps:
     )
     ok = False
     try:
-        yield from _write_pixels(source, scratch.fd, 0, geometry.dtype.newbyteorder("<"))
+        try:
+            yield from _write_pixels(
+                source, scratch.fd, 0, geometry.dtype.newbyteorder("<")
+            )
+        except OSError as exc:
+            full = _full_error(exc, scratch.path, geometry.nbytes)
+            if full is None:
+                raise
+            raise full from exc
         result = map_scratch(scratch, geometry)
         if source.disk_image is not None:
             result.spacing = source.disk_image.spacing
             result.unit = source.disk_image.unit
+            result.rgb = source.disk_image.rgb
         ok = True
         return result
     finally:
@@ -343,9 +357,15 @@ def _atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
         ) from exc
     ok = False
     try:
-        with os.fdopen(fd, "r+b") as fh:
-            fh.raw.name = str(tmp)  # tifffile wants a named file
-            yield from write(fh)
+        try:
+            with os.fdopen(fd, "r+b") as fh:
+                fh.raw.name = str(tmp)  # tifffile wants a named file
+                yield from write(fh)
+        except OSError as exc:
+            full = _full_error(exc, target, nbytes)
+            if full is None:
+                raise
+            raise full from exc
         if target.exists():
             mode = stat.S_IMODE(target.stat().st_mode)
         else:
@@ -358,6 +378,23 @@ def _atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     return target
+
+
+def _full_error(exc: OSError, target: Path, nbytes: int) -> OSError | None:
+    """A write that failed part-way (disk full, quota, file-size limit) as an
+    error naming the file; None for other errors and for those that already
+    name a file (a truncated source, a failed reservation)."""
+    if exc.filename is not None or exc.errno not in (
+        errno.ENOSPC, errno.EDQUOT, errno.EFBIG
+    ):
+        return None
+    return OSError(
+        exc.errno,
+        f"writing {str(target)!r} ({format_bytes(nbytes)}) failed part-way: "
+        f"{exc.strerror}. The partial file was removed; free some space or "
+        "choose another folder, then try again",
+        str(target),
+    )
 
 
 def _reserve(fd: int, nbytes: int, target: Path) -> None:
@@ -404,8 +441,8 @@ def iter_save_tiff(image: Any, path: str | os.PathLike[str]) -> Steps:
     if img is not None and (img.spacing != (1.0, 1.0, 1.0) or img.unit):
         z, y, x = img.spacing
         kwargs["resolution"] = (1.0 / x, 1.0 / y)
-        if kwargs.get("imagej"):
-            kwargs["metadata"].update(spacing=z, unit=img.unit or "pixel")
+        # ImageJ and tifffile's shaped metadata both keep z spacing and unit
+        kwargs["metadata"].update(spacing=z, unit=img.unit or "pixel")
     dtype = geometry.dtype.newbyteorder("<")
 
     def write(fh: Any) -> Steps:

@@ -19,7 +19,6 @@ import errno
 import io
 import math
 import numbers
-import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -34,7 +33,15 @@ from tifffile.zarr import ZarrTiffStore
 from ._diskimage import DiskImage, _check_index
 from ._geometry import Geometry
 
-__all__ = ["CACHE_BYTES", "LazyTiffImage", "TczyxView", "TiffHandle", "axis_targets"]
+__all__ = [
+    "CACHE_BYTES",
+    "LazyTiffImage",
+    "TczyxView",
+    "TiffHandle",
+    "axis_targets",
+    "is_rgb",
+    "tczyx_shape",
+]
 
 #: Decoded strips or tiles kept in memory per open file (all levels).
 CACHE_BYTES = 64 << 20
@@ -60,6 +67,14 @@ def axis_targets(axes: str) -> list[int]:
             free = [p for p in (2, 0, 1) if p not in targets]
             targets[i] = free[0] if free else 2
     return targets
+
+
+def tczyx_shape(axes: str, shape: tuple[int, ...]) -> tuple[int, int, int, int, int]:
+    """The (t, c, z, y, x) shape of data with tifffile ``axes`` and ``shape``."""
+    full = [1] * 5
+    for tgt, size in zip(axis_targets(axes), shape, strict=True):
+        full[tgt] *= size
+    return (full[0], full[1], full[2], full[3], full[4])
 
 
 def is_rgb(axes: str, shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -140,7 +155,7 @@ class TiffHandle:
     included); ``cache`` holds decoded chunks.
     """
 
-    def __init__(self, path: Path, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, path: Path, cache_bytes: int | None = None) -> None:
         self.path = path
         self._file = _CountingFile(path, "r")
         try:
@@ -148,7 +163,7 @@ class TiffHandle:
         except BaseException:
             self._file.close()
             raise
-        self.cache = _ChunkCache(cache_bytes)
+        self.cache = _ChunkCache(CACHE_BYTES if cache_bytes is None else cache_bytes)
         self._finalizer = weakref.finalize(self, _close_tiff, self.tif, self._file)
 
     @property
@@ -203,7 +218,7 @@ class TczyxView:
 
     ndim = 5
 
-    def __init__(self, source: Any, axes: str) -> None:
+    def __init__(self, source: Any, axes: str, name: str = "the TIFF file") -> None:
         if len(axes) != len(source.shape):
             raise ValueError(f"axes {axes!r} do not match shape {source.shape}")
         targets = axis_targets(axes)
@@ -214,6 +229,7 @@ class TczyxView:
             raise ValueError(f"cannot map TIFF axes {axes!r} to (t, c, z, y, x)")
         self._source = source
         self._axes = axes
+        self._name = name
         self._target_of = targets
         self.shape = tuple(
             math.prod(source.shape[i] for i in group) for group in self._groups
@@ -284,9 +300,7 @@ class TczyxView:
                 if parts:
                     return np.stack(parts, axis=at)
                 empty = self._read([*key[:pos], 0, *key[pos + 1 :]])
-                return np.empty(
-                    (*empty.shape[:at], 0, *empty.shape[at:]), self.dtype
-                )
+                return np.empty((*empty.shape[:at], 0, *empty.shape[at:]), self.dtype)
         src_key: list[int | slice] = [slice(None)] * len(self._source.shape)
         flips: list[int] = []
         out_shape: list[int] = []
@@ -308,7 +322,16 @@ class TczyxView:
                     src_key[i] = int(sub)
         if 0 in out_shape:
             return np.empty(out_shape, self.dtype)
-        block = np.asarray(self._source[tuple(src_key)])
+        try:
+            block = np.asarray(self._source[tuple(src_key)])
+        except Exception as exc:
+            # imagecodecs, tifffile and zarr raise many types on corrupt data
+            raise OSError(
+                errno.EIO,
+                f"cannot decode pixels of {self._name}: {exc}. The file may "
+                "be damaged or truncated; check it with another program",
+                self._name,
+            ) from exc
         kept = [i for i, k in enumerate(src_key) if isinstance(k, slice)]
         order = sorted(range(len(kept)), key=lambda j: self._target_of[kept[j]])
         block = block.transpose(order).reshape(out_shape)
@@ -364,13 +387,14 @@ class LazyTiffImage(DiskImage):
         spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
         unit: str | None = None,
         owns_handle: bool = True,
+        storage: str | None = None,
     ) -> None:
         # No memory map: DiskImage.__init__ is not called on purpose; the
         # attributes its inherited methods use are set here.
         level_series = series.levels[level]
         store = _CachedTiffStore(series, level, handle.cache)
         source = zarr.open_array(store, mode="r", zarr_format=2)
-        view = TczyxView(source, level_series.axes)
+        view = TczyxView(source, level_series.axes, repr(str(handle.path)))
         self._handle = handle
         self._owns_handle = owns_handle
         self._path = handle.path
@@ -382,7 +406,7 @@ class LazyTiffImage(DiskImage):
         self._file_dtype = np.dtype(level_series.dtype).newbyteorder(
             handle.tif.byteorder
         )
-        self._storage = compression_name(level_series)
+        self._storage = storage or compression_name(level_series)
         self.spacing = tuple(float(s) for s in spacing)
         self.unit = unit
         self.rgb = is_rgb(level_series.axes, level_series.shape, level_series.dtype)
@@ -481,31 +505,29 @@ class LazyTiffImage(DiskImage):
 
 def open_levels(
     handle: TiffHandle,
-    series: tifffile.TiffPageSeries,
+    sources: list[tuple[tifffile.TiffPageSeries, int]],
     base_shape: tuple[int, ...],
     spacing: tuple[float, float, float],
     unit: str | None,
 ) -> tuple[LazyTiffImage, ...]:
-    """The coarser stored levels of ``series`` usable for display.
+    """Images of the coarser stored levels ``(series, level)``, for display.
 
-    Levels with other t, c, z sizes or not smaller in y and x are skipped.
+    Levels with other t, c, z sizes, or not smaller in y and x than the
+    previous one, are skipped.  Each level's spacing is scaled to its size.
     """
     levels: list[LazyTiffImage] = []
-    previous = base_shape
-    for level in range(1, len(series.levels)):
-        image = LazyTiffImage(handle, series, level=level, owns_handle=False)
-        shape = image.shape
-        if shape[:3] != base_shape[:3] or not (
+    previous = tuple(base_shape)
+    for series, level in sources:
+        stored = series.levels[level]
+        shape = tczyx_shape(stored.axes, stored.shape)
+        if shape[:3] != previous[:3] or not (
             shape[3] <= previous[3] and shape[4] <= previous[4] and shape != previous
         ):
             continue
+        image = LazyTiffImage(handle, series, level=level, owns_handle=False)
         z, y, x = spacing
         image.spacing = (z, y * base_shape[3] / shape[3], x * base_shape[4] / shape[4])
         image.unit = unit
         levels.append(image)
         previous = shape
     return tuple(levels)
-
-
-def path_of(obj: Any) -> str:  # pragma: no cover - helper for messages
-    return os.fspath(obj)

@@ -7,9 +7,15 @@ stride), and keeps t and z whole, so every plane shown in 2D is an exact
 plane of the file.  Nothing is read until napari asks for the pixels of a
 view (``np.asarray``), and then only the rows and columns of that view,
 through :meth:`DiskImage.read_region` (``pread``: no SIGBUS if the file
-shrinks, and ``bytes_read`` counts what was read).  There is no cache, so a
-pixel written with :meth:`DiskImage.write_pixel` shows at every level on the
-next ``layer.refresh()``.
+shrinks, and ``bytes_read`` counts what was read).
+
+napari reads the same coarse planes several times in a row (the view and
+the thumbnail, and each re-slice while a layer is added), so whole planes
+of the strided levels are kept in a small cache (:data:`CACHE_BYTES` for
+all images).  An entry is used only while the image's ``write_count`` and the
+file's modification time and size are unchanged, and for at most
+:data:`CACHE_SECONDS`: a pixel written with :meth:`DiskImage.write_pixel`
+shows at every level on the next ``layer.refresh()``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -24,9 +35,12 @@ import numpy as np
 from ._diskimage import DiskImage
 
 __all__ = [
+    "CACHE_BYTES",
+    "CACHE_SECONDS",
     "COARSEST_SIZE",
     "SAMPLE_BYTES",
     "DisplayLevel",
+    "clear_cache",
     "display_axes",
     "display_levels",
     "sample_contrast_limits",
@@ -36,6 +50,12 @@ __all__ = [
 COARSEST_SIZE = 512
 #: Most bytes read from the file to estimate contrast limits.
 SAMPLE_BYTES = 16 << 20
+#: Memory for cached planes of the strided levels, all images together.
+CACHE_BYTES = 96 << 20
+#: Largest plane that is cached; bigger ones are read in parts, as shown.
+CACHE_PLANE_BYTES = 4 << 20
+#: A cached plane is read again after this many seconds.
+CACHE_SECONDS = 5.0
 
 _Index = int | range
 
@@ -99,9 +119,7 @@ class DisplayLevel:
         )
 
     @classmethod
-    def _view(
-        cls, parent: DisplayLevel, index: tuple[_Index, ...]
-    ) -> DisplayLevel:
+    def _view(cls, parent: DisplayLevel, index: tuple[_Index, ...]) -> DisplayLevel:
         view = cls.__new__(cls)
         view._image = parent._image
         view._channel = parent._channel
@@ -212,20 +230,9 @@ class DisplayLevel:
         cols, flip_x = _ascending(x_idx)
         out = np.empty((len(ts), len(zs), len(rows), len(cols)), self.dtype)
         if out.size:
-            read = self._image.read_region
-            c = self._channel
+            read_plane = self._plane_reader(rows, cols)
             for (i, t), (j, z) in itertools.product(enumerate(ts), enumerate(zs)):
-                out[i, j] = read(
-                    t,
-                    c,
-                    z,
-                    rows.start,
-                    len(rows),
-                    rows.step,
-                    cols.start,
-                    len(cols),
-                    cols.step,
-                )
+                out[i, j] = read_plane(t, z)
         if flip_y:
             out = out[:, :, ::-1]
         if flip_x:
@@ -236,6 +243,129 @@ class DisplayLevel:
             if not isinstance(idx, range):
                 drop[n] = 0
         return np.ascontiguousarray(out[tuple(drop)])
+
+    def _plane_reader(self, rows: range, cols: range) -> Any:
+        """A function (t, z) -> the ``rows`` x ``cols`` part of a plane."""
+        image, c, f = self._image, self._channel, self._factor
+        full_y = range(0, image.shape[3], f)
+        full_x = range(0, image.shape[4], f)
+        plane_bytes = len(full_y) * len(full_x) * self.dtype.itemsize
+        token = None
+        if f > 1 and plane_bytes <= CACHE_PLANE_BYTES:
+            token = _token_of(image)
+        if token is None:
+
+            def read_part(t: int, z: int) -> np.ndarray:
+                return image.read_region(
+                    t, c, z, rows.start, len(rows), rows.step,
+                    cols.start, len(cols), cols.step,
+                )  # fmt: skip
+
+            return read_part
+        # A strided level: read whole planes through the cache, then crop.
+        version = _version(image)
+        crop = tuple(_level_slice(r, f) for r in (rows, cols))
+
+        def read_cached(t: int, z: int) -> np.ndarray:
+            key = (token, c, f, t, z)
+            plane = _cache.get(key, version)
+            if plane is None:
+                plane = image.read_region(t, c, z, 0, len(full_y), f, 0, len(full_x), f)
+                _cache.put(key, version, plane)
+            return plane[crop]
+
+        return read_cached
+
+
+def _level_slice(r: range, factor: int) -> slice:
+    """Full-resolution indices ``r`` as a slice of a level strided by ``factor``."""
+    step = max(1, r.step // factor)  # a single index may carry step 1
+    start = r.start // factor
+    return slice(start, start + len(r) * step, step)
+
+
+class _PlaneCache:
+    """Whole planes of strided levels, least recently used dropped first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._planes: OrderedDict[Any, tuple[Any, float, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, version: Any) -> np.ndarray | None:
+        with self._lock:
+            entry = self._planes.get(key)
+            if entry is None:
+                return None
+            stored_version, stored_at, plane = entry
+            if (
+                stored_version != version
+                or time.monotonic() - stored_at > CACHE_SECONDS
+            ):
+                del self._planes[key]
+                self.nbytes -= plane.nbytes
+                return None
+            self._planes.move_to_end(key)
+            return plane
+
+    def put(self, key: Any, version: Any, plane: np.ndarray) -> None:
+        plane.flags.writeable = False  # shared by every reader of the level
+        with self._lock:
+            old = self._planes.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[2].nbytes
+            self._planes[key] = (version, time.monotonic(), plane)
+            self.nbytes += plane.nbytes
+            while self.nbytes > self.max_bytes and self._planes:
+                _, (_, _, dropped) = self._planes.popitem(last=False)
+                self.nbytes -= dropped.nbytes
+
+    def drop(self, token: int) -> None:
+        """Forget the planes whose key starts with ``token``."""
+        with self._lock:
+            for key in [k for k in self._planes if k[0] == token]:
+                self.nbytes -= self._planes.pop(key)[2].nbytes
+
+
+# One cache for all images; each image gets a token (weak keys: the cache
+# never keeps an image, or its scratch file, alive) and its planes are
+# dropped when it is.
+_cache = _PlaneCache(CACHE_BYTES)
+_tokens: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_next_token = itertools.count()
+_tokens_lock = threading.Lock()
+
+
+def _token_of(image: Any) -> int | None:
+    """The cache token of ``image``; None if it cannot be weakly referenced."""
+    with _tokens_lock:
+        try:
+            token = _tokens.get(image)
+            if token is None:
+                token = _tokens[image] = next(_next_token)
+                weakref.finalize(image, _cache.drop, token)
+        except TypeError:  # unhashable or not weakly referenceable
+            return None
+        return token
+
+
+def clear_cache(image: Any) -> None:
+    """Forget the cached planes of ``image`` (after writing to it directly)."""
+    with _tokens_lock:
+        token = _tokens.get(image)
+    if token is not None:
+        _cache.drop(token)
+
+
+def _version(image: Any) -> tuple[Any, ...]:
+    """What must not change for a cached plane of ``image`` to stay valid."""
+    try:
+        st = os.stat(image.path)
+        stamp: tuple[Any, ...] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except (OSError, TypeError, AttributeError):
+        stamp = ()
+    return (getattr(image, "write_count", None), *stamp)
 
 
 def _ascending(r: _Index) -> tuple[range, bool]:
@@ -269,8 +399,9 @@ def sample_contrast_limits(
 ) -> tuple[float, float]:
     """Contrast limits (min, max) of a strided sample of one channel.
 
-    Reads at most ``budget`` bytes: up to 16 planes spread through t and z,
-    and in each of them rows spread evenly through the plane.  The limits
+    Reads at most ``budget`` bytes: the whole channel if it fits, else 16
+    planes spread through t and z, and in each of them rows spread evenly
+    through the plane.  The limits
     span the values found, so a uint16 image whose values are 0..1255
     shows with limits near 0..1255, not 0..65535.  NaN and infinities are
     ignored; a constant image gets ``(v, v + 1)``.
@@ -287,7 +418,8 @@ def sample_contrast_limits(
             image.read_region(0, channel, z_size // 2, y_size // 2, 1, 1, 0, nx, 1)
         ]
     else:
-        n_planes = min(planes, 16, rows_total)
+        # 16 planes, or every plane if all of them fit in the budget
+        n_planes = min(planes, rows_total, max(16, rows_total // y_size))
         rows = min(y_size, rows_total // n_planes)
         step_y = y_size // rows
         if step_y <= 2:

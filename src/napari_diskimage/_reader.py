@@ -150,9 +150,7 @@ def disk_image_layers(
             "metadata": {"disk_image": image, "channel": c},
         }
         if image.unit:
-            kwargs["units"] = tuple(
-                "pixel" if a == "t" else image.unit for a in axes
-            )
+            kwargs["units"] = tuple("pixel" if a == "t" else image.unit for a in axes)
         if n_channels > 1:
             colormaps = (
                 ("red", "green", "blue") if n_channels == 3 else _CHANNEL_COLORMAPS

@@ -98,7 +98,8 @@ def _check_writable(path: Path) -> None:
             str(path),
         ) from exc
     except OSError as exc:
-        raise type(exc)(
+        cls = PermissionError if exc.errno == errno.EROFS else type(exc)
+        raise cls(
             exc.errno,
             f"cannot create disk-image directory {str(path)!r}: "
             f"{exc.strerror}; choose a folder you can write to",
@@ -273,7 +274,8 @@ def create_scratch(geometry: Geometry, what: str = "a new disk image") -> Scratc
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
-        cls = PermissionError if exc.errno in (errno.EACCES, errno.EPERM) else OSError
+        denied = (errno.EACCES, errno.EPERM, errno.EROFS)
+        cls = PermissionError if exc.errno in denied else OSError
         raise cls(
             exc.errno,
             f"cannot create a disk image in {str(folder)!r}: {exc.strerror}; "

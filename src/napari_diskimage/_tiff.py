@@ -1,9 +1,16 @@
-"""Opening TIFF files as disk images, and the TIFF layout used to save them."""
+"""Opening TIFF files as disk images: mapped when possible, else lazily decoded."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import math
 import os
+import struct
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,28 +19,17 @@ import tifffile
 from ._diskimage import DiskImage
 from ._files import check_mode, check_readable, check_writable_file
 from ._geometry import as_dtype
+from ._lazy import (
+    LazyTiffImage,
+    TiffHandle,
+    axis_targets,
+    compression_name,
+    is_rgb,
+    open_levels,
+    tczyx_shape,
+)
 
-__all__ = ["open_tiff"]
-
-# tifffile axis letters -> position in (t, c, z, y, x).  S (samples, RGB)
-# is a channel; Q/I (unknown or generic page sequence) are planes.
-_TARGET = {"T": 0, "C": 1, "S": 1, "Z": 2, "Q": 2, "I": 2, "Y": 3, "X": 4}
-
-
-def _unmappable_reason(series: tifffile.TiffPageSeries) -> str:
-    page = series.keyframe
-    reasons = []
-    if page.compression != 1:
-        reasons.append(f"compressed ({tifffile.COMPRESSION(page.compression).name})")
-    if page.is_tiled:
-        reasons.append("tiled")
-    if page.predictor != 1:
-        reasons.append("stored with a predictor")
-    if page.planarconfig == 2 and page.samplesperpixel > 1:
-        reasons.append("stored in separate colour planes")
-    if not reasons:
-        reasons.append("stored in pieces scattered through the file")
-    return " and ".join(reasons)
+__all__ = ["TiffSeriesInfo", "open_tiff", "tiff_series", "to_tczyx"]
 
 
 def to_tczyx(array: np.ndarray, axes: str) -> np.ndarray:
@@ -43,14 +39,7 @@ def to_tczyx(array: np.ndarray, axes: str) -> np.ndarray:
     they are adjacent; other letters become planes (z), frames (t) or
     channels (c), whichever is free.  Raises ValueError if no view exists.
     """
-    axes = axes.upper()
-    targets: list[int] = []
-    for letter in axes:
-        targets.append(_TARGET.get(letter, -1))
-    for i, tgt in enumerate(targets):
-        if tgt == -1:  # unknown letter: first free of z, t, c
-            free = [p for p in (2, 0, 1) if p not in targets]
-            targets[i] = free[0] if free else 2
+    targets = axis_targets(axes)
     # merge adjacent axes with the same target
     shape: list[int] = []
     merged: list[int] = []
@@ -81,32 +70,214 @@ def to_tczyx(array: np.ndarray, axes: str) -> np.ndarray:
     )
 
 
-def _spacing(tif: tifffile.TiffFile, page: Any) -> tuple[tuple[float, float, float], str | None]:
-    """Physical pixel size (z, y, x) and unit from ImageJ or TIFF tags."""
-    z = y = x = 1.0
-    unit = None
-    ij = tif.imagej_metadata or {}
+# --- physical pixel size ------------------------------------------------
+# metres per unit, for converting OME sizes given in different units
+_METRES = {
+    "m": 1.0,
+    "cm": 1e-2,
+    "mm": 1e-3,
+    "um": 1e-6,
+    "nm": 1e-9,
+    "pm": 1e-12,
+    "Å": 1e-10,
+    "angstrom": 1e-10,
+}
+
+
+def _unit(name: Any) -> str | None:
+    """A unit name as napari-diskimage spells it (``"um"`` for microns)."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    name = name.strip()
+    if name in ("micron", "microns", "µm", "μm", "\\u00B5m", "um"):
+        return "um"
+    if name.lower() in ("pixel", "pixels", "px"):
+        return None
+    return name
+
+
+def _positive(value: Any, default: float = 1.0) -> float:
     try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if v > 0 and math.isfinite(v) else default
+
+
+def _ome_spacing(
+    tif: tifffile.TiffFile, index: int, series: tifffile.TiffPageSeries
+) -> tuple[tuple[float, float, float], str | None] | None:
+    """Physical size (z, y, x) and unit from the OME-XML of series ``index``."""
+    try:
+        root = ET.fromstring(tif.ome_metadata or "")
+    except ET.ParseError:
+        return None
+    images = [el for el in root if el.tag.endswith("Image")]
+    if len(images) != len(tif.series):  # tifffile skipped some: match by name
+        images = [el for el in images if el.attrib.get("Name") == series.name]
+        index = 0
+    if index >= len(images):
+        return None
+    pixels = next((el for el in images[index] if el.tag.endswith("Pixels")), None)
+    if pixels is None:
+        return None
+    attr = pixels.attrib
+    sizes, units = [], []
+    for axis in "ZYX":
+        sizes.append(_positive(attr.get(f"PhysicalSize{axis}")))
+        units.append(_unit(attr.get(f"PhysicalSize{axis}Unit", "µm")))
+    if not any(f"PhysicalSize{a}" in attr for a in "ZYX"):
+        return None
+    unit = units[2]
+    if unit in _METRES:  # express y and z in the unit of x
+        for i in (0, 1):
+            if units[i] in _METRES and f"PhysicalSize{'ZYX'[i]}" in attr:
+                sizes[i] *= _METRES[units[i]] / _METRES[unit]
+    return (sizes[0], sizes[1], sizes[2]), unit
+
+
+def _spacing(
+    tif: tifffile.TiffFile, index: int, series: tifffile.TiffPageSeries
+) -> tuple[tuple[float, float, float], str | None]:
+    """Physical pixel size (z, y, x) and unit: OME, ImageJ, tifffile, tags."""
+    page = series.keyframe
+    try:
+        if tif.is_ome:
+            found = _ome_spacing(tif, index, series)
+            if found is not None:
+                return found
+        z = y = x = 1.0
+        unit = None
         res = page.tags.get("XResolution"), page.tags.get("YResolution")
         if res[0] is not None and res[1] is not None:
             rx = res[0].value[0] / res[0].value[1]
             ry = res[1].value[0] / res[1].value[1]
             if rx > 0 and ry > 0 and math.isfinite(rx) and math.isfinite(ry):
                 x, y = 1.0 / rx, 1.0 / ry
-        if ij:
-            z = float(ij.get("spacing", 1.0)) or 1.0
-            unit = ij.get("unit")
-            if unit in ("micron", "\\u00B5m", "µm"):
-                unit = "um"
+        ij = tif.imagej_metadata if tif.is_imagej else None
+        shaped = None
+        if series.kind == "shaped" and page.description.startswith("{"):
+            with contextlib.suppress(ValueError):
+                shaped = json.loads(page.description)
+            if not isinstance(shaped, dict):
+                shaped = None
+        meta = ij or shaped
+        if meta and ("spacing" in meta or "unit" in meta):
+            z = _positive(meta.get("spacing", 1.0))
+            unit = _unit(meta.get("unit"))
+        elif ij:
+            unit = _unit(ij.get("unit"))
         elif res[0] is not None:
             ru = page.tags.get("ResolutionUnit")
             if ru is not None and ru.value == 3:  # centimeter
                 x, y, unit = x * 1e4, y * 1e4, "um"
             elif ru is not None and ru.value == 2 and (x, y) != (1.0, 1.0):
                 x, y, unit = x * 25400, y * 25400, "um"
-    except (TypeError, ValueError, ZeroDivisionError):
+    except (TypeError, ValueError, ZeroDivisionError, IndexError, AttributeError):
         return (1.0, 1.0, 1.0), None
     return (z, y, x), unit
+
+
+# --- opening ------------------------------------------------------------
+def _open_handle(p: Path) -> TiffHandle:
+    try:
+        return TiffHandle(p)
+    except (tifffile.TiffFileError, ValueError, struct.error, EOFError) as exc:
+        raise ValueError(f"{str(p)!r} is not a valid TIFF file: {exc}") from None
+
+
+def _all_series(handle: TiffHandle, p: Path) -> list[tifffile.TiffPageSeries]:
+    try:
+        all_series = handle.tif.series
+    except Exception as exc:  # tifffile raises many types on corrupt IFDs
+        raise ValueError(f"{str(p)!r} has a corrupt TIFF structure: {exc}") from None
+    if not all_series:
+        raise ValueError(f"{str(p)!r} contains no image data")
+    return all_series
+
+
+def _check_pixel_type(s: tifffile.TiffPageSeries, p: Path) -> None:
+    if s.dtype is None:
+        raise ValueError(f"{str(p)!r}: unsupported pixel format")
+    dtype = np.dtype(s.dtype)
+    if dtype not in (np.dtype(bool), np.dtype(np.float16)):
+        as_dtype(dtype)  # raises for complex ...
+
+
+def _check_complete(s: tifffile.TiffPageSeries, p: Path, size: int) -> None:
+    """Raise ValueError if the first or last page's pixels lie past the end."""
+    pages = [s.keyframe]
+    with contextlib.suppress(Exception):
+        last = s.pages[len(s.pages) - 1] if len(s.pages) > 1 else None
+        if last is not None:
+            pages.append(last)
+    for page in pages:
+        ends = [
+            o + n
+            for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)
+            if o and n
+        ]
+        if ends and max(ends) > size:
+            raise ValueError(
+                f"{str(p)!r} is truncated: its pixels reach byte {max(ends)} "
+                f"but the file has {size} bytes"
+            )
+
+
+def _open_mapped(
+    p: Path, handle: TiffHandle, s: tifffile.TiffPageSeries, mode: str, size: int
+) -> DiskImage | None:
+    """A memory-mapped DiskImage of ``s``, or None if it cannot be mapped."""
+    offset = s.dataoffset
+    if offset is None or np.dtype(s.dtype) in (np.dtype(bool), np.dtype("f2")):
+        return None
+    dtype = np.dtype(handle.tif.byteorder + s.dtype.char)
+    nbytes = math.prod(s.shape) * dtype.itemsize
+    if offset + nbytes > size:
+        raise ValueError(
+            f"{str(p)!r} is truncated: its header declares {s.shape} "
+            f"{s.dtype} pixels ({nbytes} bytes from byte {offset}) but the "
+            f"file has {size} bytes"
+        )
+    base = np.memmap(p, dtype=dtype, mode=mode, offset=offset, shape=tuple(s.shape))
+    try:
+        view = to_tczyx(base, s.axes)
+    except ValueError:
+        return None  # e.g. channels and samples apart ("CYXS"): decode lazily
+    return DiskImage(p, view, base=base, mode=mode, kind="tiff")
+
+
+def _check_series_type(series: Any) -> None:
+    if isinstance(series, bool) or not isinstance(series, (int, np.integer)):
+        raise TypeError(f"series must be an integer, got {series!r}")
+
+
+def _lazy_reason(s: tifffile.TiffPageSeries) -> str | None:
+    """Why pixels are decoded rather than mapped, if not for their storage."""
+    dtype = np.dtype(s.dtype)
+    extra = ""
+    if dtype == np.dtype(bool):
+        extra = "1 bit per pixel (shown as uint8 0 and 1)"
+    elif dtype == np.dtype(np.float16):
+        extra = "16-bit floats (shown as float32)"
+    if s.dataoffset is None:  # compressed, tiled ...
+        storage = compression_name(s)
+        if extra and storage.startswith("stored in pieces"):
+            return extra  # 1-bit pixels are never "contiguous" to tifffile
+        return f"{storage}, {extra}" if extra else storage
+    return extra or f"laid out as {s.axes!r}, which has no (t, c, z, y, x) view"
+
+
+def _select(
+    all_series: list[tifffile.TiffPageSeries], series: Any, p: Path
+) -> tifffile.TiffPageSeries:
+    if not 0 <= series < len(all_series):
+        raise IndexError(
+            f"series {series} does not exist in {str(p)!r}: it has "
+            f"{len(all_series)} series (0..{len(all_series) - 1}); list them "
+            "with napari_diskimage.tiff_series(path)"
+        )
+    return all_series[int(series)]
 
 
 def _check_declared_size(tif: Any, s: Any, index: int, p: Any) -> None:
@@ -136,16 +307,64 @@ def _check_declared_size(tif: Any, s: Any, index: int, p: Any) -> None:
         )
 
 
+def _corrupt(p: Path, exc: BaseException) -> ValueError:
+    return ValueError(
+        f"cannot open {str(p)!r}: its TIFF header is corrupt or unsupported "
+        f"({type(exc).__name__}: {exc}); check the file with another program"
+    )
+
+
+def _is_reduced(s: tifffile.TiffPageSeries) -> bool:
+    """True for a series of reduced-resolution pages (NewSubfileType bit 0)."""
+    return bool(getattr(s.keyframe, "subfiletype", 0) & 1)
+
+
+def _level_sources(
+    all_series: list[tifffile.TiffPageSeries], index: int
+) -> list[tuple[tifffile.TiffPageSeries, int]]:
+    """The stored coarser levels of series ``index``, as (series, level).
+
+    tifffile lists SubIFD, OME and SVS levels in ``series.levels``; for
+    some files (e.g. a z stack with SubIFDs) it lists each level as a
+    series of its own, flagged reduced-resolution, right after the base.
+    """
+    s = all_series[index]
+    if len(s.levels) > 1:
+        return [(s, level) for level in range(1, len(s.levels))]
+    sources = []
+    planes = tczyx_shape(s.axes, s.shape)[:3]
+    for following in all_series[index + 1 :]:
+        # such levels lose their axes names (QYX for ZYX): compare t, c, z
+        same_planes = tczyx_shape(following.axes, following.shape)[:3] == planes
+        if not (_is_reduced(following) and same_planes):
+            break
+        sources.append((following, 0))
+    return sources
+
+
 def open_tiff(
     path: str | os.PathLike[str], mode: str = "r", *, series: int = 0
 ) -> DiskImage:
     """Open a TIFF file as a disk image without reading its pixels.
 
-    IPSDK: ``PyIPSDK.openTiffImageFile``.  Only the header is parsed; the
-    pixel data are memory-mapped, so the time does not depend on the file
-    size.  Single and multi-page files, BigTIFF and ImageJ hyperstacks
-    (also past 4 GiB) are supported; axes come from the file (ImageJ,
-    OME, tifffile's own) and are arranged as (t, c, z, y, x).
+    IPSDK: ``PyIPSDK.openTiffImageFile``.  Only the header is parsed, so the
+    time does not depend on the file size.  Axes come from the file
+    (ImageJ hyperstacks, OME-TIFF dimension order, tifffile's shaped
+    metadata; plain multi-page files are z stacks; RGB(A) samples are
+    channels, with ``rgb`` true) and are arranged as (t, c, z, y, x).  The
+    physical pixel size (ImageJ, OME, resolution tags) becomes ``spacing``
+    (z, y, x) and ``unit``.
+
+    Uncompressed contiguous pixels (single and multi-page files, BigTIFF,
+    ImageJ hyperstacks past 4 GiB) are memory-mapped (``is_mapped``).
+    Other pixels (LZW, Deflate, Zstd, JPEG ... compression, tiles, scattered
+    strips, predictors, separate colour planes) are decoded lazily, a strip
+    or tile at a time when read, with a bounded cache: the result is a
+    read-only :class:`~napari_diskimage._lazy.LazyTiffImage`; copy it
+    (:func:`copy`) to edit it.
+
+    A pyramidal TIFF (SubIFDs, OME or SVS levels) lists its stored levels in
+    ``display_levels``, finest first.
 
     Parameters
     ----------
@@ -154,75 +373,145 @@ def open_tiff(
     mode : {"r", "r+"}
         ``"r"`` (default): read-only.  ``"r+"``: :meth:`DiskImage.write_pixel`
         edits the user's file in place; use it only when that is intended.
+        Only memory-mappable files can be opened ``"r+"``.
     series : int
-        Which image series of the file to open (default the first).
+        Which image series of the file to open (default the first); see
+        :func:`tiff_series` for the list.
 
     Raises
     ------
     FileNotFoundError, IsADirectoryError, PermissionError
-        The path is missing, a folder, or unreadable.
+        The path is missing, a folder, or unreadable; or ``mode="r+"`` for a
+        file that is compressed or tiled (PermissionError: copy it instead).
     ValueError
-        The file is not a valid TIFF, is truncated, or its pixels cannot be
-        memory-mapped (compressed, tiled, ...); the message says which.
+        The file is not a valid TIFF, is truncated, or has an unsupported
+        pixel type (complex ...); the message says which.
     IndexError
         ``series`` does not exist.
     """
     p = check_readable(path, "TIFF file")
     mode = check_mode(mode)
+    _check_series_type(series)
     if mode == "r+":
         check_writable_file(p)
     size = p.stat().st_size
     if size == 0:
         raise ValueError(f"cannot open {str(p)!r}: the file is empty (0 bytes)")
+    handle = _open_handle(p)
     try:
-        tif = tifffile.TiffFile(p)
-    except (tifffile.TiffFileError, ValueError, struct_error(), EOFError) as exc:
-        raise ValueError(f"{str(p)!r} is not a valid TIFF file: {exc}") from None
-    with tif:
-        try:
-            all_series = tif.series
-        except Exception as exc:  # tifffile raises many types on corrupt IFDs
-            raise ValueError(f"{str(p)!r} has a corrupt TIFF structure: {exc}") from None
-        if not all_series:
-            raise ValueError(f"{str(p)!r} contains no image data")
-        if isinstance(series, bool) or not isinstance(series, int):
-            raise TypeError(f"series must be an integer, got {series!r}")
-        if not 0 <= series < len(all_series):
-            raise IndexError(
-                f"series {series} does not exist in {str(p)!r}: it has "
-                f"{len(all_series)} series (0..{len(all_series) - 1})"
+        all_series = _all_series(handle, p)
+        s = _select(all_series, series, p)
+        _check_declared_size(handle.tif, s, int(series), p)
+        _check_pixel_type(s, p)
+        spacing, unit = _spacing(handle.tif, int(series), s)
+        image = _open_mapped(p, handle, s, mode, size)
+        if image is None:
+            if mode == "r+":
+                raise PermissionError(
+                    errno.EACCES,
+                    f"cannot edit {str(p)!r} in place (mode='r+'): its pixels "
+                    f"are {compression_name(s)}. Open it read-only and copy "
+                    "it (napari_diskimage.copy) to edit a copy",
+                    str(p),
+                )
+            _check_complete(s, p, size)
+            image = LazyTiffImage(
+                handle, s, spacing=spacing, unit=unit, storage=_lazy_reason(s)
             )
-        s = all_series[series]
-        _check_declared_size(tif, s, series, p)
-        if s.dtype is None:
-            raise ValueError(f"{str(p)!r}: unsupported pixel format")
-        as_dtype(s.dtype)  # raises for complex, bool, float16 ...
-        offset = s.dataoffset
-        if offset is None:
-            raise ValueError(
-                f"cannot memory-map {str(p)!r}: its pixels are "
-                f"{_unmappable_reason(s)}. Convert it to an uncompressed TIFF "
-                "(e.g. tifffile.imwrite(out, tifffile.imread(path))) or "
-                "open it with tifffile."
-            )
-        dtype = np.dtype(tif.byteorder + s.dtype.char)
-        nbytes = math.prod(s.shape) * dtype.itemsize
-        if offset + nbytes > size:
-            raise ValueError(
-                f"{str(p)!r} is truncated: its header declares {s.shape} "
-                f"{s.dtype} pixels ({nbytes} bytes from byte {offset}) but the "
-                f"file has {size} bytes"
-            )
-        axes = s.axes
-        spacing, unit = _spacing(tif, s.keyframe)
-    base = np.memmap(p, dtype=dtype, mode=mode, offset=offset, shape=tuple(s.shape))
-    view = to_tczyx(base, axes)
-    return DiskImage(
-        p, view, base=base, mode=mode, kind="tiff", spacing=spacing, unit=unit
-    )
+        else:
+            image.spacing, image.unit = spacing, unit
+            if is_rgb(s.axes, s.shape, s.dtype):
+                image.rgb = True
+        sources = _level_sources(all_series, int(series))
+        if sources:
+            image._levels = open_levels(handle, sources, image.shape, spacing, unit)
+    except (OSError, IndexError):  # mode 'r+' refused, no such series, no memory
+        handle.close()
+        raise
+    except ValueError as exc:
+        handle.close()
+        if str(p) in str(exc):
+            raise
+        raise _corrupt(p, exc) from exc
+    except Exception as exc:  # tifffile and zarr raise many types on bad headers
+        handle.close()
+        raise _corrupt(p, exc) from exc
+    except BaseException:
+        handle.close()
+        raise
+    if image.is_mapped and not image._levels:
+        handle.close()  # the map does not need the file handle
+    return image
 
 
-def struct_error() -> type[Exception]:
-    import struct
+@dataclass(frozen=True)
+class TiffSeriesInfo:
+    """One image series of a TIFF file, as listed by :func:`tiff_series`.
 
-    return struct.error
+    ``shape`` is (t, c, z, y, x) as :func:`open_tiff` will give it;
+    ``axes`` are the file's own tifffile axes (e.g. ``"TZCYXS"``);
+    ``levels`` counts stored resolution levels (1: not pyramidal);
+    ``storage`` says how the pixels are stored; ``mapped`` is True if
+    they can be memory-mapped (else they are decoded lazily); ``rgb`` as
+    :attr:`DiskImage.rgb`; ``reduced`` is True for a reduced-resolution
+    image (a pyramid level of an earlier series, or a thumbnail): a reader
+    showing one layer per series should skip those.
+    """
+
+    index: int
+    name: str
+    axes: str
+    shape: tuple[int, int, int, int, int]
+    dtype: np.dtype
+    levels: int
+    storage: str
+    mapped: bool
+    rgb: bool
+    reduced: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+def tiff_series(path: str | os.PathLike[str]) -> list[TiffSeriesInfo]:
+    """List the image series of a TIFF file without reading pixels.
+
+    Most files have one; some hold several (e.g. an image and its
+    thumbnail, or several positions).  Open one with
+    ``open_tiff(path, series=info.index)``.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, PermissionError, ValueError
+        As :func:`open_tiff`.
+    """
+    p = check_readable(path, "TIFF file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"cannot open {str(p)!r}: the file is empty (0 bytes)")
+    handle = _open_handle(p)
+    try:
+        infos = []
+        all_series = _all_series(handle, p)
+        for i, s in enumerate(all_series):
+            dtype = np.dtype(s.dtype) if s.dtype is not None else np.dtype("V1")
+            mappable = s.dataoffset is not None and dtype.kind in "iuf"
+            infos.append(
+                TiffSeriesInfo(
+                    index=i,
+                    name=s.name or f"series {i}",
+                    axes=s.axes,
+                    shape=tczyx_shape(s.axes, s.shape),
+                    dtype=dtype,
+                    levels=1 + len(_level_sources(all_series, i)),
+                    storage=(
+                        "uncompressed, contiguous" if mappable else compression_name(s)
+                    ),
+                    mapped=mappable,
+                    rgb=is_rgb(s.axes, s.shape, dtype),
+                    reduced=i > 0 and _is_reduced(s),
+                )
+            )
+        return infos
+    finally:
+        handle.close()

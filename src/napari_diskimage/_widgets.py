@@ -18,10 +18,12 @@ import math
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import napari.viewer
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -52,6 +54,7 @@ from . import _settings
 from ._diskimage import DiskImage
 from ._geometry import Geometry
 from ._scratch import ENV_VAR, format_bytes
+from ._writer import layer_source
 
 __all__ = [
     "CopyToDiskImage",
@@ -83,6 +86,15 @@ def error_message(exc: BaseException) -> str:
 def notify_error(what: str, exc: BaseException) -> None:
     """Show ``exc`` from the core as a napari error notification."""
     show_error(f"{what} failed: {error_message(exc)}")
+
+
+def unwrap(viewer: Any) -> Viewer:
+    """The viewer itself, not the proxy napari hands to dock widgets.
+
+    napari passes plugin widgets a proxy that refuses private attributes;
+    the core works on the real layers and disk images.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
 
 
 def apply_saved_settings() -> None:
@@ -136,7 +148,7 @@ def data_voxel(layer: Layer, data_coords: Any) -> dict[str, int]:
     voxel = dict.fromkeys(_AXES, 0)
     for axis, v in zip(layer_axes(layer), data_coords, strict=False):
         if axis in voxel:
-            voxel[axis] = int(math.floor(float(v) + 0.5))
+            voxel[axis] = math.floor(float(v) + 0.5)
     channel = layer.metadata.get("channel")
     if channel is not None:
         voxel["c"] = int(channel)
@@ -160,32 +172,41 @@ def image_sizes(layer: Layer) -> dict[str, int]:
     return sizes
 
 
+def refresh_layer(layer: Layer) -> None:
+    """Re-read what ``layer`` shows from its file, at every pyramid level.
+
+    napari (0.7+) keeps the coarsest level of a 2D multiscale layer in
+    memory (``_level_materializer``, an ``lru_cache``) and ``refresh()``
+    does not clear it, so a written pixel would not show when zoomed out
+    nor in the thumbnail.
+    """
+    materializer = getattr(layer, "_level_materializer", None)
+    if materializer is not None and hasattr(materializer, "cache_clear"):
+        materializer.cache_clear()
+    layer.refresh()
+
+
 def add_disk_image(viewer: Viewer, image: DiskImage, name: str) -> list[Layer]:
     """Add the layers of ``image`` (one per channel) to ``viewer``."""
-    try:
-        from ._reader import disk_image_layers
-    except ImportError:  # the reader is not there yet: plain lazy layers
-        disk_image_layers = _fallback_layers
-    layers = []
-    for data, kwargs, _ in disk_image_layers(image, name=name):
-        layers.append(viewer.add_image(data, **kwargs))
-    return layers
+    from ._reader import disk_image_layers
 
-
-def _fallback_layers(image: DiskImage, name: str | None = None) -> list[tuple]:
-    out = []
-    for c in range(image.shape[1]):
-        label = name if image.shape[1] == 1 else f"{name} [c{c}]"
-        meta = {"disk_image": image, "channel": c}
-        out.append((image.array[:, c], {"name": label, "metadata": meta}, "image"))
-    return out
+    return [
+        viewer.add_image(data, **kwargs)
+        for data, kwargs, _ in disk_image_layers(image, name=name)
+    ]
 
 
 class LayerChoice(ComboBox):
-    """A drop-down of the viewer's image layers that follows the selection."""
+    """A drop-down of the viewer's image layers that follows the selection.
 
-    def __init__(self, viewer: Viewer, label: str = "layer") -> None:
+    ``disk_images_only`` lists only layers backed by a disk image.
+    """
+
+    def __init__(
+        self, viewer: Viewer, label: str = "layer", disk_images_only: bool = False
+    ) -> None:
         self._viewer = viewer
+        self._disk_images_only = disk_images_only
         super().__init__(label=label, choices=self._choices, nullable=True)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered):
@@ -193,8 +214,13 @@ class LayerChoice(ComboBox):
         viewer.layers.selection.events.active.connect(self._follow_selection)
         self._follow_selection()
 
+    def _accepts(self, layer: Any) -> bool:
+        if not isinstance(layer, Image):
+            return False
+        return not self._disk_images_only or disk_image_of(layer) is not None
+
     def _choices(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return [(lay.name, lay) for lay in self._viewer.layers if isinstance(lay, Image)]
+        return [(lay.name, lay) for lay in self._viewer.layers if self._accepts(lay)]
 
     def _refresh(self, _event: Any = None) -> None:
         self.reset_choices()
@@ -203,7 +229,7 @@ class LayerChoice(ComboBox):
 
     def _follow_selection(self, _event: Any = None) -> None:
         active = self._viewer.layers.selection.active
-        if isinstance(active, Image) and active in self._viewer.layers:
+        if self._accepts(active) and active in self._viewer.layers:
             self.reset_choices()
             self.value = active
 
@@ -248,6 +274,9 @@ class StepsJob:
     cancellation are notified (the core has removed the partial file).
     """
 
+    #: Jobs still running (see :func:`cancel_all_jobs`).
+    running_jobs: ClassVar[set[StepsJob]] = set()
+
     def __init__(
         self,
         make_steps: Callable[[], Any],
@@ -267,14 +296,22 @@ class StepsJob:
             total=100, desc=what, cancel_callback=self.cancel
         )
         self.worker = create_worker(
-            _drive, make_steps, self._cancel, _start_thread=False
+            _drive,
+            make_steps,
+            self._cancel,
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_yield,
+                "returned": self._on_returned,
+                "errored": self._on_error,  # a notification, not a re-raise
+                "finished": self._on_finished,
+            },
         )
-        self.worker.yielded.connect(self._on_yield)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
 
     def start(self) -> StepsJob:
+        if not StepsJob.running_jobs:
+            _cancel_on_quit()
+        StepsJob.running_jobs.add(self)
         self.worker.start()
         return self
 
@@ -312,9 +349,35 @@ class StepsJob:
 
     def _on_finished(self) -> None:
         self.done = True
+        StepsJob.running_jobs.discard(self)
         self.pbar.close()
         if self._on_end is not None:
             self._on_end()
+
+
+def _cancel_on_quit() -> None:
+    """Quitting napari cancels running jobs, so their partial files go."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None and not getattr(app, "_ndi_cancel_on_quit", False):
+        app.aboutToQuit.connect(cancel_all_jobs)
+        app._ndi_cancel_on_quit = True
+
+
+def cancel_all_jobs(timeout: float = 10.0) -> None:
+    """Cancel running copies and saves and wait for their threads to end."""
+    for job in list(StepsJob.running_jobs):
+        job.cancel()
+    deadline = time.monotonic() + timeout
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(int(timeout * 1000))
+    while StepsJob.running_jobs and time.monotonic() < deadline:
+        from qtpy.QtWidgets import QApplication
+
+        QApplication.processEvents()
+    StepsJob.running_jobs.clear()
 
 
 def copy_source(layer: Layer) -> Any:
@@ -369,9 +432,9 @@ def start_copy(
 class CopyToDiskImage(Container):
     """Copy an image layer into a scratch disk image (IPSDK util.copyImg)."""
 
-    def __init__(self, viewer: Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
-        self.viewer = viewer
+        self.viewer = viewer = unwrap(viewer)
         self.layer = LayerChoice(viewer)
         self.copy_button = PushButton(text="Copy to disk image")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -435,9 +498,9 @@ def parse_value(text: str) -> int | float:
 class WritePixel(Container):
     """Write one value into a disk image (IPSDK writePixel), typed or clicked."""
 
-    def __init__(self, viewer: Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
-        self.viewer = viewer
+        self.viewer = viewer = unwrap(viewer)
         self.layer = LayerChoice(viewer)
         self.value = LineEdit(label="value", value="0")
         self.coords = {
@@ -504,8 +567,9 @@ class WritePixel(Container):
             self._offer_copy(layer, img, value, voxel)
             return False
         try:
-            img.write_pixel(value, voxel["x"], voxel["y"], voxel["z"], voxel["c"],
-                            voxel["t"])
+            img.write_pixel(
+                value, voxel["x"], voxel["y"], voxel["z"], voxel["c"], voxel["t"]
+            )
         except (OSError, ValueError, IndexError, TypeError) as exc:
             notify_error(f"write pixel into {str(img.path)!r}", exc)
             return False
@@ -515,7 +579,7 @@ class WritePixel(Container):
     def _refresh(self, img: DiskImage) -> None:
         for lay in self.viewer.layers:
             if disk_image_of(lay) is img:
-                lay.refresh()
+                refresh_layer(lay)
 
     def _offer_copy(
         self, layer: Layer, img: DiskImage | None, value: Any, voxel: dict[str, int]
@@ -557,8 +621,9 @@ class WritePixel(Container):
             self.layer.reset_choices()
             self.layer.value = target
             self.viewer.layers.selection.active = target
-            image.write_pixel(value, voxel["x"], voxel["y"], voxel["z"], voxel["c"],
-                              voxel["t"])
+            image.write_pixel(
+                value, voxel["x"], voxel["y"], voxel["z"], voxel["c"], voxel["t"]
+            )
             self._refresh(image)
 
         try:
@@ -579,9 +644,19 @@ class WritePixel(Container):
     def _on_click(self, viewer: Viewer, event: Any) -> None:
         if event.type != "mouse_press" or getattr(event, "button", 1) != 1:
             return
-        layer = self.layer.value
+        try:
+            layer = self.layer.value
+        except RuntimeError:  # the widget was closed: stop listening
+            viewer.mouse_drag_callbacks.remove(self._on_click)
+            return
         if layer is None:
             show_warning("Click to write: choose an image layer first.")
+            return
+        if viewer.dims.ndisplay != 2:
+            show_warning(
+                "Click to write works in the 2D view, where a click names one "
+                "voxel: switch to 2D (the 2D/3D button) or type the coordinates."
+            )
             return
         data = layer.world_to_data(np.asarray(event.position, dtype=float))
         voxel = data_voxel(layer, data)
@@ -602,10 +677,10 @@ def default_stride(size_x: int, size_y: int, target: int = EXTRACT_TARGET) -> in
 class ExtractPlane(Container):
     """Read a strided part of a plane into memory (IPSDK loadPlan)."""
 
-    def __init__(self, viewer: Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
-        self.viewer = viewer
-        self.layer = LayerChoice(viewer)
+        self.viewer = viewer = unwrap(viewer)
+        self.layer = LayerChoice(viewer, disk_images_only=True)
         self.fields = {
             name: SpinBox(label=name.replace("_", " "), min=lo, max=_MAX_INT)
             for name, lo in (
@@ -716,19 +791,6 @@ class ExtractPlane(Container):
 
 
 # --- Save as TIFF / RAW -----------------------------------------------------
-def save_source(layer_data: Any, metadata: dict[str, Any]) -> Any:
-    """What saving a layer writes: its disk image (streamed) or its data."""
-    img = metadata.get("disk_image")
-    if isinstance(img, DiskImage) and not img.closed:
-        c = metadata.get("channel")
-        if c is not None and img.shape[1] > 1:
-            return img.array[:, c : c + 1]  # this layer's channel, still mapped
-        return img
-    if isinstance(layer_data, list):  # multiscale: the full resolution
-        return layer_data[0]
-    return layer_data
-
-
 def iter_save(source: Any, path: str | os.PathLike[str], byte_order: str = "<") -> Any:
     """Core steps saving ``source`` to ``path`` as TIFF or RAW, by its suffix."""
     suffix = Path(path).suffix.lower()
@@ -748,9 +810,9 @@ _BYTE_ORDERS = [("little-endian (<)", "<"), ("big-endian (>)", ">")]
 class SaveImage(Container):
     """Save a layer to an uncompressed TIFF or a RAW file, streaming."""
 
-    def __init__(self, viewer: Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
-        self.viewer = viewer
+        self.viewer = viewer = unwrap(viewer)
         self.layer = LayerChoice(viewer)
         self.path = FileEdit(
             label="save as", mode="w", filter="Images (*.tif *.tiff *.raw)"
@@ -789,7 +851,17 @@ class SaveImage(Container):
         if str(self.path.value) in ("", "."):
             show_warning("Save: choose a file name ending in .tif, .tiff or .raw.")
             return None
-        source = save_source(layer.data, layer.metadata)
+        attributes = {
+            "name": layer.name,
+            "metadata": layer.metadata,
+            "rgb": layer.rgb,
+            "multiscale": layer.multiscale,
+        }
+        try:
+            source = layer_source(layer.data, attributes)
+        except ValueError as exc:
+            notify_error(f"save {layer.name!r}", exc)
+            return None
         what = f"save {layer.name!r} to {str(path)!r}"
         try:
             iter_save(source, path).close()  # checks the suffix early
@@ -841,16 +913,15 @@ _TYPE_CHOICES = [
 class OpenRaw(Container):
     """Open a RAW file with a geometry typed in (IPSDK openRawImageFile)."""
 
-    def __init__(self, viewer: Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
-        self.viewer = viewer
+        self.viewer = viewer = unwrap(viewer)
         self.path = FileEdit(
             label="RAW file", mode="r", filter="RAW files (*.raw);;All files (*)"
         )
         self.dtype = ComboBox(label="pixel type", choices=_TYPE_CHOICES, value="uint8")
         self.sizes = {
-            a: SpinBox(label=f"size {a}", min=1, max=_MAX_INT, value=1)
-            for a in "xyzct"
+            a: SpinBox(label=f"size {a}", min=1, max=_MAX_INT, value=1) for a in "xyzct"
         }
         self.offset = SpinBox(label="header bytes", min=0, max=_MAX_INT, value=0)
         self.byte_order = ComboBox(label="byte order", choices=_BYTE_ORDERS)
@@ -927,9 +998,10 @@ class OpenRaw(Container):
 def mount_fstype(folder: Path, mounts: str = "/proc/mounts") -> str | None:
     """File-system type of the mount holding ``folder`` (from /proc/mounts)."""
     p = Path(folder).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    p = p.resolve()
+    base = p
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    p = base.resolve() / p.relative_to(base)  # symlinks of what exists
     best, fstype = "", None
     try:
         with open(mounts, encoding="utf-8") as fh:
@@ -989,9 +1061,9 @@ def folder_warnings(folder: Path, viewer: Viewer) -> list[str]:
 class DiskImageDir(Container):
     """Where new disk images go: show, choose, remember."""
 
-    def __init__(self, viewer: Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
-        self.viewer = viewer
+        self.viewer = viewer = unwrap(viewer)
         self.current = Label(value="")
         self.folder = FileEdit(label="new folder", mode="d")
         self.use_button = PushButton(text="Use this folder")
@@ -1001,10 +1073,12 @@ class DiskImageDir(Container):
         )
         self.folder.value = ndi.get_disk_image_dir()
         self.use_button.changed.connect(self.use)
+        viewer.layers.events.inserted.connect(self.refresh)
+        viewer.layers.events.removed.connect(self.refresh)
         self.refresh()
 
-    def refresh(self) -> list[str]:
-        """Show the folder and its free space; return (and show) warnings."""
+    def refresh(self, _event: Any = None) -> list[str]:
+        """Show the folder and its free space and warnings; return these."""
         folder = ndi.get_disk_image_dir()
         p = folder
         while not p.exists() and p != p.parent:
@@ -1068,7 +1142,8 @@ def describe_layer(layer: Layer | None) -> str:
     if img.is_scratch:
         owner = "scratch (made by this plugin; deleted when closed)"
     else:
-        owner = f"your {img.kind.upper()} file, {'writable' if img.writable else 'read-only'}"
+        access = "writable" if img.writable else "read-only"
+        owner = f"your {img.kind.upper()} file, {access}"
     lines = [
         f"layer: {layer.name}",
         f"file: {img.path}",
@@ -1087,9 +1162,9 @@ def describe_layer(layer: Layer | None) -> str:
 class ImageInfo(Container):
     """File, kind, geometry and size of the selected layer's image."""
 
-    def __init__(self, viewer: Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
-        self.viewer = viewer
+        self.viewer = viewer = unwrap(viewer)
         self.info = Label(value="")
         super().__init__(widgets=[self.info])
         viewer.layers.selection.events.active.connect(self.refresh)
@@ -1099,4 +1174,3 @@ class ImageInfo(Container):
     def refresh(self, _event: Any = None) -> str:
         self.info.value = describe_layer(self.viewer.layers.selection.active)
         return self.info.value
-

@@ -13,14 +13,18 @@ from typing import Any
 
 import napari_diskimage as ndi
 
-__all__ = ["write_raw", "write_tiff"]
+from ._diskimage import DiskImage
+
+__all__ = ["layer_source", "write_raw", "write_tiff"]
 
 
-def _source(data: Any, attributes: dict[str, Any]) -> Any:
-    # npe2 passes the layer's data and its attributes (name, metadata, ...)
-    # without importing the widgets' Qt machinery.
-    from ._diskimage import DiskImage
+def layer_source(data: Any, attributes: dict[str, Any]) -> Any:
+    """What saving a layer writes: its disk image (streamed) or its data.
 
+    ``attributes`` are the layer's (npe2 passes them to writers): a layer
+    backed by a disk image saves from the file -- only its own channel of a
+    multi-channel image -- never from its display pyramid.
+    """
     metadata = attributes.get("metadata") or {}
     img = metadata.get("disk_image")
     if isinstance(img, DiskImage) and not img.closed:
@@ -39,9 +43,9 @@ def _source(data: Any, attributes: dict[str, Any]) -> Any:
 
 def write_tiff(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Save one image layer to an uncompressed TIFF (ImageJ hyperstack)."""
-    return [str(ndi.save_tiff(_source(data, attributes), Path(path)))]
+    return [str(ndi.save_tiff(layer_source(data, attributes), Path(path)))]
 
 
 def write_raw(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Save one image layer to a RAW file (little-endian, t, c, z, y, x)."""
-    return [str(ndi.save_raw(_source(data, attributes), Path(path)))]
+    return [str(ndi.save_raw(layer_source(data, attributes), Path(path)))]
