@@ -42,6 +42,15 @@ def test_unusable_disk_image_dir_fails_cleanly(disk_image_dir, capsys):
     disk_image_dir.unlink()
 
 
+def test_no_display_is_explained_before_any_work(disk_image_dir, monkeypatch, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main(["demo", "--size", "1MiB", "--screenshot", "x.png"]) == 1
+    assert "xvfb-run -a napari-diskimage demo" in capsys.readouterr().err
+    assert not disk_image_dir.exists() or not list(disk_image_dir.iterdir())
+
+
 def _napari_diskimage_command() -> list[str]:
     script = Path(sys.executable).with_name("napari-diskimage")
     if script.exists():

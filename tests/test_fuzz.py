@@ -26,11 +26,25 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-DTYPES = [np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32",
-                                 "int32", "uint64", "int64", "float32", "float64")]
+DTYPES = [
+    np.dtype(t)
+    for t in (
+        "uint8",
+        "int8",
+        "uint16",
+        "int16",
+        "uint32",
+        "int32",
+        "uint64",
+        "int64",
+        "float32",
+        "float64",
+    )
+]
 
-sizes = st.tuples(*[st.integers(1, 5) for _ in range(3)], st.integers(1, 2),
-                  st.integers(1, 2))  # x, y, z, c, t (x, y, z up to 5)
+sizes = st.tuples(
+    *[st.integers(1, 5) for _ in range(3)], st.integers(1, 2), st.integers(1, 2)
+)  # x, y, z, c, t (x, y, z up to 5)
 geometries = st.builds(
     lambda dt, s: ndi.Geometry(dt, *s), st.sampled_from(DTYPES), sizes
 )
@@ -58,17 +72,21 @@ def test_from_filename_raises_only_value_error(name):
         assert "expected '<name>_<X>x<Y>" in str(exc) or "sizes" in str(exc)
         return
     # it parsed: the name really carries these sizes and type
-    assert name.lower().endswith(f"_{g.type_name.lower()}.raw") or name.lower(
-    ).endswith(".raw")
+    assert name.lower().endswith(
+        f"_{g.type_name.lower()}.raw"
+    ) or name.lower().endswith(".raw")
     assert all(str(s) in name for s in g.sizes[:2])
 
 
 @FUZZ
-@given(geometry=st.builds(
-    lambda dt, s: ndi.Geometry(dt, *s),
-    st.sampled_from(DTYPES),
-    st.tuples(*[st.integers(1, 10**12) for _ in range(5)]),
-), name=names)
+@given(
+    geometry=st.builds(
+        lambda dt, s: ndi.Geometry(dt, *s),
+        st.sampled_from(DTYPES),
+        st.tuples(*[st.integers(1, 10**12) for _ in range(5)]),
+    ),
+    name=names,
+)
 def test_filename_round_trips_for_any_name(geometry, name):
     filename = geometry.filename(name)
     assert ndi.Geometry.from_filename(filename) == geometry
@@ -78,11 +96,24 @@ def test_filename_round_trips_for_any_name(geometry, name):
 @FUZZ
 @given(
     name=names,
-    parts=st.lists(st.one_of(st.integers(-3, 10**6), st.text("0123456789xX-. ",
-                                                             max_size=4)),
-                   min_size=0, max_size=7),
-    type_name=st.sampled_from(["UInt8", "uint16", "Real32", "Float64", "UInt12",
-                               "Int", "Float16", "", "Int64 "]),
+    parts=st.lists(
+        st.one_of(st.integers(-3, 10**6), st.text("0123456789xX-. ", max_size=4)),
+        min_size=0,
+        max_size=7,
+    ),
+    type_name=st.sampled_from(
+        [
+            "UInt8",
+            "uint16",
+            "Real32",
+            "Float64",
+            "UInt12",
+            "Int",
+            "Float16",
+            "",
+            "Int64 ",
+        ]
+    ),
     ext=st.sampled_from([".raw", ".RAW", ".Raw", ".raw ", ".tif", ""]),
 )
 def test_almost_raw_names(name, parts, type_name, ext):
@@ -165,46 +196,74 @@ def tiff_image(scratch_folder):
 @FUZZ
 @given(
     source=st.sampled_from(["raw<", "raw>", "tiff"]),
-    z=coords, c=coords, t=coords,
-    offset_x=coords, offset_y=coords,
+    z=coords,
+    c=coords,
+    t=coords,
+    offset_x=coords,
+    offset_y=coords,
     size_x=st.one_of(st.none(), st.integers(-1, 10), st.just(2.0)),
     size_y=st.one_of(st.none(), st.integers(-1, 8)),
     stride_x=st.one_of(st.integers(-1, 10), st.just(1.5)),
     stride_y=st.integers(0, 9),
 )
 def test_load_plane_matches_numpy_or_raises_documented_errors(
-    scratch_folder, tiff_image, source, z, c, t, offset_x, offset_y,
-    size_x, size_y, stride_x, stride_y,
+    scratch_folder,
+    tiff_image,
+    source,
+    z,
+    c,
+    t,
+    offset_x,
+    offset_y,
+    size_x,
+    size_y,
+    stride_x,
+    stride_y,
 ):
     if source == "tiff":
         img = ndi.open_tiff(tiff_image[0])
         ref = tiff_image[1]
     else:
-        ref = np.random.default_rng(9).integers(-(2**31), 2**31, (2, 2, 3, 7, 9),
-                                                np.int32)
+        ref = np.random.default_rng(9).integers(
+            -(2**31), 2**31, (2, 2, 3, 7, 9), np.int32
+        )
         path = scratch_folder / "plane_9x7x3x2x2_Int32.raw"
         ref.astype(source[3] + "i4").tofile(path)
         img = ndi.open_raw(path, byte_order=source[3])
     T, C, Z, Y, X = ref.shape
     with img:
         problems = [
-            _bad(z, Z), _bad(c, C), _bad(t, T),
-            _bad(offset_x, X), _bad(offset_y, Y),
-            _bad(stride_x, math.inf, 1), _bad(stride_y, math.inf, 1),
+            _bad(z, Z),
+            _bad(c, C),
+            _bad(t, T),
+            _bad(offset_x, X),
+            _bad(offset_y, Y),
+            _bad(stride_x, math.inf, 1),
+            _bad(stride_y, math.inf, 1),
         ]
         if not any(problems):
             nx = -(-(X - offset_x) // stride_x) if size_x is None else size_x
             ny = -(-(Y - offset_y) // stride_y) if size_y is None else size_y
-            for n, o, s, full in ((nx, offset_x, stride_x, X),
-                                  (ny, offset_y, stride_y, Y)):
+            for n, o, s, full in (
+                (nx, offset_x, stride_x, X),
+                (ny, offset_y, stride_y, Y),
+            ):
                 problem = _bad(n, math.inf, 1)
                 if problem is None and o + (n - 1) * s >= full:
                     problem = IndexError
                 problems.append(problem)
         expected = [p for p in problems if p]
-        kwargs = dict(z=z, c=c, t=t, size_x=size_x, size_y=size_y,
-                      offset_x=offset_x, offset_y=offset_y,
-                      stride_x=stride_x, stride_y=stride_y)
+        kwargs = dict(
+            z=z,
+            c=c,
+            t=t,
+            size_x=size_x,
+            size_y=size_y,
+            offset_x=offset_x,
+            offset_y=offset_y,
+            stride_x=stride_x,
+            stride_y=stride_y,
+        )
         if expected:
             with pytest.raises((TypeError, ValueError, IndexError)) as info:
                 img.load_plane(**kwargs)
@@ -223,8 +282,19 @@ values = st.one_of(
     st.integers(-300, 300),
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(-300, 300).map(round).map(float),
-    st.sampled_from([True, np.int64(-5), np.uint64(2**64 - 1), np.float32(2.5),
-                     np.float64(1e39), 2**2000, "7", None, 1j]),
+    st.sampled_from(
+        [
+            True,
+            np.int64(-5),
+            np.uint64(2**64 - 1),
+            np.float32(2.5),
+            np.float64(1e39),
+            2**2000,
+            "7",
+            None,
+            1j,
+        ]
+    ),
 )
 
 
@@ -256,19 +326,28 @@ def _stored(value, dtype):
 
 @FUZZ
 @example(  # a Python int beyond any float
-    geometry=ndi.Geometry("float32", 2, 2), kind="scratch",
+    geometry=ndi.Geometry("float32", 2, 2),
+    kind="scratch",
     writes=[(2**2000, 0, 0, 0, 0, 0), (-(2**1100), 1, 1, 0, 0, 0)],
 )
 @example(
-    geometry=ndi.Geometry("uint64", 2, 2), kind="raw r+ >",
-    writes=[(2**64 - 1, 1, 0, 0, 0, 0), (2**64, 0, 0, 0, 0, 0),
-            (float(2**63), 0, 1, 0, 0, 0), (-1, 0, 0, 0, 0, 0)],
+    geometry=ndi.Geometry("uint64", 2, 2),
+    kind="raw r+ >",
+    writes=[
+        (2**64 - 1, 1, 0, 0, 0, 0),
+        (2**64, 0, 0, 0, 0, 0),
+        (float(2**63), 0, 1, 0, 0, 0),
+        (-1, 0, 0, 0, 0, 0),
+    ],
 )
 @given(
     geometry=geometries,
     kind=st.sampled_from(["scratch", "raw r+ <", "raw r+ >", "raw r"]),
-    writes=st.lists(st.tuples(values, coords, coords, coords, coords, coords),
-                    min_size=1, max_size=12),
+    writes=st.lists(
+        st.tuples(values, coords, coords, coords, coords, coords),
+        min_size=1,
+        max_size=12,
+    ),
 )
 def test_write_pixel_matches_numpy_or_raises_documented_errors(
     scratch_folder, geometry, kind, writes
@@ -284,7 +363,10 @@ def test_write_pixel_matches_numpy_or_raises_documented_errors(
     with img:
         X, Y, Z, C, T = geometry.sizes
         for value, x, y, z, c, t in writes:
-            problems = [_bad(v, n) for v, n in zip((x, y, z, c, t), (X, Y, Z, C, T))]
+            problems = [
+                _bad(v, n)
+                for v, n in zip((x, y, z, c, t), (X, Y, Z, C, T), strict=True)
+            ]
             stored = _stored(value, geometry.dtype)
             if any(problems):
                 allowed = {p for p in problems if p}
@@ -308,24 +390,47 @@ def test_write_pixel_matches_numpy_or_raises_documented_errors(
 
 EDGES = [
     # (dtype, value, stored value or error)
-    ("uint8", 255, 255), ("uint8", 256, ValueError), ("uint8", -1, ValueError),
-    ("uint8", 2.0, 2), ("uint8", 2.5, ValueError), ("uint8", float("nan"), ValueError),
-    ("uint8", float("inf"), ValueError), ("uint8", True, 1), ("uint8", "7", TypeError),
-    ("uint8", None, TypeError), ("uint8", 1j, TypeError), ("uint8", np.uint8(9), 9),
-    ("int8", -128, -128), ("int8", 128, ValueError), ("int8", np.int64(-129), ValueError),
-    ("uint16", 65535, 65535), ("uint16", 65536, ValueError),
-    ("int32", 2**31, ValueError), ("int32", -(2**31), -(2**31)),
-    ("uint64", 2**64 - 1, 2**64 - 1), ("uint64", 2**64, ValueError),
-    ("int64", float(2**63), ValueError), ("int64", -(2**63), -(2**63)),
-    ("uint32", 2**2000, ValueError), ("uint32", np.array(5), 5),
-    ("float32", 1e39, ValueError), ("float32", -1e39, ValueError),
-    ("float32", 2**2000, ValueError), ("float32", float("inf"), np.inf),
-    ("float32", 0.1, np.float32(0.1)), ("float64", 1e308, 1e308),
-    ("float64", 2**1024, ValueError), ("float64", float("nan"), np.nan),
+    ("uint8", 255, 255),
+    ("uint8", 256, ValueError),
+    ("uint8", -1, ValueError),
+    ("uint8", 2.0, 2),
+    ("uint8", 2.5, ValueError),
+    ("uint8", float("nan"), ValueError),
+    ("uint8", float("inf"), ValueError),
+    ("uint8", True, 1),
+    ("uint8", "7", TypeError),
+    ("uint8", None, TypeError),
+    ("uint8", 1j, TypeError),
+    ("uint8", np.uint8(9), 9),
+    ("int8", -128, -128),
+    ("int8", 128, ValueError),
+    ("int8", np.int64(-129), ValueError),
+    ("uint16", 65535, 65535),
+    ("uint16", 65536, ValueError),
+    ("int32", 2**31, ValueError),
+    ("int32", -(2**31), -(2**31)),
+    ("uint64", 2**64 - 1, 2**64 - 1),
+    ("uint64", 2**64, ValueError),
+    ("int64", float(2**63), ValueError),
+    ("int64", -(2**63), -(2**63)),
+    ("uint32", 2**2000, ValueError),
+    ("uint32", np.array(5), 5),
+    ("float32", 1e39, ValueError),
+    ("float32", -1e39, ValueError),
+    ("float32", 2**2000, ValueError),
+    ("float32", float("inf"), np.inf),
+    ("float32", 0.1, np.float32(0.1)),
+    ("float64", 1e308, 1e308),
+    ("float64", 2**1024, ValueError),
+    ("float64", float("nan"), np.nan),
 ]
 
 
-@pytest.mark.parametrize(("dtype", "value", "expected"), EDGES)
+@pytest.mark.parametrize(
+    ("dtype", "value", "expected"),
+    EDGES,
+    ids=[f"{e[0]}-{i}" for i, e in enumerate(EDGES)],
+)
 def test_values_that_do_not_fit_the_pixel_type(dtype, value, expected):
     with ndi.new_disk_image(ndi.Geometry(dtype, 3, 2)) as img:
         if isinstance(expected, type):
@@ -344,22 +449,29 @@ def test_read_only_images_and_out_of_range_coordinates(data_dir):
     path = data_dir / "ro_3x2_UInt8.raw"
     path.write_bytes(bytes(range(6)))
     with ndi.open_raw(path) as img:
-        with pytest.raises(PermissionError, match="read-only.*copy it first"):
+        with pytest.raises(PermissionError, match=r"read-only.*copy it first"):
             img.write_pixel(1, 0, 0)
         with pytest.raises(ValueError, match="read-only"):
             img.array[0, 0, 0, 0, 0] = 1  # the memory map refuses too
-        for coords, error in (((3, 0), IndexError), ((0, 2), IndexError),
-                              ((-1, 0), IndexError), ((0, 0, 1), IndexError),
-                              ((0, 0, 0, 0, 1), IndexError), ((1.0, 0), TypeError),
-                              ((True, 0), TypeError)):
+        for coords, error in (
+            ((3, 0), IndexError),
+            ((0, 2), IndexError),
+            ((-1, 0), IndexError),
+            ((0, 0, 1), IndexError),
+            ((0, 0, 0, 0, 1), IndexError),
+            ((1.0, 0), TypeError),
+            ((True, 0), TypeError),
+        ):
             with pytest.raises(error) as info:
                 img.write_pixel(1, *coords)
             if error is IndexError:
                 assert "outside the image" in str(info.value)
     assert path.read_bytes() == bytes(range(6))
-    with ndi.open_raw(path, mode="r+") as img:
-        with pytest.raises(IndexError, match="size_x is 3"):
-            img.write_pixel(1, 3, 0)
+    with (
+        ndi.open_raw(path, mode="r+") as img,
+        pytest.raises(IndexError, match="size_x is 3"),
+    ):
+        img.write_pixel(1, 3, 0)
     assert path.read_bytes() == bytes(range(6))
     img.close()
     with pytest.raises(ValueError, match="closed"):
@@ -367,13 +479,20 @@ def test_read_only_images_and_out_of_range_coordinates(data_dir):
 
 
 # --- corrupt TIFF headers ----------------------------------------------------
+TIFF_VARIANTS = {
+    "imagej": {"imagej": True, "metadata": {"axes": "ZYX"}},
+    "shaped": {"photometric": "minisblack"},
+    "rgb": {"photometric": "rgb"},
+    "deflate": {"photometric": "minisblack", "compression": "zlib"},  # lazy
+    "tiled": {"photometric": "minisblack", "tile": (16, 16)},  # lazy
+}
+
+
 @pytest.fixture(scope="module")
 def tiff_bytes():
     out = {}
-    for kind, kwargs in (("imagej", {"imagej": True, "metadata": {"axes": "ZYX"}}),
-                         ("shaped", {"photometric": "minisblack"}),
-                         ("rgb", {"photometric": "rgb"})):
-        shape = (3, 6, 5) if kind != "rgb" else (6, 5, 3)
+    for kind, kwargs in TIFF_VARIANTS.items():
+        shape = (6, 5, 3) if kind == "rgb" else (3, 6, 5)
         pixels = np.arange(math.prod(shape), dtype=np.uint16).reshape(shape)
         path = Path(tempfile.mkdtemp()) / "t.tif"
         tifffile.imwrite(path, pixels, **kwargs)
@@ -385,17 +504,17 @@ def tiff_bytes():
 
 @FUZZ
 @given(
-    kind=st.sampled_from(["imagej", "shaped", "rgb"]),
-    edits=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
-                   min_size=1, max_size=6),
+    kind=st.sampled_from(list(TIFF_VARIANTS)),
+    edits=st.lists(
+        st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=6
+    ),
 )
 def test_corrupt_tiff_header_raises_value_error_or_reads_consistently(
     scratch_folder, tiff_bytes, kind, edits
 ):
     """Random bytes of the header (the first 400 bytes) overwritten: open
-    either raises ValueError (or IndexError for a missing series), or gives
-    an image whose every plane reads back, or reports the file as too short
-    (OSError) when read."""
+    either raises ValueError naming the file, or gives an image whose planes
+    read back, or report the damage (OSError naming the file) when read."""
     data = bytearray(tiff_bytes[kind])
     for pos, byte in edits:
         data[pos] = byte
@@ -410,6 +529,8 @@ def test_corrupt_tiff_header_raises_value_error_or_reads_consistently(
     with img:
         T, C, Z, Y, X = img.shape
         assert img.size == T * C * Z * Y * X
+        if Y * X > 1 << 22:
+            return  # a huge plane may be real: do not allocate it here
         for t in range(T):
             for c in range(C):
                 for z in range(min(Z, 4)):

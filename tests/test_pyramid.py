@@ -277,6 +277,12 @@ def test_coarse_planes_are_read_once_until_written():
             np.asarray(coarse[2, 10:20, ::-3]), data[0, 0, 2, ::4, ::4][10:20, ::-3]
         )
         assert image.bytes_read == read
+        # a coarser plane is derived from a finer cached one, without reading
+        levels = display_levels(image)
+        np.asarray(levels[1][1])
+        read = image.bytes_read
+        np.testing.assert_array_equal(np.asarray(levels[2][1]), data[0, 0, 1, ::4, ::4])
+        assert image.bytes_read == read
         image.write_pixel(1, x=0, y=0, z=2)
         assert np.asarray(coarse[2, 0, 0]) == 1
         assert image.bytes_read > read

@@ -234,7 +234,7 @@ def test_disk_filled_between_check_and_reservation(
     assert os.listdir(disk_images_on_small_fs) == []
     (small_fs / "filler.bin").unlink()
     target = small_fs / "out.raw"
-    with pytest.raises(OSError, match="cannot reserve 4.0 MiB"):
+    with pytest.raises(OSError, match=r"cannot reserve 4\.0 MiB"):
         ndi.save_raw(pixels, target)
     assert sorted(os.listdir(small_fs)) == ["disk-images", "filler.bin"]
 
@@ -354,4 +354,3 @@ def test_disk_image_dir_under_a_regular_file_is_refused(data_dir, monkeypatch):
     with pytest.raises(NotADirectoryError):
         ndi.new_disk_image(ndi.Geometry("uint8", 4, 4))
     assert plain.read_text() == "x"
-

@@ -173,7 +173,9 @@ def test_random_bytes_named_tif_raise_value_error(data_dir, seed, header):
     assert str(path) in str(info.value)
 
 
-def craft_tiff(path: Path, tags: dict[int, int], description: str | None = None) -> None:
+def craft_tiff(
+    path: Path, tags: dict[int, int], description: str | None = None
+) -> None:
     """A classic little-endian TIFF with one IFD of LONG tags and 64 bytes."""
     entries = dict(tags)
     desc = b""
@@ -359,7 +361,8 @@ for name, img in images.items():
     img.close()
 results["files"] = sorted(os.listdir(folder))
 scratch_dir = os.environ["NAPARI_DISKIMAGE_DIR"]
-results["scratch"] = sorted(os.listdir(scratch_dir)) if os.path.isdir(scratch_dir) else []
+has_scratch = os.path.isdir(scratch_dir)
+results["scratch"] = sorted(os.listdir(scratch_dir)) if has_scratch else []
 print(json.dumps(results))
 """
 
@@ -383,8 +386,14 @@ def test_file_truncated_while_open_raises_clear_oserror(data_dir, disk_image_dir
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.splitlines()[-1])
     for name in ("raw_le", "raw_be", "tiff"):
-        for op in ("load_plane", "read_region", "write_pixel", "copy", "save_tiff",
-                   "save_raw"):
+        for op in (
+            "load_plane",
+            "read_region",
+            "write_pixel",
+            "copy",
+            "save_tiff",
+            "save_raw",
+        ):
             kind, message = out[f"{name}.{op}"]
             assert kind == "OSError", (name, op, kind, message)
             assert "truncated" in message, (name, op, message)

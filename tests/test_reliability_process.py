@@ -9,9 +9,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -270,7 +272,9 @@ def test_pixel_writes_while_other_threads_read_planes():
             check(name, read(), last)
 
     readers = [
-        threading.Thread(target=reader, args=("load_plane", lambda: img.load_plane(z=1))),
+        threading.Thread(
+            target=reader, args=("load_plane", lambda: img.load_plane(z=1))
+        ),
         threading.Thread(
             target=reader,
             args=("read_region", lambda: img.read_region(0, 0, 1, 0, ny, 1, 0, nx, 1)),
@@ -296,6 +300,47 @@ def test_pixel_writes_while_other_threads_read_planes():
     np.testing.assert_array_equal(img.load_plane(z=1), expected)
     np.testing.assert_array_equal(img.array[0, 0, 1], expected)
     np.testing.assert_array_equal(img.load_plane(z=0), 0)  # other plane intact
+    img.close()
+
+
+def test_display_levels_read_while_pixels_are_written():
+    """napari slicing (the display pyramid, with its plane cache) in one
+    thread while another writes pixels: never a torn value, and once the
+    writes stop every level shows exactly the file, nothing stale."""
+    from napari_diskimage._pyramid import DisplayLevel
+
+    rounds, ny, nx = 6, 32, 48
+    img = ndi.new_disk_image(ndi.Geometry("uint16", nx, ny, 2))
+    levels = [DisplayLevel(img, 0, f) for f in (1, 2, 4)]
+    stop = threading.Event()
+    problems: list[str] = []
+    reads = [0]
+
+    def slice_like_napari() -> None:
+        while not stop.is_set():
+            for level in levels:
+                plane = np.asarray(level[1])  # z = 1, as napari slices it
+                if ((plane >> 8) != (plane & 0xFF)).any():
+                    problems.append(f"torn values {np.unique(plane)}")
+            reads[0] += 1
+
+    reader = threading.Thread(target=slice_like_napari)
+    reader.start()
+    rng = np.random.default_rng(3)
+    ref = np.zeros((ny, nx), np.uint16)
+    try:
+        for r in range(1, rounds + 1):
+            for _ in range(300):
+                y, x = int(rng.integers(ny)), int(rng.integers(nx))
+                img.write_pixel(r * 257, x, y, 1)
+                ref[y, x] = r * 257
+    finally:
+        stop.set()
+        reader.join()
+    assert not problems, problems[:3]
+    assert reads[0] > 3
+    for level, f in zip(levels, (1, 2, 4), strict=True):
+        np.testing.assert_array_equal(np.asarray(level[1]), ref[::f, ::f])
     img.close()
 
 
@@ -342,7 +387,11 @@ def test_two_disk_images_on_one_file_see_each_others_writes(data_dir):
         assert b.load_plane(z=0)[0, 0] == 333  # ... is seen by pread
         # ... and another program sees all of it without a flush
         raw = subprocess.run(
-            [sys.executable, "-c", f"import sys; sys.stdout.write(open({str(path)!r}, 'rb').read().hex())"],
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.stdout.write(open({str(path)!r}, 'rb').read().hex())",
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -368,3 +417,49 @@ def test_scratch_file_lock_is_held_and_not_leaked_to_children(data_dir):
             ["ls", "-l", "/proc/self/fd"], capture_output=True, text=True, check=True
         )
         assert img.path.name not in child.stdout
+
+
+SAVE_AND_HANG = """
+import sys, time
+import numpy as np
+import napari_diskimage as ndi
+from napari_diskimage import _io
+_io.BLOCK_BYTES = 1 << 20
+pixels = np.full((8, 1024, 1024), 7, np.uint8)
+save = ndi.save_tiff if sys.argv[1].endswith(".tif") else ndi.save_raw
+
+def progress(done, total):
+    if 0 < done < total:
+        print(done, total, flush=True)
+        time.sleep(600)            # killed here, mid-save
+
+save(pixels, sys.argv[1], progress=progress)
+"""
+
+
+@pytest.fixture
+def tmpfs_dir():
+    """A folder on a file system with O_TMPFILE (tmpfs; ext4, xfs and btrfs
+    have it too, overlayfs and NFS do not)."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm tmpfs here")
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ndi-save-"))
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("name", ["out.tif", "out.raw"])
+def test_sigkill_mid_save_leaves_the_previous_file_and_no_temporary(tmpfs_dir, name):
+    """The file being saved has no name until it is complete, so a process
+    killed mid-save leaves the previous file and nothing else."""
+    data_dir = tmpfs_dir
+    target = data_dir / name
+    target.write_bytes(b"previous version")
+    proc = spawn(SAVE_AND_HANG, str(target))
+    done, total = map(int, read_line(proc).split())
+    assert 0 < done < total
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in data_dir.iterdir()] == [name]
+    assert target.read_bytes() == b"previous version"

@@ -18,7 +18,13 @@ from napari_diskimage import _io, _lazy
 
 
 def ramp(shape, dtype="uint16"):
-    return (np.indices(shape).sum(axis=0) * 7 % 4001).astype(dtype)
+    """Pixels that differ along every axis and compress well."""
+    total = np.zeros(shape, np.uint32)
+    for axis, n in enumerate(shape):
+        index = [1] * len(shape)
+        index[axis] = n
+        total += np.arange(n, dtype=np.uint32).reshape(index) * (7 + axis)
+    return (total % 4001).astype(dtype)
 
 
 @pytest.fixture
@@ -452,6 +458,7 @@ def test_mapped_pyramid_maps_the_base_level(data_dir):
         coarse = img.display_levels[1]
         assert coarse.shape == (1, 1, 1, 128, 128)
         np.testing.assert_array_equal(coarse.load_plane(), data[::2, ::2])
+    assert coarse.closed  # closed with the image: the file is released
 
 
 def test_a_plain_image_is_its_only_level(tiled):
@@ -471,3 +478,31 @@ def test_the_display_pyramid_reads_lazy_images(tiled):
         )
         lo, hi = pyramid.sample_contrast_limits(img)
         assert data.min() <= lo < hi <= data.max()
+
+
+def test_ome_series_each_get_their_own_pixel_size(data_dir):
+    path = data_dir / "two.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(
+            ramp((2, 20, 30)),
+            compression="zlib",
+            metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "Name": "a"},
+        )
+        tw.write(
+            ramp((3, 16, 24), "uint8"),
+            photometric="minisblack",
+            metadata={
+                "axes": "ZYX",
+                "PhysicalSizeX": 2.0,
+                "PhysicalSizeY": 2.0,
+                "Name": "b",
+            },
+        )
+    infos = ndi.tiff_series(path)
+    assert [i.name for i in infos] == ["a", "b"]
+    with ndi.open_tiff(path, series=1) as img:
+        assert img.shape == (1, 1, 3, 16, 24)
+        assert img.spacing[1:] == pytest.approx((2.0, 2.0))
+        np.testing.assert_array_equal(img.array[0, 0], ramp((3, 16, 24), "uint8"))
+    with ndi.open_tiff(path) as img:
+        assert img.spacing[2] == pytest.approx(0.5)

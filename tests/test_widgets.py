@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -110,6 +112,13 @@ def test_copy_numpy_layer_makes_disk_image_layer(viewer, qtbot, disk_image_dir):
     assert tuple(new.scale) == (2, 0.5, 0.5)
     assert widget.status.value == "done"
 
+    # Removing the copy's layer deletes its scratch file: the widget keeps
+    # no reference to it.
+    viewer.layers.remove(new)
+    del new, image
+    gc.collect()
+    assert scratch_files(disk_image_dir) == []
+
 
 def test_copy_cancel_removes_partial_file(
     viewer, qtbot, disk_image_dir, messages, monkeypatch
@@ -182,7 +191,8 @@ def test_gui_keeps_running_during_a_long_copy(viewer, qtbot, monkeypatch):
     during = [t for t in ticks if t <= steps[-1]]
     assert len(during) > 0.5 * copying / 0.010
     assert np.diff([t0, *during, steps[-1]]).max() < 0.25
-    np.testing.assert_array_equal(job.result.array[0, 0, 3, :2, :2], 7)
+    copy = viewer.layers["slow (disk image)"].metadata["disk_image"]
+    np.testing.assert_array_equal(copy.array[0, 0, 3, :2, :2], 7)
 
 
 def test_copy_rgb_layer_is_refused_with_a_reason(viewer, messages):
@@ -234,23 +244,22 @@ def test_write_pixel_prefills_from_cursor(viewer):
     assert widget.coords["x"].value == 9
 
 
-@pytest.mark.parametrize(
-    ("value", "coords", "expected"),
-    [
-        ("300", {}, "does not fit in a uint8 image"),
-        ("abc", {}, "'abc' is not a number"),
-        ("1.5", {}, "cannot be stored exactly"),
-        ("1", {"x": 999}, "x = 999 is outside the image"),
-    ],
-)
-def test_write_pixel_bad_input_is_notified(viewer, messages, value, coords, expected):
+def test_write_pixel_bad_input_is_notified(viewer, messages):
     image, _ = disk_layer(viewer, np.zeros((20, 30), np.uint8))
     widget = w.WritePixel(viewer)
-    widget.value.value = value
-    for axis, v in coords.items():
-        widget.coords[axis].value = v
-    press(widget.write_button)
-    assert any(expected in m for m in messages()), messages()
+    widget.follow.value = False
+    cases = [
+        ("300", 0, "does not fit in a uint8 image: it holds 0..255"),
+        ("abc", 0, "pixel value 'abc' is not a number"),
+        ("1.5", 0, "cannot be stored exactly in a uint8 image"),
+        ("1", 999, "x = 999 is outside the image: size_x is 30"),
+    ]
+    for value, x, expected in cases:
+        widget.value.value = value
+        widget.coords["x"].value = x
+        press(widget.write_button)
+        assert expected in messages()[-1]
+        assert str(image.path) in messages()[-1] or value == "abc"
     assert not image.array.any()
 
 
@@ -280,6 +289,20 @@ def test_write_read_only_offers_a_copy(viewer, qtbot, data_dir, messages):
     assert path.read_bytes() == before  # the user's file is untouched
     assert widget.layer.value is new
     assert layer in viewer.layers
+
+
+def test_unanswered_offer_does_not_keep_the_layer(viewer, messages):
+    big = viewer.add_image(np.zeros((10, 12), np.uint8), name="mem")
+    widget = w.WritePixel(viewer)
+    press(widget.write_button)
+    offer = notification_manager.records[-1]
+    alive = weakref.ref(big)
+    viewer.layers.remove(big)
+    del big
+    gc.collect()
+    assert alive() is None
+    offer.actions[0][1](None)
+    assert "the layer was removed" in messages()[-1]
 
 
 def test_write_in_memory_layer_offers_a_copy(viewer, qtbot):
@@ -647,19 +670,17 @@ def test_unusable_saved_folder_is_reported(tmp_path, config_dir, monkeypatch):
 
 
 # --- manifest -------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("name", "cls"),
-    [
-        ("Copy to disk image", w.CopyToDiskImage),
-        ("Write pixel", w.WritePixel),
-        ("Extract plane", w.ExtractPlane),
-        ("Save as TIFF / RAW", w.SaveImage),
-        ("Open RAW", w.OpenRaw),
-        ("Disk-image directory", w.DiskImageDir),
-        ("Image info", w.ImageInfo),
-    ],
-)
-def test_widgets_dock_from_the_plugins_menu(viewer, name, cls):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-diskimage", name)
-    assert isinstance(widget, cls)
-    assert widget.viewer is viewer
+def test_widgets_dock_from_the_plugins_menu(viewer):
+    expected = {
+        "Copy to disk image": w.CopyToDiskImage,
+        "Write pixel": w.WritePixel,
+        "Extract plane": w.ExtractPlane,
+        "Save as TIFF / RAW": w.SaveImage,
+        "Open RAW": w.OpenRaw,
+        "Disk-image directory": w.DiskImageDir,
+        "Image info": w.ImageInfo,
+    }
+    for name, cls in expected.items():
+        _, widget = viewer.window.add_plugin_dock_widget("napari-diskimage", name)
+        assert isinstance(widget, cls)
+        assert widget.viewer is viewer  # napari's proxy unwrapped for the core

@@ -10,6 +10,7 @@ under ``xvfb-run``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -79,6 +80,13 @@ def demo(size: int | str = DEFAULT_LARGE_SIZE, screenshot: Path | None = None) -
     """Open napari on the large sample volume (written first if missing)."""
     from ._sample_data import large_sample_path
 
+    if _no_display():
+        how = "render it headless with" if screenshot else "or run"
+        raise OSError(
+            "napari needs a display and none was found ($DISPLAY and "
+            f"$WAYLAND_DISPLAY are unset); {how} 'xvfb-run -a napari-diskimage "
+            "demo --screenshot demo.png'"
+        )
     geometry = large_sample_geometry(size)
     path = large_sample_path(size, progress=_TerminalProgress(geometry.nbytes))
     print(f"opening {path} ({geometry}, {format_bytes(geometry.nbytes)})")
@@ -120,11 +128,12 @@ def dock_plugin_widgets(viewer: Any) -> list[str]:
         manifest = PluginManager.instance().get_manifest(PLUGIN)
     except KeyError:  # pragma: no cover - the plugin is not installed
         return []
-    docked = []
+    docked: list[str] = []
+    first = None
     for widget in manifest.contributions.widgets or []:
         try:
             # tabs in one dock: the canvas keeps its room
-            viewer.window.add_plugin_dock_widget(
+            dock, _ = viewer.window.add_plugin_dock_widget(
                 PLUGIN, widget.display_name, tabify=bool(docked)
             )
         except Exception as exc:  # a broken widget must not stop the demo
@@ -134,7 +143,21 @@ def dock_plugin_widgets(viewer: Any) -> list[str]:
             )
         else:
             docked.append(widget.display_name)
+            first = first or dock
+    if first is not None:
+        _process_events()  # napari tabifies the docks once shown
+        first.raise_()  # show the first widget's tab
     return docked
+
+
+def _no_display() -> bool:
+    """True on Linux without an X or Wayland display (Qt would abort)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    env = os.environ
+    if env.get("QT_QPA_PLATFORM", "").split(":")[0] not in ("", "xcb", "wayland"):
+        return False  # e.g. offscreen, vnc: the user chose a platform
+    return not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
 
 def _process_events() -> None:

@@ -305,10 +305,12 @@ class DiskImage:
 
         Numpy views taken from ``array`` before closing stay valid (the
         mapping lives as long as they do), but the disk image refuses
-        further use.
+        further use.  Stored resolution levels are closed with it.
         """
         self._array = None
         self._finalizer()
+        for level in self._levels:
+            level.close()
 
     def __enter__(self) -> DiskImage:
         return self
@@ -393,7 +395,8 @@ class DiskImage:
         written = os.pwrite(fd, data, offset)
         if written != len(data):  # pragma: no cover - a one-pixel write
             raise OSError(errno.EIO, f"short write to {str(self._path)!r}")
-        self.write_count += 1
+        with self._fd_lock:  # no lost counts: display caches key on it
+            self.write_count += 1
 
     def flush(self) -> None:
         """Make written pixels durable (fsync)."""
@@ -510,7 +513,8 @@ class DiskImage:
             step = sy * st[3]
             for j in range(ny):
                 if j % window == 0:
-                    _prefetch(fd, first + j * step, row_span, step, min(window, ny - j))
+                    n = min(window, ny - j)
+                    _prefetch(fd, first + j * step, row_span, step, n, buf)
                 self._pread_into(fd, first + j * step, buf)
                 out[j] = np.ndarray(
                     (nx,), self._file_dtype, buffer=buf, strides=(sx * st[4],)
@@ -565,15 +569,28 @@ class DiskImage:
 _PREFETCH_BYTES = 16 << 20
 
 
-def _prefetch(fd: int, offset: int, span: int, step: int, n: int) -> None:
+def _prefetch(
+    fd: int, offset: int, span: int, step: int, n: int, probe: bytearray
+) -> None:
     """Ask the kernel to start reading ``n`` rows of ``span`` bytes.
 
     Strided rows read one by one wait for the disk once per row; announced
-    together (``POSIX_FADV_WILLNEED``) they are fetched in parallel: 4-5x
-    faster from a cold cache, the same bytes read.
+    together (``POSIX_FADV_WILLNEED``) they are fetched in parallel: 3-5x
+    faster from a cold cache, the same bytes read.  Skipped when the first
+    and last rows are already in the page cache (a non-blocking read of
+    them succeeds), where the announcements would only cost time.
     """
     if not hasattr(os, "posix_fadvise") or n < 2:
         return
+    if hasattr(os, "RWF_NOWAIT"):
+        try:
+            if all(
+                os.preadv(fd, [probe], offset + k * step, os.RWF_NOWAIT) == span
+                for k in (0, n - 1)
+            ):
+                return
+        except OSError:  # EAGAIN: not cached; EOPNOTSUPP: cannot tell
+            pass
     with contextlib.suppress(OSError):
         for k in range(n):
             os.posix_fadvise(fd, offset + k * step, span, os.POSIX_FADV_WILLNEED)

@@ -340,14 +340,21 @@ def _atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
 
     The temporary file sits beside the target (same file system, so the
     rename is atomic) and is removed on any failure or cancellation; an
-    existing file at ``target`` is untouched until the final rename.
+    existing file at ``target`` is untouched until the final rename.  Where
+    the system allows (Linux ``O_TMPFILE``) the file has no name until it is
+    complete, so even a process killed with SIGKILL leaves nothing behind.
     """
     check_free_space(target.parent, nbytes, f"saving {target.name}")
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+    tmp: Path | None = None
     try:
-        fd = os.open(
-            tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
+        fd = _open_anonymous(target.parent)
+        if fd is None:
+            tmp = _temporary_name(target)
+            fd = os.open(
+                tmp,
+                os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+            )
     except OSError as exc:
         raise type(exc)(
             exc.errno,
@@ -359,25 +366,91 @@ def _atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
     try:
         try:
             with os.fdopen(fd, "r+b") as fh:
-                fh.raw.name = str(tmp)  # tifffile wants a named file
+                fh.raw.name = str(tmp or target)  # tifffile wants a named file
                 yield from write(fh)
+                fh.flush()
+                if target.exists():
+                    mode = stat.S_IMODE(target.stat().st_mode)
+                else:
+                    mode = 0o666 & ~_umask()
+                os.fchmod(fh.fileno(), mode)
+                if tmp is None:
+                    tmp = _name_complete_file(fh.fileno(), target)
         except OSError as exc:
             full = _full_error(exc, target, nbytes)
             if full is None:
                 raise
             raise full from exc
-        if target.exists():
-            mode = stat.S_IMODE(target.stat().st_mode)
-        else:
-            mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
         os.replace(tmp, target)
         ok = True
     finally:
-        if not ok:
+        if not ok and tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     return target
+
+
+def _temporary_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+
+
+def _name_complete_file(fd: int, target: Path) -> Path:
+    """Link the unnamed file ``fd`` beside ``target``; return its name."""
+    for attempt in range(3):
+        tmp = _temporary_name(target)
+        try:
+            _name_file(fd, tmp)
+            return tmp
+        except FileExistsError as exc:  # never overwrite what is there
+            if attempt == 2:
+                raise FileExistsError(
+                    exc.errno,
+                    f"cannot save to {str(target)!r}: temporary name {tmp.name!r} "
+                    "is taken; remove stray '.part' files beside it",
+                    str(target),
+                ) from exc
+    raise AssertionError("unreachable")
+
+
+def _name_file(fd: int, path: Path) -> None:
+    """Give the unnamed file ``fd`` the name ``path`` (fails if it exists).
+
+    linkat must follow the /proc link; os.link only calls linkat (rather
+    than link, which links the symlink itself) when given a directory fd.
+    """
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(
+            f"/proc/self/fd/{fd}", path.name, dst_dir_fd=folder, follow_symlinks=True
+        )
+    finally:
+        os.close(folder)
+
+
+def _open_anonymous(folder: Path) -> int | None:
+    """An unnamed file in ``folder`` (O_TMPFILE), or None if unsupported."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return None
+    flags = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
+    try:
+        fd = os.open(folder, flags, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return None  # the file system cannot: use a named file
+        raise
+    # Some file systems (overlayfs) create the file but cannot name it
+    # later (EXDEV): try naming a second one first.
+    probe_fd = os.open(folder, flags, 0o600)
+    probe = folder / f".ndi-probe-{secrets.token_hex(6)}"
+    try:
+        _name_file(probe_fd, probe)
+    except OSError:
+        os.close(fd)
+        return None
+    finally:
+        os.close(probe_fd)
+    os.unlink(probe)
+    return fd
 
 
 def _full_error(exc: OSError, target: Path, nbytes: int) -> OSError | None:

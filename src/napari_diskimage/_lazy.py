@@ -16,6 +16,7 @@ image.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import math
 import numbers
@@ -27,8 +28,6 @@ from typing import Any
 
 import numpy as np
 import tifffile
-import zarr
-from tifffile.zarr import ZarrTiffStore
 
 from ._diskimage import DiskImage, _check_index
 from ._geometry import Geometry
@@ -183,27 +182,39 @@ class TiffHandle:
 _META_SUFFIXES = (".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json")
 
 
-class _CachedTiffStore(ZarrTiffStore):
-    """tifffile's zarr store for one level, with decoded chunks cached."""
+@functools.cache
+def _cached_store_class() -> type:
+    """tifffile's zarr store with a chunk cache (zarr imported on first use:
+    it takes a quarter of a second, and only compressed TIFFs need it)."""
+    from tifffile.zarr import ZarrTiffStore
 
-    def __init__(
-        self, series: tifffile.TiffPageSeries, level: int, cache: _ChunkCache
-    ) -> None:
-        super().__init__(series, level=level)
-        self._chunk_cache = cache
-        self._cache_prefix = (id(series), level)
+    class CachedTiffStore(ZarrTiffStore):
+        """tifffile's zarr store for one level, with decoded chunks cached."""
 
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        if byte_range is not None or key in self._store or key.endswith(_META_SUFFIXES):
-            return await super().get(key, prototype, byte_range)
-        cache_key = (*self._cache_prefix, key)
-        hit = self._chunk_cache.get(cache_key)
-        if hit is not None:
-            return hit[0]
-        value = await super().get(key, prototype, byte_range)
-        if value is not None:
-            self._chunk_cache.put(cache_key, value, len(value))
-        return value
+        def __init__(
+            self, series: tifffile.TiffPageSeries, level: int, cache: _ChunkCache
+        ) -> None:
+            super().__init__(series, level=level)
+            self._chunk_cache = cache
+            self._cache_prefix = (id(series), level)
+
+        async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+            if (
+                byte_range is not None
+                or key in self._store
+                or key.endswith(_META_SUFFIXES)
+            ):
+                return await super().get(key, prototype, byte_range)
+            cache_key = (*self._cache_prefix, key)
+            hit = self._chunk_cache.get(cache_key)
+            if hit is not None:
+                return hit[0]
+            value = await super().get(key, prototype, byte_range)
+            if value is not None:
+                self._chunk_cache.put(cache_key, value, len(value))
+            return value
+
+    return CachedTiffStore
 
 
 class TczyxView:
@@ -392,7 +403,9 @@ class LazyTiffImage(DiskImage):
         # No memory map: DiskImage.__init__ is not called on purpose; the
         # attributes its inherited methods use are set here.
         level_series = series.levels[level]
-        store = _CachedTiffStore(series, level, handle.cache)
+        import zarr
+
+        store = _cached_store_class()(series, level, handle.cache)
         source = zarr.open_array(store, mode="r", zarr_format=2)
         view = TczyxView(source, level_series.axes, repr(str(handle.path)))
         self._handle = handle

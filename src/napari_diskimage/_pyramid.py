@@ -12,10 +12,13 @@ shrinks, and ``bytes_read`` counts what was read).
 napari reads the same coarse planes several times in a row (the view and
 the thumbnail, and each re-slice while a layer is added), so whole planes
 of the strided levels are kept in a small cache (:data:`CACHE_BYTES` for
-all images).  An entry is used only while the image's ``write_count`` and the
-file's modification time and size are unchanged, and for at most
-:data:`CACHE_SECONDS`: a pixel written with :meth:`DiskImage.write_pixel`
-shows at every level on the next ``layer.refresh()``.
+all images).  An entry is used only while the image's ``write_count`` and
+the file's modification time and size are unchanged, and is dropped when
+unused for :data:`CACHE_SECONDS`: a pixel written with
+:meth:`DiskImage.write_pixel` shows at every level on the next
+``layer.refresh()``.  After writing through ``DiskImage.array`` (which
+the file's modification time may not show at once), call
+:func:`clear_cache`.
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ SAMPLE_BYTES = 16 << 20
 CACHE_BYTES = 96 << 20
 #: Largest plane that is cached; bigger ones are read in parts, as shown.
 CACHE_PLANE_BYTES = 4 << 20
-#: A cached plane is read again after this many seconds.
-CACHE_SECONDS = 5.0
+#: A cached plane unused for this many seconds is read again.
+CACHE_SECONDS = 60.0
 
 _Index = int | range
 
@@ -76,8 +79,9 @@ class DisplayLevel:
     ``shape`` is that of the axes in :func:`display_axes` (t and z only if
     longer than 1).  Indexing with integers, slices (any step, negative
     too) and ``Ellipsis`` returns another lazy view and reads nothing;
-    ``np.asarray(view)`` reads exactly the pixels of the view, plane by
-    plane, through ``image.read_region``.
+    ``np.asarray(view)`` reads the rows and columns of the view, plane by
+    plane, through ``image.read_region`` (at strided levels, whole planes
+    of at most :data:`CACHE_PLANE_BYTES`, kept in the plane cache).
 
     Parameters
     ----------
@@ -269,6 +273,16 @@ class DisplayLevel:
         def read_cached(t: int, z: int) -> np.ndarray:
             key = (token, c, f, t, z)
             plane = _cache.get(key, version)
+            finer = f // 2
+            while plane is None and finer >= 2:
+                # napari reads the view's level, then the coarsest level for
+                # the thumbnail: derive it from the finer plane, no I/O.
+                cached = _cache.get((token, c, finer, t, z), version)
+                if cached is not None:
+                    step = f // finer
+                    plane = np.ascontiguousarray(cached[::step, ::step])
+                    _cache.put(key, version, plane)
+                finer //= 2
             if plane is None:
                 plane = image.read_region(t, c, z, 0, len(full_y), f, 0, len(full_x), f)
                 _cache.put(key, version, plane)
@@ -298,14 +312,13 @@ class _PlaneCache:
             entry = self._planes.get(key)
             if entry is None:
                 return None
-            stored_version, stored_at, plane = entry
-            if (
-                stored_version != version
-                or time.monotonic() - stored_at > CACHE_SECONDS
-            ):
+            stored_version, used_at, plane = entry
+            now = time.monotonic()
+            if stored_version != version or now - used_at > CACHE_SECONDS:
                 del self._planes[key]
                 self.nbytes -= plane.nbytes
                 return None
+            self._planes[key] = (stored_version, now, plane)
             self._planes.move_to_end(key)
             return plane
 
@@ -434,8 +447,7 @@ def sample_contrast_limits(
             samples.append(
                 image.read_region(t, channel, z, y0, rows, step_y, 0, x_size, 1)
             )
-    values = np.concatenate([s.ravel() for s in samples])
-    return _limits(values)
+    return _limits(samples)
 
 
 def _row_bytes(image: DiskImage, itemsize: int) -> int:
@@ -448,12 +460,18 @@ def _row_bytes(image: DiskImage, itemsize: int) -> int:
     return (x_size - 1) * stride + itemsize
 
 
-def _limits(values: np.ndarray) -> tuple[float, float]:
-    if values.dtype.kind == "f":
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            return (0.0, 1.0)
-    lo, hi = float(values.min()), float(values.max())
+def _limits(samples: list[np.ndarray]) -> tuple[float, float]:
+    """(min, max) of the finite values of ``samples``; (v, v + 1) if constant."""
+    lows, highs = [], []
+    for values in samples:
+        if values.dtype.kind == "f":
+            values = values[np.isfinite(values)]
+        if values.size:
+            lows.append(float(values.min()))
+            highs.append(float(values.max()))
+    if not lows:
+        return (0.0, 1.0)
+    lo, hi = min(lows), max(highs)
     if hi <= lo:
         hi = lo + 1.0
     return (lo, hi)

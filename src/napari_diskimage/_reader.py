@@ -57,7 +57,7 @@ def open_disk_image(path: str | os.PathLike[str]) -> DiskImage:
         except ValueError as exc:
             raise ValueError(
                 f"{exc}. To open {str(p)!r} anyway, give its geometry in the "
-                "'Open RAW' widget (Plugins > Disk images) or call "
+                "'Open RAW' widget (Plugins menu) or call "
                 "napari_diskimage.open_raw(path, Geometry(...))"
             ) from None
         return open_raw(p)
@@ -112,7 +112,8 @@ def _try_open(path: str | os.PathLike[str]) -> DiskImage | None:
 
 
 def _hint(message: str) -> None:
-    logger.warning(message)
+    """Tell the user why a file was declined: the log, and napari if running."""
+    logger.info(message)
     if "napari" in sys.modules:
         with contextlib.suppress(Exception):
             from napari.utils.notifications import show_info

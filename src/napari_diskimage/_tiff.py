@@ -7,7 +7,6 @@ import errno
 import json
 import math
 import os
-import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +181,9 @@ def _spacing(
 def _open_handle(p: Path) -> TiffHandle:
     try:
         return TiffHandle(p)
-    except (tifffile.TiffFileError, ValueError, struct.error, EOFError) as exc:
+    except OSError:
+        raise
+    except Exception as exc:  # tifffile raises many types on corrupt headers
         raise ValueError(f"{str(p)!r} is not a valid TIFF file: {exc}") from None
 
 
@@ -212,6 +213,15 @@ def _check_complete(s: tifffile.TiffPageSeries, p: Path, size: int) -> None:
         if last is not None:
             pages.append(last)
     for page in pages:
+        # a corrupt size tag (10^9 rows) with the strips of a small image:
+        # refuse it here rather than allocate the declared plane on reading
+        chunks = math.prod(getattr(page, "chunked", s.keyframe.chunked))
+        if len(page.dataoffsets) < chunks:
+            raise ValueError(
+                f"{str(p)!r} is truncated or corrupt: its header declares "
+                f"{s.keyframe.shape} pixels in {chunks} strips or tiles but "
+                f"lists {len(page.dataoffsets)}"
+            )
         ends = [
             o + n
             for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)
@@ -441,6 +451,8 @@ def open_tiff(
         raise
     if image.is_mapped and not image._levels:
         handle.close()  # the map does not need the file handle
+    elif image.is_mapped:
+        image._levels[0]._owns_handle = True  # closed with the mapped image
     return image
 
 

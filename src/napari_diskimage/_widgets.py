@@ -19,6 +19,7 @@ import os
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -281,14 +282,13 @@ class StepsJob:
         self,
         make_steps: Callable[[], Any],
         what: str,
-        on_done: Callable[[Any], None],
+        on_done: Callable[[Any], None] | None,
         on_end: Callable[[], None] | None = None,
     ) -> None:
         self.what = what
         self._on_done = on_done
         self._on_end = on_end
         self._cancel = threading.Event()
-        self.result: Any = None
         self.cancelled = False
         self.error: BaseException | None = None
         self.done = False
@@ -336,7 +336,8 @@ class StepsJob:
             self.cancelled = True
             show_info(f"{self.what} cancelled; the partial file was removed.")
             return
-        self.result = value
+        if self._on_done is None:
+            return
         try:
             self._on_done(value)
         except Exception as exc:
@@ -351,8 +352,12 @@ class StepsJob:
         self.done = True
         StepsJob.running_jobs.discard(self)
         self.pbar.close()
-        if self._on_end is not None:
-            self._on_end()
+        on_end = self._on_end
+        # Drop the callbacks: they hold layers and images, and a finished job
+        # kept by its widget must not keep a removed layer's file alive.
+        self._on_done = self._on_end = None
+        if on_end is not None:
+            on_end()
 
 
 def _cancel_on_quit() -> None:
@@ -593,8 +598,16 @@ class WritePixel(Container):
             "write there? (Your file is not changed.)"
         )
 
+        # napari keeps every notification: hold the layer weakly, so an
+        # offer nobody answered does not keep a removed layer's data alive.
+        layer_ref = weakref.ref(layer)
+
         def accept(_toast: Any = None) -> None:
-            self.copy_and_write(layer, value, voxel)
+            source = layer_ref()
+            if source is None or source not in self.viewer.layers:
+                show_warning("Copy and write: the layer was removed meanwhile.")
+                return
+            self.copy_and_write(source, value, voxel)
 
         notification_manager.dispatch(
             Notification(
