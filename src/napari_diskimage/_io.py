@@ -20,6 +20,7 @@ import errno
 import os
 import secrets
 import stat
+import warnings
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -519,9 +520,13 @@ def iter_save_tiff(image: Any, path: str | os.PathLike[str]) -> Steps:
     dtype = geometry.dtype.newbyteorder("<")
 
     def write(fh: Any) -> Steps:
-        result = tifffile.imwrite(
-            fh, shape=kwargs.pop("shape"), dtype=dtype, returnoffset=True, **kwargs
-        )
+        with warnings.catch_warnings():
+            # ImageJ hyperstacks past 4 GiB keep one IFD and the image count
+            # (ImageJ's own layout); tifffile warns, open_tiff reads them.
+            warnings.filterwarnings("ignore", ".*truncating ImageJ file", UserWarning)
+            result = tifffile.imwrite(
+                fh, shape=kwargs.pop("shape"), dtype=dtype, returnoffset=True, **kwargs
+            )
         if result is None:  # pragma: no cover - tifffile contract
             raise OSError(f"tifffile did not write contiguous data to {target}")
         offset = result[0]

@@ -14,6 +14,8 @@ return layers backed by disk images.
 
 from __future__ import annotations
 
+import logging
+
 import re
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -111,6 +113,15 @@ def porosity_volume(seed: int = 0) -> np.ndarray:
     return np.clip(np.rint(volume), 0, 1255).astype(np.uint16)
 
 
+def _apply_saved_settings() -> None:
+    """Use the disk-image directory the user chose in the widget, if any."""
+    from ._settings import apply_saved_disk_image_dir
+
+    problem = apply_saved_disk_image_dir()
+    if problem:
+        logging.getLogger(__name__).warning(problem)
+
+
 def porosity_sample() -> list[tuple[Any, dict[str, Any], str]]:
     """napari sample: the porosity-like volume as a (scratch) disk image.
 
@@ -120,6 +131,7 @@ def porosity_sample() -> list[tuple[Any, dict[str, Any], str]]:
     """
     from ._reader import disk_image_layers
 
+    _apply_saved_settings()
     image = copy(porosity_volume())
     return disk_image_layers(image, name="porosity")
 
@@ -235,6 +247,7 @@ def iter_write_large_sample(
     Yields nothing when the file is already there; closing the generator
     cancels and removes the partial file.
     """
+    _apply_saved_settings()
     geometry = large_sample_geometry(size)
     name = geometry.filename("synthetic").removesuffix(".raw") + ".tif"
     folder = get_disk_image_dir()
