@@ -259,8 +259,12 @@ def table_caps(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---:|---|---:|---:|---|",
     ]
     for r in rows:
-        steps = ", ".join(r.get("done") or []) or "none"
-        verdict = r["verdict"] + (f": {r['error']}" if r.get("error") else "")
+        steps = ", ".join(r.get("done") or []) or "– (no steps: one operation)"
+        verdict = r["verdict"]
+        if "out of memory" in (r.get("stderr_tail") or ""):
+            verdict += " (OpenGL: out of memory)"
+        elif r.get("error"):
+            verdict += f": {r['error']}"
         out.append(
             f"| {r['name']} | {r['cap']:.0f} MiB | {verdict} | {r['exit']} | "
             f"{r['cgroup_peak']:.0f} MiB | {steps} |"
@@ -338,11 +342,12 @@ def targets(res: dict[str, Any]) -> list[str]:
     )
     p = _get(res.get("plane", []), method="plugin")
     if p:
+        fr = p.get("file_read") or p["read"]
         add(
             "first view of the 2 GiB plane reads ≤ 64 MiB",
-            f"{p['read']:.1f} MiB from disk, {p.get('bytes_read', 0):.1f} MiB "
-            "bytes_read",
-            max(p["read"], p.get("bytes_read", 0)) <= 64,
+            f"{fr:.1f} MiB of the file from disk ({p.get('bytes_read', 0):.1f} MiB "
+            "bytes_read, some of it twice from the page cache)",
+            fr <= 64,
         )
     else:
         add("first view of the 2 GiB plane reads ≤ 64 MiB", "not measured", None)

@@ -330,6 +330,13 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     runner = Runner(env, args.timeout)
     sections = set(args.only or ["open", "copy", "save", "zstep", "plane", "caps"])
 
+    need = (sum(args.sizes) + 2 * max(args.sizes)) * GiB + 2 * args.plane**2
+    free = shutil.disk_usage(work).free
+    if free < need * 1.1:
+        raise SystemExit(
+            f"{work} has {free / GiB:.1f} GiB free but the run needs about "
+            f"{need / GiB:.1f} GiB: pass --workdir on a larger disk or fewer --sizes"
+        )
     log(f"generating data in {work}")
     vols: dict[float, tuple[Path, int]] = {}
     for size in args.sizes:

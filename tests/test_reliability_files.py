@@ -217,6 +217,11 @@ ABSURD = {  # ImageWidth, ImageLength, BitsPerSample, StripOffsets, ...
         ("depth", {**ABSURD, 32997: MEGA}, None),  # SGI ImageDepth
         ("imagej", ABSURD, f"ImageJ=1.11a\nimages={MEGA}\nslices={MEGA}\n"),
         ("shaped", ABSURD, json.dumps({"shape": [MEGA, MEGA, MEGA]})),
+        (  # a valid 4 x 4 page whose description declares 10^18 pixels
+            "shaped-small-page",
+            {**ABSURD, 256: 4, 257: 4, 278: 4, 279: 32},
+            json.dumps({"shape": [MEGA, MEGA, MEGA]}),
+        ),
     ],
 )
 def test_absurd_tiff_sizes_are_refused_without_allocating(

@@ -9,6 +9,12 @@ view (``np.asarray``), and then only the rows and columns of that view,
 through :meth:`DiskImage.read_region` (``pread``: no SIGBUS if the file
 shrinks, and ``bytes_read`` counts what was read).
 
+A pyramidal TIFF stores its own coarser levels (``image.display_levels``):
+those are shown as they are, each read through its own ``read_region``,
+and striding starts only below the coarsest stored level.  An RGB(A) image
+(``image.rgb``) gives levels with a trailing colour axis, so napari shows
+one colour layer.
+
 napari reads the same coarse planes several times in a row (the view and
 the thumbnail, and each re-slice while a layer is added), so whole planes
 of the strided levels are kept in a small cache (:data:`CACHE_BYTES` for
@@ -77,21 +83,26 @@ class DisplayLevel:
     """A lazy view of one channel of a disk image, strided in y and x.
 
     ``shape`` is that of the axes in :func:`display_axes` (t and z only if
-    longer than 1).  Indexing with integers, slices (any step, negative
-    too) and ``Ellipsis`` returns another lazy view and reads nothing;
-    ``np.asarray(view)`` reads the rows and columns of the view, plane by
-    plane, through ``image.read_region`` (at strided levels, whole planes
-    of at most :data:`CACHE_PLANE_BYTES`, kept in the plane cache).
+    longer than 1), followed by a colour axis when ``channel`` is a tuple
+    of channels (RGB(A): napari's ``rgb=True`` layout).  Indexing with
+    integers, slices (any step, negative too) and ``Ellipsis`` returns
+    another lazy view and reads nothing; ``np.asarray(view)`` reads the
+    rows and columns of the view, plane by plane, through
+    ``image.read_region`` (at strided levels, whole planes of at most
+    :data:`CACHE_PLANE_BYTES`, kept in the plane cache).
 
     Parameters
     ----------
     image : DiskImage
         The image; only ``shape``, ``dtype`` and ``read_region`` are used,
         so other image classes with the same surface work too.
-    channel : int
-        The channel (c) shown.
+    channel : int or tuple of int
+        The channel (c) shown; a tuple (e.g. ``(0, 1, 2)`` for RGB) makes
+        the last axis of the level the colour axis, each colour read from
+        its channel.
     factor : int
-        Stride in y and x: ``2**k`` for pyramid level ``k``.
+        Stride in y and x over ``image``: ``2**k`` for pyramid level ``k``
+        of a file without stored levels.
 
     Examples
     --------
@@ -104,22 +115,34 @@ class DisplayLevel:
     array([16, 18, 20, 22], dtype=uint8)
     """
 
-    def __init__(self, image: DiskImage, channel: int = 0, factor: int = 1) -> None:
+    def __init__(
+        self, image: DiskImage, channel: int | tuple[int, ...] = 0, factor: int = 1
+    ) -> None:
         t, c, z, y, x = image.shape
-        if not 0 <= channel < c:
-            raise IndexError(f"channel {channel} is outside 0..{c - 1}")
+        channels = channel if isinstance(channel, tuple) else (channel,)
+        for ch in channels:
+            if not 0 <= ch < c:
+                raise IndexError(f"channel {ch} is outside 0..{c - 1}")
+        if not channels:
+            raise ValueError("a display level needs at least one channel")
         if factor < 1:
             raise ValueError(f"factor must be at least 1, got {factor}")
         self._image = image
-        self._channel = int(channel)
+        self._channel: int | tuple[int, ...] = (
+            tuple(int(ch) for ch in channel) if isinstance(channel, tuple)
+            else int(channel)
+        )  # fmt: skip
+        self._channels = tuple(int(ch) for ch in channels)
         self._factor = int(factor)
-        # One entry per image axis t, z, y, x: an int (axis dropped) or a
-        # range of full-resolution indices (axis kept).
+        # One entry per axis t, z, y, x, colour: an int (axis dropped) or a
+        # range of indices (axis kept): full-resolution indices of the image
+        # for y and x, positions in ``_channels`` for the colour axis.
         self._index: tuple[_Index, ...] = (
             range(t) if t > 1 else 0,
             range(z) if z > 1 else 0,
             range(0, y, factor),
             range(0, x, factor),
+            range(len(channels)) if isinstance(channel, tuple) else 0,
         )
 
     @classmethod
@@ -127,6 +150,7 @@ class DisplayLevel:
         view = cls.__new__(cls)
         view._image = parent._image
         view._channel = parent._channel
+        view._channels = parent._channels
         view._factor = parent._factor
         view._index = index
         return view
@@ -138,12 +162,14 @@ class DisplayLevel:
         return self._image
 
     @property
-    def channel(self) -> int:
+    def channel(self) -> int | tuple[int, ...]:
+        """The channel shown, or the channels of the colour axis (a tuple)."""
         return self._channel
 
     @property
     def factor(self) -> int:
-        """Stride in y and x relative to the full image."""
+        """Stride in y and x over :attr:`image` (a stored level is its own
+        image, read with stride 1)."""
         return self._factor
 
     @property
@@ -227,30 +253,32 @@ class DisplayLevel:
     # --- reading -------------------------------------------------------
     def read(self) -> np.ndarray:
         """Read the pixels of this view into memory."""
-        t_idx, z_idx, y_idx, x_idx = self._index
+        t_idx, z_idx, y_idx, x_idx, s_idx = self._index
         ts = t_idx if isinstance(t_idx, range) else (t_idx,)
         zs = z_idx if isinstance(z_idx, range) else (z_idx,)
+        ss = s_idx if isinstance(s_idx, range) else (s_idx,)
         rows, flip_y = _ascending(y_idx)
         cols, flip_x = _ascending(x_idx)
-        out = np.empty((len(ts), len(zs), len(rows), len(cols)), self.dtype)
+        out = np.empty((len(ts), len(zs), len(rows), len(cols), len(ss)), self.dtype)
         if out.size:
-            read_plane = self._plane_reader(rows, cols)
-            for (i, t), (j, z) in itertools.product(enumerate(ts), enumerate(zs)):
-                out[i, j] = read_plane(t, z)
+            for k, s in enumerate(ss):
+                read_plane = self._plane_reader(self._channels[s], rows, cols)
+                for (i, t), (j, z) in itertools.product(enumerate(ts), enumerate(zs)):
+                    out[i, j, :, :, k] = read_plane(t, z)
         if flip_y:
             out = out[:, :, ::-1]
         if flip_x:
             out = out[:, :, :, ::-1]
         # Drop the axes that were indexed with an integer.
-        drop: list[Any] = [slice(None)] * 4
+        drop: list[Any] = [slice(None)] * 5
         for n, idx in enumerate(self._index):
             if not isinstance(idx, range):
                 drop[n] = 0
         return np.ascontiguousarray(out[tuple(drop)])
 
-    def _plane_reader(self, rows: range, cols: range) -> Any:
-        """A function (t, z) -> the ``rows`` x ``cols`` part of a plane."""
-        image, c, f = self._image, self._channel, self._factor
+    def _plane_reader(self, c: int, rows: range, cols: range) -> Any:
+        """A function (t, z) -> the ``rows`` x ``cols`` part of a plane of ``c``."""
+        image, f = self._image, self._factor
         full_y = range(0, image.shape[3], f)
         full_x = range(0, image.shape[4], f)
         plane_bytes = len(full_y) * len(full_x) * self.dtype.itemsize
@@ -392,72 +420,131 @@ def _ascending(r: _Index) -> tuple[range, bool]:
     return r[::-1], True
 
 
-def display_levels(image: DiskImage, channel: int = 0) -> list[DisplayLevel]:
+def display_levels(
+    image: DiskImage, channel: int | tuple[int, ...] = 0
+) -> list[DisplayLevel]:
     """The display pyramid of one channel of ``image``, finest first.
 
-    Level ``k`` is strided by ``2**k`` in y and x; levels are added until
-    the larger side of the last one is at most :data:`COARSEST_SIZE` pixels.
+    The levels stored in the file (``image.display_levels``: a pyramidal
+    TIFF) come first, each read through its own ``read_region``; then
+    levels strided by 2, 4, 8 ... over the coarsest stored one (the image
+    itself for most files), until the larger side of the last level is at
+    most :data:`COARSEST_SIZE` pixels.  Sizes strictly decrease, as napari
+    requires.  ``channel`` is as for :class:`DisplayLevel` (a tuple for a
+    colour axis).
     """
-    y, x = image.shape[3], image.shape[4]
-    levels = [DisplayLevel(image, channel, 1)]
+    stored = list(getattr(image, "display_levels", None) or [image])
+    levels = [DisplayLevel(stored[0], channel, 1)]
+    for level_image in stored[1:]:
+        previous = levels[-1].image.shape
+        shape = level_image.shape
+        if shape[:3] == previous[:3] and (
+            shape[3] <= previous[3]
+            and shape[4] <= previous[4]
+            and shape[3:] != previous[3:]
+        ):
+            levels.append(DisplayLevel(level_image, channel, 1))
+    coarsest = levels[-1].image
+    y, x = coarsest.shape[3], coarsest.shape[4]
     factor = 1
     while max(-(-y // factor), -(-x // factor)) > COARSEST_SIZE:
         factor *= 2
-        levels.append(DisplayLevel(image, channel, factor))
+        levels.append(DisplayLevel(coarsest, channel, factor))
     return levels
 
 
 def sample_contrast_limits(
-    image: DiskImage, channel: int = 0, budget: int = SAMPLE_BYTES
+    image: DiskImage,
+    channel: int | tuple[int, ...] = 0,
+    budget: int = SAMPLE_BYTES,
 ) -> tuple[float, float]:
-    """Contrast limits (min, max) of a strided sample of one channel.
+    """Contrast limits (min, max) of a sample of the coarsest display level.
 
-    Reads at most ``budget`` bytes: the whole channel if it fits, else 16
-    planes spread through t and z, and in each of them rows spread evenly
-    through the plane.  The limits
-    span the values found, so a uint16 image whose values are 0..1255
-    shows with limits near 0..1255, not 0..65535.  NaN and infinities are
-    ignored; a constant image gets ``(v, v + 1)``.
+    The sample is taken from the rows and columns of the coarsest level of
+    :func:`display_levels` (a stored level of a pyramidal TIFF, or every
+    ``2**k``-th row and column): the pixels napari reads first anyway, so
+    from a cold cache the sample costs the first view no extra disk reads,
+    and a compressed file decodes only chunks the view needs.  At most
+    ``budget`` bytes are read: the whole level if it fits, else 16 planes
+    spread through t and z, and in each of them rows of the level spread
+    evenly through the plane.  The limits span the values found, so a
+    uint16 image whose values are 0..1255 shows with limits near 0..1255,
+    not 0..65535.  NaN and infinities are ignored; a constant image gets
+    ``(v, v + 1)``.  A tuple of channels (RGB) samples each of them.
     """
-    t_size, _, z_size, y_size, x_size = image.shape
-    itemsize = np.dtype(image.dtype).itemsize
-    row_bytes = _row_bytes(image, itemsize)
-    planes = t_size * z_size
-    rows_total = budget // row_bytes
-    if rows_total == 0:
-        # A row longer than the budget: read the start of the middle row.
-        nx = max(1, budget // max(1, row_bytes // x_size))
-        samples = [
-            image.read_region(0, channel, z_size // 2, y_size // 2, 1, 1, 0, nx, 1)
-        ]
-    else:
-        # 16 planes, or every plane if all of them fit in the budget
-        n_planes = min(planes, rows_total, max(16, rows_total // y_size))
-        rows = min(y_size, rows_total // n_planes)
-        step_y = y_size // rows
-        if step_y <= 2:
-            # read_region reads the whole block for close rows: take
-            # contiguous rows from the middle instead.
-            step_y = 1
-        y0 = (y_size - 1 - (rows - 1) * step_y) // 2
-        flat = np.linspace(0, planes - 1, n_planes).round().astype(int)
-        samples = []
-        for p in np.unique(flat):
-            t, z = divmod(int(p), z_size)
-            samples.append(
-                image.read_region(t, channel, z, y0, rows, step_y, 0, x_size, 1)
-            )
+    channels = channel if isinstance(channel, tuple) else (channel,)
+    coarsest = display_levels(image, channels[0])[-1]
+    samples: list[np.ndarray] = []
+    for c in channels:
+        samples += _sample_level(
+            coarsest.image, c, coarsest.factor, budget // len(channels)
+        )
     return _limits(samples)
 
 
-def _row_bytes(image: DiskImage, itemsize: int) -> int:
-    """Bytes read_region reads for one full row."""
-    x_size = image.shape[4]
+def _sample_level(
+    image: DiskImage, channel: int, factor: int, budget: int
+) -> list[np.ndarray]:
+    """Rows of ``image`` strided by ``factor`` (a display level), within budget."""
+    t_size, _, z_size, y_size, x_size = image.shape
+    ny, nx = -(-y_size // factor), -(-x_size // factor)
+    row_cost = _read_cost(image, 1, factor, nx, factor)
+    planes = t_size * z_size
+    rows_total = budget // row_cost
+    if rows_total == 0:
+
+        def _fits(n: int) -> bool:
+            return _read_cost(image, 1, 1, n, 1) <= budget
+
+        # A row longer than the budget: the start of the middle row of the
+        # level, every pixel (contiguous: the cheapest read).
+        n, too_many = 1, x_size + 1  # the most pixels within budget
+        while too_many - n > 1:
+            mid = (n + too_many) // 2
+            n, too_many = (mid, too_many) if _fits(mid) else (n, mid)
+        y = (ny // 2) * factor
+        return [image.read_region(0, channel, z_size // 2, y, 1, 1, 0, n, 1)]
+    # 16 planes, or every plane if all of them fit in the budget
+    n_planes = min(planes, rows_total, max(16, rows_total // ny))
+    per_plane = budget // n_planes
+    rows = max(1, min(ny, per_plane // row_cost))
+    step = max(1, ny // rows)
+    # read_region reads close rows as one block: spread them out more
+    while rows > 1 and _read_cost(image, rows, step * factor, nx, factor) > per_plane:
+        rows -= max(1, rows // 8)
+        step = max(1, ny // rows)
+    y0 = (ny - 1 - (rows - 1) * step) // 2 * factor
+    flat = np.linspace(0, planes - 1, n_planes).round().astype(int)
+    samples = []
+    for p in np.unique(flat):
+        t, z = divmod(int(p), z_size)
+        samples.append(
+            image.read_region(t, channel, z, y0, rows, step * factor, 0, nx, factor)
+        )
+    return samples
+
+
+def _read_cost(image: DiskImage, ny: int, sy: int, nx: int, sx: int) -> int:
+    """Bytes ``image.read_region`` reads for ``ny`` rows and ``nx`` columns.
+
+    Mirrors :meth:`DiskImage.read_region` for a mapped image (rows close
+    together are read as one block); for other images, the pixels' bytes.
+    """
+    itemsize = np.dtype(image.dtype).itemsize
     array = getattr(image, "array", None)
-    stride = itemsize
-    if isinstance(array, np.ndarray):
-        stride = max(itemsize, abs(int(array.strides[4])))
-    return (x_size - 1) * stride + itemsize
+    mapped = isinstance(array, np.ndarray) and getattr(image, "is_mapped", True)
+    if mapped:
+        s3, s4 = abs(int(array.strides[3])), abs(int(array.strides[4]))
+    else:
+        s3, s4 = image.shape[4] * itemsize, itemsize
+    row_span = (nx - 1) * sx * s4 + itemsize
+    if ny <= 1:
+        return row_span
+    step = sy * s3
+    block = (ny - 1) * step + row_span
+    if mapped and step <= 2 * row_span and block <= (256 << 20):
+        return block
+    return ny * row_span
 
 
 def _limits(samples: list[np.ndarray]) -> tuple[float, float]:

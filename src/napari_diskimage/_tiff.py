@@ -303,7 +303,7 @@ def _check_declared_size(tif: Any, s: Any, index: int, p: Any) -> None:
         if tif.is_imagej and s.kind.lower() != "imagej":
             images = int((tif.imagej_metadata or {}).get("images", 1))
             declared = images * math.prod(s.keyframe.shape)
-        elif tif.is_shaped and s.kind.lower() != "shaped":
+        elif tif.is_shaped:  # tifffile keeps kind "shaped" on a mismatch
             meta = tif.shaped_metadata or ()
             if index < len(meta):
                 declared = math.prod(int(n) for n in meta[index].get("shape", ()))
@@ -311,9 +311,9 @@ def _check_declared_size(tif: Any, s: Any, index: int, p: Any) -> None:
         declared = 1 << 128  # unreadable header metadata: corrupt
     if declared > math.prod(s.shape):
         raise ValueError(
-            f"{str(p)!r} is truncated or corrupt: its header declares more "
-            f"pixels than the file holds (only {s.shape} readable); restore "
-            "the file or re-save it"
+            f"{str(p)!r} is truncated or corrupt: its header declares "
+            f"{declared} pixels but only {s.shape} can be read; restore the "
+            "file or save it again"
         )
 
 
