@@ -7,6 +7,7 @@ what out-of-core code relies on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -28,7 +29,9 @@ def unavailable_reason() -> str | None:
     return "no writable memory cgroup on this machine"
 
 
-def run_capped(limit_bytes: int, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+def run_capped(
+    limit_bytes: int, args: list[str], **kwargs
+) -> subprocess.CompletedProcess:
     """``subprocess.run(args)`` inside a new cgroup capped at ``limit_bytes``."""
     name = f"ndi-test-{os.getpid()}-{secrets.token_hex(4)}"
     if V1.is_dir() and os.access(V1, os.W_OK):
@@ -37,25 +40,19 @@ def run_capped(limit_bytes: int, args: list[str], **kwargs) -> subprocess.Comple
         (cg / "memory.limit_in_bytes").write_text(str(limit_bytes))
         swap = cg / "memory.memsw.limit_in_bytes"
         if swap.exists():
-            try:
+            with contextlib.suppress(OSError):
                 swap.write_text(str(limit_bytes))
-            except OSError:
-                pass
     else:
         cg = V2 / name
         cg.mkdir()
         (cg / "memory.max").write_text(str(limit_bytes))
-        try:
+        with contextlib.suppress(OSError):
             (cg / "memory.swap.max").write_text("0")
-        except OSError:
-            pass
     procs = cg / "cgroup.procs"
     try:
         return subprocess.run(
             args, preexec_fn=lambda: procs.write_text(str(os.getpid())), **kwargs
         )
     finally:
-        try:
+        with contextlib.suppress(OSError):
             cg.rmdir()
-        except OSError:
-            pass

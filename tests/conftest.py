@@ -7,23 +7,21 @@ is dropped must release its file.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from pathlib import Path
 
 import pytest
 
-import napari_diskimage as ndi
 from napari_diskimage import _scratch
 
 
 def _open_fds() -> set[str]:
     fds = set()
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):
             fds.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
     return fds
 
 
@@ -41,11 +39,7 @@ def disk_image_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request):
     gc.collect()
     leftovers = sorted(p.name for p in folder.glob("ndi-*")) if folder.is_dir() else []
     assert not leftovers, f"scratch files left behind: {leftovers}"
-    leaked = {
-        f
-        for f in _open_fds() - before
-        if f.startswith(str(tmp_path))
-    }
+    leaked = {f for f in _open_fds() - before if f.startswith(str(tmp_path))}
     assert not leaked, f"file descriptors left open: {sorted(leaked)}"
 
 

@@ -29,7 +29,9 @@ def test_dtype_names(dtype, expected):
     assert Geometry(dtype, 2, 3).dtype == np.dtype(expected)
 
 
-@pytest.mark.parametrize("dtype", ["complex64", "bool", "float16", "U5", "object", "Real16"])
+@pytest.mark.parametrize(
+    "dtype", ["complex64", "bool", "float16", "U5", "object", "Real16"]
+)
 def test_unsupported_dtype_is_a_clear_error(dtype):
     with pytest.raises(ValueError, match="pixel type"):
         Geometry(dtype, 2, 3)

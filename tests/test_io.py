@@ -226,7 +226,9 @@ def test_scratch_files_are_removed_at_exit(tmp_path):
         "keep = ndi.copy(np.ones((64, 64), np.uint8));"
         "print(keep.path)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert folder.is_dir()
     assert not os.path.exists(out.stdout.strip())
     assert list(folder.iterdir()) == []
@@ -255,7 +257,9 @@ def test_save_tiff_round_trip_with_axes(stack, data_dir):
         np.testing.assert_array_equal(back.array[0], data)
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint32", "int64", "float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype", ["uint8", "int8", "int16", "uint32", "int64", "float32", "float64"]
+)
 def test_save_tiff_every_dtype(data_dir, dtype):
     data = (np.arange(2 * 3 * 5 * 7) % 100).astype(dtype).reshape(2, 3, 5, 7)
     with ndi.copy(data) as img:
@@ -273,7 +277,10 @@ def test_save_tiff_keeps_pixel_size(data_dir):
     data = np.zeros((3, 8, 8), np.uint16)
     src = data_dir / "cal.tif"
     tifffile.imwrite(
-        src, data, imagej=True, resolution=(1 / 0.25, 1 / 0.5),
+        src,
+        data,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.5),
         metadata={"spacing": 2.0, "unit": "um", "axes": "ZYX"},
     )
     with ndi.open_tiff(src) as img:
@@ -299,7 +306,9 @@ def test_save_raw_round_trip(stack, data_dir):
     )
 
 
-def test_failed_save_keeps_previous_file_and_leaves_no_temp(monkeypatch, stack, data_dir):
+def test_failed_save_keeps_previous_file_and_leaves_no_temp(
+    monkeypatch, stack, data_dir
+):
     path, data = stack
     target = data_dir / "result.tif"
     target.write_bytes(b"previous result")
@@ -343,7 +352,10 @@ def test_save_refuses_to_overwrite_its_source(stack):
 
 def test_save_into_missing_folder(stack, data_dir):
     path, _ = stack
-    with ndi.open_tiff(path) as img, pytest.raises(FileNotFoundError, match="does not exist"):
+    with (
+        ndi.open_tiff(path) as img,
+        pytest.raises(FileNotFoundError, match="does not exist"),
+    ):
         img.save_tiff(data_dir / "no" / "such.tif")
 
 
@@ -382,7 +394,7 @@ def test_set_disk_image_dir_creates_and_is_used(tmp_path):
 def test_set_disk_image_dir_not_writable(tmp_path):
     afile = tmp_path / "file"
     afile.write_text("x")
-    with pytest.raises(OSError, match="not a folder|choose a folder"):
+    with pytest.raises(OSError, match=r"not a folder|choose a folder"):
         ndi.set_disk_image_dir(afile)
     with pytest.raises(OSError, match="file"):
         ndi.set_disk_image_dir(afile / "sub")

@@ -49,7 +49,8 @@ SCRIPT = textwrap.dedent(
     out = None
     saved = ndi.open_tiff(folder + "/saved.tif")
     check(saved.array[0, 0], "save_tiff")
-    be = ndi.open_raw(folder + "/saved_be.raw", ndi.Geometry("uint16", X, Y, Z), byte_order=">")
+    geometry = ndi.Geometry("uint16", X, Y, Z)
+    be = ndi.open_raw(folder + "/saved_be.raw", geometry, byte_order=">")
     check(be.array[0, 0], "save_raw")
     print("ok")
     """
@@ -83,6 +84,6 @@ def test_copy_and_save_four_times_the_memory_cap(tmp_path):
 @pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 def test_the_cap_is_real(tmp_path):
     """The same cap kills a process that loads the data instead."""
-    code = "import numpy as np; a = np.ones(%d, np.uint8); print(a.sum())" % (2 * CAP)
+    code = f"import numpy as np; a = np.ones({2 * CAP}, np.uint8); print(a.sum())"
     result = run_capped(CAP, [sys.executable, "-c", code], capture_output=True)
     assert result.returncode in (137, -9)

@@ -16,11 +16,15 @@ def test_import_is_gui_free_and_fast():
         "import sys, time; t = time.perf_counter(); import napari_diskimage;"
         "dt = time.perf_counter() - t;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy'));"
+        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6',"
+        " 'magicgui', 'vispy'));"
         "print(bad); print(dt)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "DISPLAY": ""},
     )
     bad, seconds = out.stdout.split("\n")[:2]
@@ -38,7 +42,9 @@ def test_manifest_is_the_top_level_file():
 def test_npe2_validates_the_installed_manifest(tmp_path):
     out = subprocess.run(
         [*NPE2, "validate", "napari-diskimage"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "valid" in out.stdout
@@ -49,24 +55,55 @@ def test_npe2_validates_a_wheel_install(tmp_path):
     """A built wheel carries napari.yaml (the symlink is stored as a file)."""
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = wheels.glob("napari_diskimage-*.whl")
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
     )
     assert (target / "napari_diskimage" / "napari.yaml").is_file()
     assert not (target / "napari_diskimage" / "napari.yaml").is_symlink()
     env = {**os.environ, "PYTHONPATH": str(target)}
     code = "import napari_diskimage; print(napari_diskimage.__file__)"
     where = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert where.stdout.startswith(str(target))  # the wheel, not the checkout
     out = subprocess.run(
-        [*NPE2, "validate", "napari-diskimage"], env=env, cwd=tmp_path, capture_output=True, text=True
+        [*NPE2, "validate", "napari-diskimage"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr

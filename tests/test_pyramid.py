@@ -317,3 +317,88 @@ def test_cache_is_bounded_and_forgets_dropped_images():
     del image
     gc.collect()
     assert _pyramid._cache.nbytes == 0
+
+
+# --- stored pyramid levels, colour, contrast from the coarsest level ----------
+def _pyramid_tiff(path, base: np.ndarray, stored: int = 2) -> list[np.ndarray]:
+    """A tiled, compressed pyramidal TIFF (SubIFDs) and its stored levels.
+
+    Each stored level k holds ``base[::2**k, ::2**k] + 1000 * k``: a level
+    made by striding the base instead would show other values.
+    """
+    levels = [base] + [
+        base[:: 2**k, :: 2**k] + np.uint16(1000 * k) for k in range(1, stored + 1)
+    ]
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(levels[0], subifds=stored, tile=(256, 256), compression="zlib")
+        for level in levels[1:]:
+            tw.write(level, subfiletype=1, tile=(256, 256), compression="zlib")
+    return levels
+
+
+def test_stored_levels_are_shown_then_strided_below_them(data_dir):
+    base = _volume((1, 1, 1, 2400, 2000))[0, 0, 0]
+    path = data_dir / "pyramid.tif"
+    stored = _pyramid_tiff(path, base)
+    with ndi.open_tiff(path) as image:
+        levels = display_levels(image)
+        assert [lv.shape for lv in levels] == [
+            (2400, 2000),
+            (1200, 1000),
+            (600, 500),
+            (300, 250),  # strided by 2 over the coarsest stored level
+        ]
+        assert [lv.image for lv in levels[:3]] == image.display_levels
+        assert levels[3].image is image.display_levels[2] and levels[3].factor == 2
+        sizes = [lv.size for lv in levels]
+        assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
+        decoded = image.chunks_decoded
+        np.testing.assert_array_equal(np.asarray(levels[2]), stored[2])
+        # the 600 x 500 level only: 3 x 2 tiles of 256, not the base's 80
+        assert image.chunks_decoded - decoded <= 6
+        np.testing.assert_array_equal(
+            np.asarray(levels[1][100:300:3]), stored[1][100:300:3]
+        )
+        np.testing.assert_array_equal(np.asarray(levels[3]), stored[2][::2, ::2])
+        np.testing.assert_array_equal(np.asarray(levels[0][5, 7:9]), base[5, 7:9])
+
+
+def test_colour_levels_have_a_trailing_colour_axis(data_dir):
+    rgb = (np.arange(700 * 900 * 3) % 251).astype(np.uint8).reshape(700, 900, 3)
+    path = data_dir / "rgb.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb")
+    with ndi.open_tiff(path) as image:
+        assert image.rgb and image.shape == (1, 3, 1, 700, 900)
+        levels = display_levels(image, (0, 1, 2))
+        assert [lv.shape for lv in levels] == [(700, 900, 3), (350, 450, 3)]
+        expected = rgb[::2, ::2]
+        np.testing.assert_array_equal(np.asarray(levels[1]), expected)
+        for key in [(Ellipsis, 1), (slice(10, 20), slice(None, None, -3)), (-1, 4, 2)]:
+            np.testing.assert_array_equal(np.asarray(levels[1][key]), expected[key])
+        assert levels[1].channel == (0, 1, 2)
+
+
+def test_contrast_sample_reads_only_pixels_of_the_coarsest_level(data_dir):
+    # 2048 x 2048: the coarsest level takes every 4th row and column; every
+    # other pixel is 50000, which napari's first view never shows
+    path = data_dir / "grid.tif"
+    memmap = tifffile.memmap(path, shape=(2048, 2048), dtype=np.uint16)
+    memmap[:] = 50000
+    memmap[::4, ::4] = 100
+    memmap[8, 8] = 300
+    memmap.flush()
+    del memmap
+    with ndi.open_tiff(path) as image:
+        assert display_levels(image)[-1].factor == 4
+        assert sample_contrast_limits(image) == (100.0, 300.0)
+        assert image.bytes_read <= 16 << 20
+    # a pyramidal TIFF: its coarsest stored level only (tiles of 600 x 500)
+    base = _volume((1, 1, 1, 2400, 2000))[0, 0, 0]
+    path = data_dir / "pyramid.tif"
+    stored = _pyramid_tiff(path, base)
+    with ndi.open_tiff(path) as image:
+        lo, hi = sample_contrast_limits(image)
+        coarsest = stored[2][::2, ::2]
+        assert (lo, hi) == (coarsest.min(), coarsest.max())
+        assert lo >= 2000  # the values of the stored level, not of the base
+        assert image.chunks_decoded <= 6

@@ -106,7 +106,10 @@ def test_reader_returns_lazy_multiscale_layer_data(stack_tiff):
     assert kwargs["name"] == "stack"
     assert kwargs["multiscale"] is True and kwargs["rgb"] is False
     assert kwargs["axis_labels"] == ("z", "y", "x")
-    assert kwargs["contrast_limits"] == (0.0, float(data.max()))
+    # sampled from the coarsest level: what napari shows first
+    coarsest = data[:, ::4, ::4]
+    assert kwargs["contrast_limits"] == (coarsest.min(), coarsest.max())
+    assert coarsest.max() > data.max() - 5
     np.testing.assert_array_equal(np.asarray(levels[1][2]), data[2, ::2, ::2])
 
 
@@ -352,3 +355,111 @@ def test_declined_raw_tells_the_user_about_open_raw(make_napari_viewer, data_dir
         notification_manager.notification_ready.disconnect(shown.append)
     [note] = [n for n in shown if "scan.raw" in str(n.message)]
     assert "Open RAW" in str(note.message)
+
+
+# --- pyramidal, colour and multi-series TIFFs -----------------------------------
+def _pyramid_tiff(path, base: np.ndarray) -> list[np.ndarray]:
+    """A tiled, compressed pyramidal TIFF whose stored level k is marked +1000 k."""
+    levels = [base] + [base[:: 2**k, :: 2**k] + np.uint16(1000 * k) for k in (1, 2)]
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(levels[0], subifds=2, tile=(256, 256), compression="zlib")
+        for level in levels[1:]:
+            tw.write(level, subfiletype=1, tile=(256, 256), compression="zlib")
+    return levels
+
+
+def _rgb(ny: int, nx: int, dtype=np.uint8, samples: int = 3) -> np.ndarray:
+    y, x = np.ogrid[:ny, :nx]
+    out = np.zeros((ny, nx, samples), dtype)
+    out[..., 0] = (x * 255 // nx).astype(dtype)  # red grows to the right
+    out[..., 1] = (y * 255 // ny).astype(dtype)  # green grows downwards
+    out[..., 2] = 40
+    if samples == 4:
+        out[..., 3] = np.iinfo(dtype).max
+    return out
+
+
+def test_rgb_tiff_is_one_colour_layer(data_dir):
+    rgb = _rgb(700, 1100)
+    path = data_dir / "photo.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb", compression="zlib")
+    [(levels, kwargs, _)] = napari_get_reader(str(path))(str(path))
+    assert kwargs["name"] == "photo" and kwargs["rgb"] is True
+    assert kwargs["contrast_limits"] == (0.0, 255.0)
+    assert kwargs["metadata"]["channel"] is None
+    assert kwargs["axis_labels"] == ("y", "x")
+    assert [lv.shape for lv in levels] == [(700, 1100, 3), (350, 550, 3), (175, 275, 3)]
+    np.testing.assert_array_equal(np.asarray(levels[2]), rgb[::4, ::4])
+    np.testing.assert_array_equal(
+        np.asarray(levels[0][300:310, 20:25]), rgb[300:310, 20:25]
+    )
+
+
+def test_rgba_uint16_limits_span_the_colours_not_alpha(data_dir):
+    rgba = _rgb(300, 400, np.uint16, samples=4) * np.uint16(4)  # 0..1020, alpha 65535
+    rgba[..., 3] = 65535
+    path = data_dir / "rgba.tif"
+    tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=["unassalpha"])
+    [(levels, kwargs, _)] = napari_get_reader(str(path))(str(path))
+    assert kwargs["rgb"] is True and levels[0].shape == (300, 400, 4)
+    assert kwargs["contrast_limits"] == (0.0, float(rgba[..., :3].max()))
+
+
+def test_multi_series_tiff_gives_one_layer_per_series(data_dir):
+    a = _planes(1, 30, 40)[0]
+    b = _planes(3, 50, 60)
+    path = data_dir / "two.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(a, photometric="minisblack")
+        tw.write(b, photometric="minisblack", metadata={"axes": "ZYX"})
+    layers = napari_get_reader(str(path))(str(path))
+    assert [kw["name"] for _, kw, _ in layers] == ["two [series 0]", "two [series 1]"]
+    np.testing.assert_array_equal(np.asarray(layers[0][0][0]), a)
+    np.testing.assert_array_equal(np.asarray(layers[1][0][0]), b)
+    assert layers[1][1]["axis_labels"] == ("z", "y", "x")
+    # the levels of a pyramidal TIFF are not series of their own
+    pyramid = data_dir / "pyramid.tif"
+    _pyramid_tiff(pyramid, _planes(1, 1200, 1000)[0])
+    [(levels, kwargs, _)] = napari_get_reader(str(pyramid))(str(pyramid))
+    assert kwargs["name"] == "pyramid" and len(levels) == 3
+
+
+@pytest.mark.gui
+def test_viewer_shows_stored_levels_colour_and_series(make_napari_viewer, data_dir):
+    viewer = make_napari_viewer(show=True)
+    # a pyramidal TIFF: what is shown comes from its stored levels
+    base = _planes(1, 2400, 2000)[0]
+    path = data_dir / "pyramid.tif"
+    stored = _pyramid_tiff(path, base)
+    [layer] = viewer.open(path, plugin=PLUGIN)
+    assert [lv.shape for lv in layer.data] == [
+        (2400, 2000), (1200, 1000), (600, 500), (300, 250)
+    ]  # fmt: skip
+    for level in (1, 2):
+        layer.locked_data_level = level
+        np.testing.assert_array_equal(layer._slice.image.raw, stored[level])
+    layer.locked_data_level = None
+    viewer.layers.clear()
+    # an RGB TIFF: one colour layer, in colour on screen
+    rgb = _rgb(700, 1100)
+    path = data_dir / "photo.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb", compression="zlib", tile=(128, 128))
+    [layer] = viewer.open(path, plugin=PLUGIN)
+    assert layer.rgb and layer.multiscale and layer.ndim == 2
+    assert tuple(layer.contrast_limits) == (0, 255)
+    (y0, x0), (y1, x1) = layer.corner_pixels
+    factor = 2**layer.data_level
+    np.testing.assert_array_equal(
+        layer._slice.image.raw, rgb[::factor, ::factor][y0 : y1 + 1, x0 : x1 + 1]
+    )
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    shown = shot[shot.sum(axis=-1) > 60]  # the image, not the black canvas
+    assert (shown[:, 0] - shown[:, 1]).std() > 30, "red and green do not vary apart"
+    viewer.layers.clear()
+    # a TIFF with two series: two layers
+    path = data_dir / "two.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(_planes(1, 30, 40)[0], photometric="minisblack")
+        tw.write(_planes(2, 30, 40), photometric="minisblack", metadata={"axes": "ZYX"})
+    layers = viewer.open(path, plugin=PLUGIN)
+    assert [lay.name for lay in layers] == ["two [series 0]", "two [series 1]"]

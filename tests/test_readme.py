@@ -21,13 +21,19 @@ def test_readme_walkthrough(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("NAPARI_DISKIMAGE_DIR", None)
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env,
-        capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "Is disk image: True" in out.stdout
     first = [255, *data[0, 0, 2:8:2].tolist()]
-    assert f"First pixels in the extracted plane: {np.array(first, np.uint16)}" in out.stdout
+    assert (
+        f"First pixels in the extracted plane: {np.array(first, np.uint16)}"
+        in out.stdout
+    )
     saved = tifffile.imread(tmp_path / "porosity_edited.tif")
     expected = data.copy()
     expected[0, 0, 0] = 255

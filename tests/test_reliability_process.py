@@ -425,6 +425,8 @@ import numpy as np
 import napari_diskimage as ndi
 from napari_diskimage import _io
 _io.BLOCK_BYTES = 1 << 20
+if sys.argv[2] == "named":  # a file system without O_TMPFILE (NFS ...)
+    _io._open_anonymous = lambda folder: None
 pixels = np.full((8, 1024, 1024), 7, np.uint8)
 save = ndi.save_tiff if sys.argv[1].endswith(".tif") else ndi.save_raw
 
@@ -448,18 +450,34 @@ def tmpfs_dir():
     shutil.rmtree(folder)
 
 
+@pytest.mark.parametrize("temporary", ["unnamed", "named"])
 @pytest.mark.parametrize("name", ["out.tif", "out.raw"])
-def test_sigkill_mid_save_leaves_the_previous_file_and_no_temporary(tmpfs_dir, name):
-    """The file being saved has no name until it is complete, so a process
-    killed mid-save leaves the previous file and nothing else."""
-    data_dir = tmpfs_dir
-    target = data_dir / name
+def test_sigkill_mid_save_leaves_the_previous_file_and_no_temporary(
+    tmpfs_dir, name, temporary
+):
+    """A process killed mid-save leaves the previous file.  Its temporary
+    file has no name until complete (O_TMPFILE), or, where the system lacks
+    that, is a locked '.part' file that the next save to the target removes.
+    """
+    target = tmpfs_dir / name
     target.write_bytes(b"previous version")
-    proc = spawn(SAVE_AND_HANG, str(target))
+    proc = spawn(SAVE_AND_HANG, str(target), temporary)
     done, total = map(int, read_line(proc).split())
     assert 0 < done < total
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     assert proc.returncode == -signal.SIGKILL
-    assert [p.name for p in data_dir.iterdir()] == [name]
     assert target.read_bytes() == b"previous version"
+    left = sorted(p.name for p in tmpfs_dir.iterdir())
+    if temporary == "unnamed":
+        assert left == [name]
+        return
+    (part,) = (n for n in left if n != name)
+    assert part.startswith(f".{name}.ndi-{proc.pid}-") and part.endswith(".part")
+    # another file's save leaves it alone; the next save to the target
+    # removes it
+    ndi.save_raw(np.zeros(4, np.uint8), tmpfs_dir / "other.raw")
+    assert part in {p.name for p in tmpfs_dir.iterdir()}
+    save = ndi.save_tiff if name.endswith(".tif") else ndi.save_raw
+    save(np.ones((2, 3), np.uint8), target)
+    assert sorted(p.name for p in tmpfs_dir.iterdir()) == sorted([name, "other.raw"])

@@ -132,7 +132,7 @@ def test_planted_symlink_at_the_temporary_save_name_is_not_followed(
     victim = data_dir / "victim.txt"
     victim.write_text("the user's data")
     target = data_dir / "out.raw"
-    (data_dir / f".out.raw.{'cd' * 6}.part").symlink_to(victim)
+    (data_dir / f".out.raw.ndi-{os.getpid()}-{'cd' * 6}.part").symlink_to(victim)
     with pytest.raises(FileExistsError) as info:
         ndi.save_raw(np.ones((4, 4), np.uint8), target)
     assert str(target) in str(info.value)

@@ -552,6 +552,27 @@ def test_disk_image_dir_choose_and_remember(
     assert ndi.get_disk_image_dir() == tmp_path / "env"
 
 
+def test_plugin_start_sweeps_files_of_killed_sessions(viewer, disk_image_dir):
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(dead.stdout)
+    disk_image_dir.mkdir(parents=True, exist_ok=True)
+    orphan = disk_image_dir / f"ndi-{pid}-0123456789abcdef_8x8_UInt8.raw"
+    orphan.write_bytes(b"\0" * 64)
+    mine = disk_image_dir / "my-notes.txt"
+    mine.write_text("not a scratch file")
+    w.ImageInfo(viewer)  # any of the plugin's widgets starting up
+    assert not orphan.exists()
+    assert mine.read_text() == "not a scratch file"
+
+
 def test_disk_image_dir_unwritable_is_notified(viewer, tmp_path, messages):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import re
 import secrets
 import stat
 import warnings
@@ -36,7 +38,7 @@ from ._diskimage import (
     run_steps,
 )
 from ._geometry import Geometry
-from ._scratch import check_free_space, create_scratch, format_bytes
+from ._scratch import check_free_space, create_scratch, format_bytes, remove_orphan
 
 __all__ = [
     "copy",
@@ -201,7 +203,10 @@ def _kernel_copy(
                     )
                 except OSError as exc:
                     if exc.errno not in (
-                        errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL
+                        errno.EXDEV,
+                        errno.ENOSYS,
+                        errno.EOPNOTSUPP,
+                        errno.EINVAL,
                     ):
                         raise
                     use_kernel = False  # e.g. across file systems: read/write
@@ -347,15 +352,19 @@ def _atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
     """
     check_free_space(target.parent, nbytes, f"saving {target.name}")
     tmp: Path | None = None
+    _sweep_partial(target)
     try:
         fd = _open_anonymous(target.parent)
         if fd is None:
+            # A named file: locked while written, so that the next save to
+            # the same target removes it if this process is killed.
             tmp = _temporary_name(target)
             fd = os.open(
                 tmp,
                 os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                 0o600,
             )
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         raise type(exc)(
             exc.errno,
@@ -392,7 +401,20 @@ def _atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
 
 
 def _temporary_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+    token = secrets.token_hex(6)
+    return target.with_name(f".{target.name}.ndi-{os.getpid()}-{token}.part")
+
+
+def _sweep_partial(target: Path) -> None:
+    """Remove temporary files of saves to ``target`` by killed processes."""
+    pattern = re.compile(
+        rf"^\.{re.escape(target.name)}\.ndi-(?P<pid>\d+)-[0-9a-f]{{12}}\.part$"
+    )
+    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+        for entry in entries:
+            match = pattern.match(entry.name)
+            if match and int(match["pid"]) != os.getpid():
+                remove_orphan(entry.path, int(match["pid"]))
 
 
 def _name_complete_file(fd: int, target: Path) -> Path:
@@ -459,7 +481,9 @@ def _full_error(exc: OSError, target: Path, nbytes: int) -> OSError | None:
     error naming the file; None for other errors and for those that already
     name a file (a truncated source, a failed reservation)."""
     if exc.filename is not None or exc.errno not in (
-        errno.ENOSPC, errno.EDQUOT, errno.EFBIG
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
     ):
         return None
     return OSError(

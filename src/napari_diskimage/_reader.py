@@ -3,7 +3,9 @@
 napari (npe2) calls :func:`napari_get_reader` with a path; it returns
 ``None`` for files this plugin does not take, else a function that returns
 image layer data.  The data are multiscale :class:`DisplayLevel` lists, so
-napari reads only the planes, rows and columns it shows.
+napari reads only the planes, rows and columns it shows.  A TIFF with
+several image series gives one layer per series (its pyramid levels and
+thumbnails excepted); an RGB(A) TIFF gives one colour layer.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ._diskimage import DiskImage
 from ._geometry import Geometry
 from ._pyramid import display_axes, display_levels, sample_contrast_limits
 from ._raw import open_raw
-from ._tiff import open_tiff
+from ._tiff import open_tiff, tiff_series
 
 __all__ = ["disk_image_layers", "napari_get_reader", "open_disk_image"]
 
@@ -79,12 +83,14 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         if not paths:
             return None
-        images = []
+        images: list[tuple[DiskImage, str]] = []
         for p in paths:
-            image = _try_open(p)
-            if image is None:
+            opened = _try_open(p)
+            if opened is None:
+                for image, _ in images:
+                    image.close()
                 return None
-            images.append(image)
+            images.extend(opened)
     except Exception:  # napari's contract: a get_reader never raises
         logger.debug("napari-diskimage declined %r", path, exc_info=True)
         return None
@@ -92,23 +98,47 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
     def read(_path: Any = None) -> list[LayerDataTuple]:
         # The images were opened (header only) by the check above.
         layers: list[LayerDataTuple] = []
-        for image in images:
-            layers.extend(disk_image_layers(image))
+        for image, name in images:
+            layers.extend(disk_image_layers(image, name=name))
         return layers
 
     return read
 
 
-def _try_open(path: str | os.PathLike[str]) -> DiskImage | None:
+def _try_open(path: str | os.PathLike[str]) -> list[tuple[DiskImage, str]] | None:
+    """The images of ``path`` to show and their layer names, or None."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (*TIFF_SUFFIXES, RAW_SUFFIX) or not p.is_file():
         return None
     try:
-        return open_disk_image(p)
-    except (OSError, ValueError) as exc:
+        if suffix in TIFF_SUFFIXES:
+            shown = [i for i in tiff_series(p) if not i.reduced]
+            if len(shown) > 1:
+                return _open_series(p, [i.index for i in shown])
+        return [(open_disk_image(p), p.stem)]
+    except (OSError, ValueError, IndexError) as exc:
         _hint(f"napari-diskimage did not open {p.name}: {exc}")
         return None
+
+
+def _open_series(p: Path, indices: list[int]) -> list[tuple[DiskImage, str]]:
+    """Each series ``indices`` of TIFF ``p``, named ``"<file> [series i]"``.
+
+    A series that cannot be opened is left out with a hint; if none can,
+    the first error is raised.
+    """
+    opened: list[tuple[DiskImage, str]] = []
+    first_error: Exception | None = None
+    for i in indices:
+        try:
+            opened.append((open_tiff(p, series=i), f"{p.stem} [series {i}]"))
+        except (OSError, ValueError, IndexError) as exc:
+            first_error = first_error or exc
+            _hint(f"napari-diskimage did not open series {i} of {p.name}: {exc}")
+    if not opened and first_error is not None:
+        raise first_error
+    return opened
 
 
 def _hint(message: str) -> None:
@@ -126,32 +156,41 @@ def disk_image_layers(
 ) -> list[LayerDataTuple]:
     """Image layer data for ``image``: one ``(data, kwargs, "image")`` per channel.
 
-    ``data`` is the display pyramid (:func:`display_levels`) and ``kwargs``
-    hold the name (the file name without suffix by default; `` [c<n>]`` is
-    appended for multi-channel images), contrast limits from a bounded
-    sample, the physical scale and axis labels of the axes shown (t and z
-    only when longer than 1), and ``metadata={"disk_image": image,
+    ``data`` is the display pyramid (:func:`display_levels`: the levels
+    stored in a pyramidal TIFF, then strided ones) and ``kwargs`` hold the
+    name (the file name without suffix by default; `` [c<n>]`` is appended
+    for multi-channel images), contrast limits from a bounded sample of the
+    coarsest level, the physical scale and axis labels of the axes shown (t
+    and z only when longer than 1), and ``metadata={"disk_image": image,
     "channel": c}``.  Nothing but the contrast sample is read.
+
+    An RGB(A) image (``image.rgb``) is one colour layer (``rgb=True``, its
+    levels end with a colour axis of 3 or 4) with ``"channel": None``.
     """
     if name is None:
         name = image.path.stem
     axes = display_axes(image)
     z_step, y_step, x_step = image.spacing
     scale_of = {"t": 1.0, "z": z_step, "y": y_step, "x": x_step}
+    common: dict[str, Any] = {
+        "multiscale": True,
+        "scale": tuple(scale_of[a] for a in axes),
+        "axis_labels": tuple(axes),
+    }
+    if image.unit:
+        common["units"] = tuple("pixel" if a == "t" else image.unit for a in axes)
     n_channels = image.shape[1]
+    if getattr(image, "rgb", False) and n_channels in (3, 4):
+        return [_rgb_layer(image, name, common)]
     layers: list[LayerDataTuple] = []
     for c in range(n_channels):
         kwargs: dict[str, Any] = {
             "name": name if n_channels == 1 else f"{name} [c{c}]",
-            "multiscale": True,
             "rgb": False,
             "contrast_limits": sample_contrast_limits(image, c),
-            "scale": tuple(scale_of[a] for a in axes),
-            "axis_labels": tuple(axes),
             "metadata": {"disk_image": image, "channel": c},
+            **common,
         }
-        if image.unit:
-            kwargs["units"] = tuple("pixel" if a == "t" else image.unit for a in axes)
         if n_channels > 1:
             colormaps = (
                 ("red", "green", "blue") if n_channels == 3 else _CHANNEL_COLORMAPS
@@ -160,3 +199,23 @@ def disk_image_layers(
             kwargs["blending"] = "additive"
         layers.append((display_levels(image, c), kwargs, "image"))
     return layers
+
+
+def _rgb_layer(image: DiskImage, name: str, common: dict[str, Any]) -> LayerDataTuple:
+    """One colour layer for an RGB(A) image: each level stacks the colours."""
+    colours = tuple(range(image.shape[1]))
+    if np.dtype(image.dtype) == np.uint8:
+        limits = (0.0, 255.0)  # no need to read: the full range is right
+    else:
+        # uint16: from black to the brightest colour sampled (alpha aside),
+        # so that colours keep their proportions
+        _, high = sample_contrast_limits(image, colours[:3])
+        limits = (0.0, high)
+    kwargs = {
+        "name": name,
+        "rgb": True,
+        "contrast_limits": limits,
+        "metadata": {"disk_image": image, "channel": None},
+        **common,
+    }
+    return (display_levels(image, colours), kwargs, "image")

@@ -15,7 +15,6 @@ return layers backed by disk images.
 from __future__ import annotations
 
 import logging
-
 import re
 from collections.abc import Callable, Generator
 from pathlib import Path

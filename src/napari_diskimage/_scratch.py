@@ -207,30 +207,40 @@ def sweep_orphans(folder: Path | None = None) -> list[Path]:
         if match is None:
             continue
         pid = int(match["pid"])
-        if pid == me or _pid_running(pid):
-            continue
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # gone already, a symlink, or not ours to read
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # a live process (e.g. a forked child) still holds it
-        try:
-            # Only unlink the file we hold: another sweeper may have replaced
-            # the name meanwhile.
-            st = os.fstat(fd)
-            cur = os.lstat(entry.path)
-            if (st.st_dev, st.st_ino) == (cur.st_dev, cur.st_ino):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        if pid != me and remove_orphan(entry.path, pid):
+            removed.append(Path(entry.path))
     return removed
+
+
+def remove_orphan(path: str, pid: int) -> bool:
+    """Delete ``path`` if process ``pid`` is gone and nobody holds its lock.
+
+    Never follows a symlink; returns True if the file was removed.
+    """
+    if _pid_running(pid):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone already, a symlink, or not ours to read
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False  # a live process (e.g. a forked child) still holds it
+    try:
+        # Only unlink the file we hold: another sweeper may have replaced
+        # the name meanwhile.
+        st = os.fstat(fd)
+        cur = os.lstat(path)
+        if (st.st_dev, st.st_ino) == (cur.st_dev, cur.st_ino):
+            os.unlink(path)
+            return True
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return False
 
 
 @dataclass

@@ -54,7 +54,7 @@ import napari_diskimage as ndi
 from . import _settings
 from ._diskimage import DiskImage
 from ._geometry import Geometry
-from ._scratch import ENV_VAR, format_bytes
+from ._scratch import ENV_VAR, format_bytes, sweep_orphans
 from ._writer import layer_source
 
 __all__ = [
@@ -99,10 +99,12 @@ def unwrap(viewer: Any) -> Viewer:
 
 
 def apply_saved_settings() -> None:
-    """Use the saved disk-image directory (unless $NAPARI_DISKIMAGE_DIR is set)."""
+    """Use the saved disk-image directory (unless $NAPARI_DISKIMAGE_DIR is set),
+    and remove scratch files left there by napari sessions that were killed."""
     problem = _settings.apply_saved_disk_image_dir()
     if problem:
         show_warning(problem)
+    sweep_orphans()  # never raises; spares files of running processes
 
 
 def disk_image_of(layer: Layer | None) -> DiskImage | None:
