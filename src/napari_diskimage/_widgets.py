@@ -98,6 +98,26 @@ def unwrap(viewer: Any) -> Viewer:
     return getattr(viewer, "__wrapped__", viewer)
 
 
+def _status_label() -> Label:
+    """A label for long messages and paths that wraps instead of widening the
+    dock (a long file path would otherwise squeeze napari's canvas)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value="")
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.native.setTextInteractionFlags(
+        label.native.textInteractionFlags() | _selectable()
+    )
+    return label
+
+
+def _selectable() -> Any:
+    from qtpy.QtCore import Qt
+
+    return Qt.TextInteractionFlag.TextSelectableByMouse
+
+
 def apply_saved_settings() -> None:
     """Use the saved disk-image directory (unless $NAPARI_DISKIMAGE_DIR is set),
     and remove scratch files left there by napari sessions that were killed."""
@@ -445,7 +465,7 @@ class CopyToDiskImage(Container):
         self.layer = LayerChoice(viewer)
         self.copy_button = PushButton(text="Copy to disk image")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
+        self.status = _status_label()
         super().__init__(
             widgets=[self.layer, self.copy_button, self.cancel_button, self.status]
         )
@@ -709,7 +729,7 @@ class ExtractPlane(Container):
         self.fields["size_y"].tooltip = "height of the region in image pixels"
         self.reset_button = PushButton(text="Current slice, whole plane")
         self.extract_button = PushButton(text="Extract plane")
-        self.status = Label(value="")
+        self.status = _status_label()
         super().__init__(
             widgets=[
                 self.layer,
@@ -835,7 +855,7 @@ class SaveImage(Container):
         self.byte_order = ComboBox(label="RAW byte order", choices=_BYTE_ORDERS)
         self.save_button = PushButton(text="Save")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
+        self.status = _status_label()
         super().__init__(
             widgets=[
                 self.layer,
@@ -941,7 +961,7 @@ class OpenRaw(Container):
         self.offset = SpinBox(label="header bytes", min=0, max=_MAX_INT, value=0)
         self.byte_order = ComboBox(label="byte order", choices=_BYTE_ORDERS)
         self.writable = CheckBox(text="edit the file in place (r+)", value=False)
-        self.size_check = Label(value="")
+        self.size_check = _status_label()
         self.open_button = PushButton(text="Open")
         super().__init__(
             widgets=[
@@ -1079,10 +1099,10 @@ class DiskImageDir(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
-        self.current = Label(value="")
+        self.current = _status_label()
         self.folder = FileEdit(label="new folder", mode="d")
         self.use_button = PushButton(text="Use this folder")
-        self.warning = Label(value="")
+        self.warning = _status_label()
         super().__init__(
             widgets=[self.current, self.folder, self.use_button, self.warning]
         )
@@ -1180,7 +1200,7 @@ class ImageInfo(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
-        self.info = Label(value="")
+        self.info = _status_label()
         super().__init__(widgets=[self.info])
         viewer.layers.selection.events.active.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
