@@ -402,3 +402,16 @@ def test_contrast_sample_reads_only_pixels_of_the_coarsest_level(data_dir):
         assert (lo, hi) == (coarsest.min(), coarsest.max())
         assert lo >= 2000  # the values of the stored level, not of the base
         assert image.chunks_decoded <= 6
+
+
+def test_contrast_sample_of_a_compressed_image_decodes_a_bounded_part(data_dir):
+    # 4096 x 4096 in 256 x 256 compressed tiles: a row of tiles decodes 2 MiB
+    data = _volume((1, 1, 1, 4096, 4096))[0, 0, 0]
+    path = data_dir / "tiled.tif"
+    tifffile.imwrite(path, data, tile=(256, 256), compression="zlib")
+    with ndi.open_tiff(path) as image:
+        assert not image.is_mapped
+        lo, hi = sample_contrast_limits(image, budget=4 << 20)
+        # two rows of 16 tiles, not the 256 tiles the coarse rows cross
+        assert image.chunks_decoded <= 2 * 16
+        assert lo == 0 and 1200 <= hi <= 1255  # the data span 0..1255

@@ -11,7 +11,11 @@ import tifffile
 
 import napari_diskimage as ndi
 from napari_diskimage._pyramid import DisplayLevel
-from napari_diskimage._reader import disk_image_layers, napari_get_reader
+from napari_diskimage._reader import (
+    MAX_SERIES_LAYERS,
+    disk_image_layers,
+    napari_get_reader,
+)
 
 PLUGIN = "napari-diskimage"
 
@@ -405,7 +409,7 @@ def test_rgba_uint16_limits_span_the_colours_not_alpha(data_dir):
     assert kwargs["contrast_limits"] == (0.0, float(rgba[..., :3].max()))
 
 
-def test_multi_series_tiff_gives_one_layer_per_series(data_dir):
+def test_multi_series_tiff_gives_one_layer_per_series(data_dir, caplog):
     a = _planes(1, 30, 40)[0]
     b = _planes(3, 50, 60)
     path = data_dir / "two.tif"
@@ -417,6 +421,16 @@ def test_multi_series_tiff_gives_one_layer_per_series(data_dir):
     np.testing.assert_array_equal(np.asarray(layers[0][0][0]), a)
     np.testing.assert_array_equal(np.asarray(layers[1][0][0]), b)
     assert layers[1][1]["axis_labels"] == ("z", "y", "x")
+    # a file written page by page may declare a series per page: the first
+    many = data_dir / "pages.tif"
+    with tifffile.TiffWriter(many) as tw:
+        for z in range(MAX_SERIES_LAYERS + 1):
+            tw.write(b[0] + np.uint16(z), photometric="minisblack")
+    with caplog.at_level(logging.INFO, logger="napari_diskimage._reader"):
+        [(levels, kwargs, _)] = napari_get_reader(str(many))(str(many))
+    assert kwargs["name"] == "pages"
+    np.testing.assert_array_equal(np.asarray(levels[0]), b[0])
+    assert f"{MAX_SERIES_LAYERS + 1} image series" in caplog.text
     # the levels of a pyramidal TIFF are not series of their own
     pyramid = data_dir / "pyramid.tif"
     _pyramid_tiff(pyramid, _planes(1, 1200, 1000)[0])

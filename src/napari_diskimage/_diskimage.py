@@ -196,6 +196,9 @@ class DiskImage:
     rgb = False
     #: Coarser resolution levels stored in the file (set by open_tiff).
     _levels: tuple[DiskImage, ...] = ()
+    #: Indices of the image series of the file (TIFF) a viewer shows as
+    #: layers: not pyramid levels or thumbnails (set by open_tiff).
+    _shown_series: tuple[int, ...] = (0,)
 
     @property
     def display_levels(self) -> list[DiskImage]:

@@ -256,6 +256,14 @@ class TczyxView:
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
+    @property
+    def chunk_rows(self) -> int:
+        """Rows (y) decoded together: the height of a strip or tile."""
+        chunks = getattr(self._source, "chunks", None)
+        if not chunks:
+            return 1
+        return max(1, int(chunks[self._groups[3][0]]))
+
     def __len__(self) -> int:
         return self.shape[0]
 

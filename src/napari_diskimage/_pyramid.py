@@ -528,11 +528,18 @@ def _read_cost(image: DiskImage, ny: int, sy: int, nx: int, sx: int) -> int:
     """Bytes ``image.read_region`` reads for ``ny`` rows and ``nx`` columns.
 
     Mirrors :meth:`DiskImage.read_region` for a mapped image (rows close
-    together are read as one block); for other images, the pixels' bytes.
+    together are read as one block); for a lazily decoded image, the bytes
+    of the whole strips or tiles decoded (``array.chunk_rows`` high); for
+    other images, the pixels' bytes.
     """
     itemsize = np.dtype(image.dtype).itemsize
     array = getattr(image, "array", None)
     mapped = isinstance(array, np.ndarray) and getattr(image, "is_mapped", True)
+    chunk_rows = 1 if mapped else min(getattr(array, "chunk_rows", 1), image.shape[3])
+    if chunk_rows > 1:
+        # every chunk across the rows is decoded: count whole chunk rows
+        touched = 1 if ny <= 1 else min(ny, (ny - 1) * sy // chunk_rows + 2)
+        return touched * chunk_rows * image.shape[4] * itemsize
     if mapped:
         s3, s4 = abs(int(array.strides[3])), abs(int(array.strides[4]))
     else:

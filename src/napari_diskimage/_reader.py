@@ -5,7 +5,8 @@ napari (npe2) calls :func:`napari_get_reader` with a path; it returns
 image layer data.  The data are multiscale :class:`DisplayLevel` lists, so
 napari reads only the planes, rows and columns it shows.  A TIFF with
 several image series gives one layer per series (its pyramid levels and
-thumbnails excepted); an RGB(A) TIFF gives one colour layer.
+thumbnails excepted; up to :data:`MAX_SERIES_LAYERS`); an RGB(A) TIFF gives
+one colour layer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ._diskimage import DiskImage
 from ._geometry import Geometry
 from ._pyramid import display_axes, display_levels, sample_contrast_limits
 from ._raw import open_raw
-from ._tiff import open_tiff, tiff_series
+from ._tiff import open_tiff
 
 __all__ = ["disk_image_layers", "napari_get_reader", "open_disk_image"]
 
@@ -35,6 +36,10 @@ RAW_SUFFIX = ".raw"
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerDataTuple]]
+
+#: A TIFF with more image series than this shows only the first (a file
+#: written page by page can declare thousands; each layer parses the file).
+MAX_SERIES_LAYERS = 8
 
 _CHANNEL_COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue")
 
@@ -112,32 +117,34 @@ def _try_open(path: str | os.PathLike[str]) -> list[tuple[DiskImage, str]] | Non
     if suffix not in (*TIFF_SUFFIXES, RAW_SUFFIX) or not p.is_file():
         return None
     try:
-        if suffix in TIFF_SUFFIXES:
-            shown = [i for i in tiff_series(p) if not i.reduced]
-            if len(shown) > 1:
-                return _open_series(p, [i.index for i in shown])
-        return [(open_disk_image(p), p.stem)]
-    except (OSError, ValueError, IndexError) as exc:
+        first = open_disk_image(p)
+    except (OSError, ValueError) as exc:
         _hint(f"napari-diskimage did not open {p.name}: {exc}")
         return None
+    shown = first._shown_series
+    if len(shown) == 1:
+        return [(first, p.stem)]
+    if len(shown) > MAX_SERIES_LAYERS:
+        _hint(
+            f"{p.name} holds {len(shown)} image series; napari-diskimage shows "
+            "the first. List them with napari_diskimage.tiff_series(path) and "
+            "open one with napari_diskimage.open_tiff(path, series=i)"
+        )
+        return [(first, p.stem)]
+    return [(first, f"{p.stem} [series 0]"), *_open_series(p, shown[1:])]
 
 
-def _open_series(p: Path, indices: list[int]) -> list[tuple[DiskImage, str]]:
+def _open_series(p: Path, indices: Sequence[int]) -> list[tuple[DiskImage, str]]:
     """Each series ``indices`` of TIFF ``p``, named ``"<file> [series i]"``.
 
-    A series that cannot be opened is left out with a hint; if none can,
-    the first error is raised.
+    A series that cannot be opened is left out, with a hint.
     """
     opened: list[tuple[DiskImage, str]] = []
-    first_error: Exception | None = None
     for i in indices:
         try:
             opened.append((open_tiff(p, series=i), f"{p.stem} [series {i}]"))
         except (OSError, ValueError, IndexError) as exc:
-            first_error = first_error or exc
             _hint(f"napari-diskimage did not open series {i} of {p.name}: {exc}")
-    if not opened and first_error is not None:
-        raise first_error
     return opened
 
 

@@ -432,6 +432,11 @@ def open_tiff(
             image.spacing, image.unit = spacing, unit
             if is_rgb(s.axes, s.shape, s.dtype):
                 image.rgb = True
+        # the series a viewer shows as layers (not pyramid levels or
+        # thumbnails), read by the napari reader without parsing again
+        image._shown_series = tuple(
+            i for i, s in enumerate(all_series) if i == 0 or not _is_reduced(s)
+        )
         sources = _level_sources(all_series, int(series))
         if sources:
             image._levels = open_levels(handle, sources, image.shape, spacing, unit)
