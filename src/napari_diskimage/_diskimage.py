@@ -87,8 +87,7 @@ def check_value(value: Any, dtype: np.dtype) -> np.generic:
         value = int(value)
     if not isinstance(value, numbers.Real):
         raise TypeError(
-            f"pixel value must be a real number, got {value!r} "
-            f"({type(value).__name__})"
+            f"pixel value must be a real number, got {value!r} ({type(value).__name__})"
         )
     if dtype.kind in "iu":
         if not isinstance(value, numbers.Integral):
@@ -298,9 +297,7 @@ class DiskImage:
     def __repr__(self) -> str:
         state = "closed" if self.closed else self._mode
         what = "scratch" if self.is_scratch else self._kind
-        return (
-            f"<DiskImage {self._geometry} {what} {state} {str(self._path)!r}>"
-        )
+        return f"<DiskImage {self._geometry} {what} {state} {str(self._path)!r}>"
 
     # --- lifecycle -----------------------------------------------------
     def close(self) -> None:
@@ -626,7 +623,9 @@ def is_disk_image(obj: Any) -> bool:
 def map_scratch(scratch: ScratchFile, geometry: Geometry) -> DiskImage:
     """A writable DiskImage over a freshly created scratch file."""
     base = np.memmap(
-        scratch.path, dtype=geometry.dtype.newbyteorder("<"), mode="r+",
+        scratch.path,
+        dtype=geometry.dtype.newbyteorder("<"),
+        mode="r+",
         shape=geometry.shape,
     )
     return DiskImage(scratch.path, base, base=base, mode="r+", scratch=scratch)
