@@ -1,8 +1,10 @@
 """open_raw, open_tiff, write_pixel, load_plane and the DiskImage surface."""
 
 import gc
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -332,3 +334,28 @@ def test_repr_and_array_protocol(raw_file):
         assert np.asarray(img).shape == img.shape
         assert img[0, 0, 0, 0, :3].shape == (3,)
         assert len(img) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping the page cache needs root")
+def test_first_rows_read_no_more_than_asked(data_dir):
+    """Opening the header must not leave read-ahead that later pulls in
+    megabytes of pixel data nobody asked for (the first view of a huge plane
+    reads only the rows it shows)."""
+    path = data_dir / "plane.tif"
+    tifffile.imwrite(path, np.zeros((256, 32768), np.uint16))  # 16 MiB, 64 KiB rows
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    with ndi.open_tiff(path) as img:
+        img.load_plane(size_y=1)  # row 0 only
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            cached = []
+            for offset in (1 << 20, 2 << 20, 4 << 20):
+                try:
+                    n = os.preadv(fd, [bytearray(4096)], offset, os.RWF_NOWAIT)
+                    cached.append(n == 4096)
+                except BlockingIOError:
+                    cached.append(False)
+        finally:
+            os.close(fd)
+    assert not any(cached), "pixel data beyond the first row was read ahead"
