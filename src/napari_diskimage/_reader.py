@@ -51,8 +51,8 @@ def open_disk_image(path: str | os.PathLike[str]) -> DiskImage:
     ------
     ValueError
         The file is not a TIFF or RAW file, a RAW name without a geometry
-        (open it with the "Open RAW" widget or :func:`open_raw`), or a TIFF
-        whose pixels cannot be memory-mapped.
+        (open it with the "Open RAW" widget or :func:`open_raw`), or a file
+        that is not a valid TIFF.
     FileNotFoundError, IsADirectoryError, PermissionError
         The path cannot be read.
     """
@@ -81,7 +81,7 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
 
     Cheap (only the file header is parsed) and never raises, as napari
     expects.  A file that is declined for a reason the user can act on (a
-    RAW name without a geometry, a compressed TIFF) gets a hint in the log
+    RAW name without a geometry) gets a hint in the log
     and, inside napari, a notification.
     """
     try:
