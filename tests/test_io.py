@@ -25,6 +25,22 @@ def stack(data_dir):
     return path, data
 
 
+def fail_block_write(monkeypatch, call: int, code: int, message: str) -> None:
+    """Stream in 4 KiB blocks and make the ``call``-th block write fail."""
+    monkeypatch.setattr(_io, "BLOCK_BYTES", 4096)
+    calls = 0
+    real = _io._pwrite_all
+
+    def fail_later(*args):
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            raise OSError(code, message)  # a new one: no frames kept alive
+        real(*args)
+
+    monkeypatch.setattr(_io, "_pwrite_all", fail_later)
+
+
 def scratch_files():
     folder = ndi.get_disk_image_dir()
     return sorted(folder.glob("ndi-*")) if folder.is_dir() else []
@@ -163,18 +179,7 @@ def test_copy_checks_free_space_first(monkeypatch, stack):
 
 def test_failed_copy_removes_its_file(monkeypatch, stack):
     _, data = stack
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 4096)
-    calls = 0
-    real = _io._pwrite_all
-
-    def fail_later(*args):
-        nonlocal calls
-        calls += 1
-        if calls == 5:
-            raise OSError(errno.EIO, "simulated write error")
-        real(*args)
-
-    monkeypatch.setattr(_io, "_pwrite_all", fail_later)
+    fail_block_write(monkeypatch, 5, errno.EIO, "simulated write error")
     with pytest.raises(OSError, match="simulated"):
         ndi.copy(data)
     assert scratch_files() == []
@@ -312,18 +317,7 @@ def test_failed_save_keeps_previous_file_and_leaves_no_temp(
     path, data = stack
     target = data_dir / "result.tif"
     target.write_bytes(b"previous result")
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 4096)
-    calls = 0
-    real = _io._pwrite_all
-
-    def fail_later(*args):
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(*args)
-
-    monkeypatch.setattr(_io, "_pwrite_all", fail_later)
+    fail_block_write(monkeypatch, 3, errno.ENOSPC, "No space left on device")
     with ndi.open_tiff(path, mode="r") as img:
         big_endian = ndi.copy(img)  # any source: forces the block path below
     with pytest.raises(OSError, match="No space"):

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import numpy as np
 import pytest
 
 import napari_diskimage as ndi
+from _subprocess import run_python
 from napari_diskimage import _io, _scratch
 
 MiB = 1 << 20
@@ -286,18 +284,7 @@ def test_file_size_limit_fails_part_way_with_a_clear_error(
     """RLIMIT_FSIZE: the free-space check passes (the disk has room) but the
     write fails with EFBIG, at the reservation or, without one, part-way
     through the pixels.  Run in a subprocess: the limit is per process."""
-    script = data_dir / "fsize.py"
-    script.write_text(FSIZE)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(data_dir), reserve],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if proc.returncode < 0:
-        pytest.fail(f"killed by {signal.Signals(-proc.returncode).name}: {proc.stderr}")
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.splitlines()[-1])
+    out = run_python(FSIZE, str(data_dir), reserve)
     for name in ("copy", "copy_array", "save_raw", "save_tiff"):
         kind, code, message = out[name]
         assert (kind, code) == ("OSError", errno.EFBIG), (name, out[name])
@@ -310,7 +297,7 @@ def test_file_size_limit_fails_part_way_with_a_clear_error(
         assert folder in message
     assert out["next_ok"] is True
     assert out["target"] == "previous"
-    assert out["files"] == ["fsize.py", "out.raw", "src_1024x1024x8_UInt8.raw"]
+    assert out["files"] == ["out.raw", "src_1024x1024x8_UInt8.raw"]
     assert out["scratch"] == []
 
 

@@ -8,14 +8,9 @@ of killing pytest.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import struct
-import subprocess
-import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,30 +18,7 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-
-
-def run_python(code: str, *, timeout: float = 60, **env: str) -> dict:
-    """Run ``code`` in a fresh interpreter; return the JSON it prints last.
-
-    Fails the test with the signal's name if the process was killed by one
-    (SIGBUS from a mapped page beyond the end of a file, SIGKILL by the OOM
-    killer, ...).
-    """
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-    )
-    if proc.returncode < 0:
-        pytest.fail(
-            f"the subprocess was killed by {signal.Signals(-proc.returncode).name}"
-            f"\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
-        )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
+from _subprocess import run_python
 
 # --- paths that are not readable files ---------------------------------------
 OPENERS = {
@@ -384,18 +356,7 @@ def test_file_truncated_while_open_raises_clear_oserror(data_dir, disk_image_dir
     Each must raise OSError naming the file, never SIGBUS, never grow the
     file back, and leave no scratch or partial file behind.
     """
-    script = data_dir / "shrink.py"
-    script.write_text(SHRINK)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if proc.returncode < 0:
-        pytest.fail(f"killed by {signal.Signals(-proc.returncode).name}: {proc.stderr}")
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.splitlines()[-1])
+    out = run_python(SHRINK, str(data_dir))
     for name in ("raw_le", "raw_be", "tiff", "deflate"):
         for op in (
             "load_plane",
