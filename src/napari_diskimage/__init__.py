@@ -25,12 +25,25 @@ from ._raw import open_raw
 from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
 from ._tiff import TiffSeriesInfo, open_tiff, tiff_series
 
+
+def apply(func, image, *images, **kwargs):  # type: ignore[no-untyped-def]
+    """Run ``func`` on blocks of images into a new disk image.
+
+    See :func:`napari_diskimage.process.apply` (imported on first use: dask
+    is loaded only when processing).
+    """
+    from .process import apply as _apply
+
+    return _apply(func, image, *images, **kwargs)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
     "DiskImage",
     "Geometry",
     "TiffSeriesInfo",
+    "apply",
     "copy",
     "get_disk_image_dir",
     "is_disk_image",

@@ -294,6 +294,29 @@ class DiskImage:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as a reference to the file (path, layout, byte order).
+
+        The pixels are never pickled: an unpickled copy (e.g. in a
+        ``dask.distributed`` worker) maps the same file again, read-only,
+        and never deletes it, even when the original is a scratch image.
+        The file must be visible at the same path where it is unpickled.
+        """
+        if self.closed:
+            raise ValueError(f"disk image {str(self._path)!r} is closed")
+        ref = (
+            str(self._path),
+            self._file_offset,
+            self.shape,
+            self._strides,
+            self._file_dtype.str,
+            self._kind,
+            self.spacing,
+            self.unit,
+            self.rgb,
+        )
+        return (_reopen_mapped, ref)
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else self._mode
         what = "scratch" if self.is_scratch else self._kind
@@ -613,6 +636,42 @@ def _release(scratch: ScratchFile | None, fds: dict[str, int]) -> None:
     fds.clear()
     if scratch is not None:
         scratch.release()
+
+
+def _reopen_mapped(
+    path: str,
+    file_offset: int,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    dtype: str,
+    kind: str,
+    spacing: tuple[float, float, float],
+    unit: str | None,
+    rgb: bool,
+) -> DiskImage:
+    """Map a file again from a pickled reference (read-only, never deleted)."""
+    file_dtype = np.dtype(dtype)
+    span = sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
+    span += file_dtype.itemsize
+    try:
+        base = np.memmap(
+            path, dtype=np.uint8, mode="r", offset=file_offset, shape=(span,)
+        )
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"cannot open disk image {path!r} here (pid {os.getpid()}): no such "
+            "file. Every process that works on a disk image must see its file "
+            "at the same path: put the disk-image directory on a file system "
+            "shared by all workers (set_disk_image_dir)",
+            path,
+        ) from exc
+    array = np.ndarray(shape, dtype=file_dtype, buffer=base, strides=strides)
+    image = DiskImage(path, array, base=base, mode="r", kind=kind)
+    image.spacing = tuple(spacing)
+    image.unit = unit
+    image.rgb = rgb
+    return image
 
 
 def is_disk_image(obj: Any) -> bool:

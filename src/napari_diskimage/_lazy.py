@@ -449,9 +449,22 @@ class LazyTiffImage(DiskImage):
             handle.tif.byteorder
         )
         self._storage = storage or compression_name(level_series)
+        # what a pickled reference reopens (see __reduce__)
+        self._series_index = next(
+            (i for i, s in enumerate(handle.tif.series) if s is series), None
+        )
+        self._level = level
         self.spacing = tuple(float(s) for s in spacing)
         self.unit = unit
         self.rgb = is_rgb(level_series.axes, level_series.shape, level_series.dtype)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as a reference (path, series, level): never the pixels."""
+        if self.closed:
+            raise ValueError(f"disk image {str(self._path)!r} is closed")
+        if self._series_index is None:  # pragma: no cover - tifffile contract
+            raise TypeError(f"cannot pickle {self!r}: its series is unknown")
+        return (_reopen_lazy, (str(self._path), self._series_index, self._level))
 
     @property
     def bytes_read(self) -> int:  # type: ignore[override]
@@ -543,6 +556,16 @@ class LazyTiffImage(DiskImage):
         ys = slice(y0, y0 + (ny - 1) * sy + 1, sy)
         xs = slice(x0, x0 + (nx - 1) * sx + 1, sx)
         return view[t, c, z, ys, xs]
+
+
+def _reopen_lazy(path: str, series: int, level: int) -> DiskImage:
+    """Open a lazily decoded TIFF again from a pickled reference."""
+    from ._tiff import open_tiff
+
+    image = open_tiff(path, series=series)
+    if level == 0:
+        return image
+    return image.display_levels[level]
 
 
 def open_levels(
