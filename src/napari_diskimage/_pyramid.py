@@ -53,6 +53,7 @@ __all__ = [
     "display_axes",
     "display_levels",
     "sample_contrast_limits",
+    "sample_values",
 ]
 
 #: The pyramid stops at the first level whose larger side is at most this.
@@ -480,6 +481,23 @@ def sample_contrast_limits(
             coarsest.image, c, coarsest.factor, budget // len(channels)
         )
     return _limits(samples)
+
+
+def sample_values(
+    image: DiskImage, channel: int = 0, budget: int = SAMPLE_BYTES
+) -> np.ndarray:
+    """A bounded sample of the pixel values of one channel (1-D, finite).
+
+    The same rows as :func:`sample_contrast_limits` reads (at most
+    ``budget`` bytes, spread through the image): enough for a histogram
+    such as Otsu's threshold, prefilled in a widget before any full pass.
+    """
+    coarsest = display_levels(image, channel)[-1]
+    parts = _sample_level(coarsest.image, channel, coarsest.factor, budget)
+    values = np.concatenate([p.ravel() for p in parts]) if parts else np.empty(0)
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+    return values
 
 
 def _sample_level(

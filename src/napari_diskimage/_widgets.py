@@ -284,6 +284,10 @@ def _drive(make_steps: Callable[[], Any], cancel: threading.Event) -> Generator:
                 step = next(steps)
             except StopIteration as stop:
                 return stop.value
+            except Exception:
+                if cancel.is_set():  # the blocks stopped because of the cancel
+                    return _CANCELLED
+                raise
             yield step
     finally:
         # Closing the core generator removes its partial file.
@@ -306,10 +310,15 @@ class StepsJob:
         what: str,
         on_done: Callable[[Any], None] | None,
         on_end: Callable[[], None] | None = None,
+        *,
+        on_step: Callable[[tuple[int, int]], None] | None = None,
+        on_cancel: Callable[[], None] | None = None,
     ) -> None:
         self.what = what
         self._on_done = on_done
         self._on_end = on_end
+        self._on_step = on_step
+        self._on_cancel = on_cancel
         self._cancel = threading.Event()
         self.cancelled = False
         self.error: BaseException | None = None
@@ -340,6 +349,8 @@ class StepsJob:
     def cancel(self) -> None:
         """Ask the job to stop at its next step; its partial file is removed."""
         self._cancel.set()
+        if self._on_cancel is not None:
+            self._on_cancel()  # e.g. stop a run's blocks at once
 
     @property
     def running(self) -> bool:
@@ -352,6 +363,8 @@ class StepsJob:
         self.pbar.set_description(
             f"{self.what}: {format_bytes(done)} of {format_bytes(total)}"
         )
+        if self._on_step is not None:
+            self._on_step(step)
 
     def _on_returned(self, value: Any) -> None:
         if value is _CANCELLED:
@@ -377,7 +390,7 @@ class StepsJob:
         on_end = self._on_end
         # Drop the callbacks: they hold layers and images, and a finished job
         # kept by its widget must not keep a removed layer's file alive.
-        self._on_done = self._on_end = None
+        self._on_done = self._on_end = self._on_step = self._on_cancel = None
         if on_end is not None:
             on_end()
 

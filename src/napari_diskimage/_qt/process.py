@@ -1,0 +1,331 @@
+"""The "Process" tool: run an operation of :mod:`napari_diskimage.process`.
+
+Choose a layer, an operation and its parameters (prefilled: Otsu's value
+of a bounded sample for a threshold, the region in view for a crop), then
+Run.  The result is a new scratch disk image, added as a layer at once and
+filled block by block while the run goes on in a worker thread (napari's
+progress bar, Cancel here or in the activity dock).  A cancelled or failed
+run removes its layer and its file.  The result is itself a disk-image
+layer, so steps chain: the next operation takes it as input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any
+
+import napari.viewer
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Layer
+from napari.utils.notifications import show_info, show_warning
+
+from .. import process
+from .._diskimage import DiskImage
+from .._pyramid import sample_values
+from .._widgets import (
+    LayerChoice,
+    StepsJob,
+    _status_label,
+    add_disk_image,
+    apply_saved_settings,
+    copy_source,
+    disk_image_of,
+    error_message,
+    image_sizes,
+    level0,
+    notify_error,
+    refresh_layer,
+    unwrap,
+)
+
+__all__ = ["ProcessImage"]
+
+#: Seconds between refreshes of the result layer while it is written.
+REFRESH_SECONDS = 0.3
+_MAX_INT = 2**31 - 1
+
+
+class ProcessImage(Container):
+    """Process a layer out of core into a new disk-image layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        apply_saved_settings()
+        self.viewer = viewer = unwrap(viewer)
+        self.layer = LayerChoice(viewer, label="input")
+        self.operation = ComboBox(
+            label="operation",
+            choices=[(op.title, key) for key, op in process.OPERATIONS.items()],
+            value="gaussian",
+        )
+        self.parameters = Container(labels=True)
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = _status_label()
+        super().__init__(
+            widgets=[
+                self.layer,
+                self.operation,
+                self.parameters,
+                self.run_button,
+                self.cancel_button,
+                self.status,
+            ]
+        )
+        self.fields: dict[str, Any] = {}
+        self.job: StepsJob | None = None
+        self.run: process.Run | None = None
+        self.result_layers: list[Layer] = []
+        self._last_refresh = 0.0
+        self.operation.changed.connect(self._build_fields)
+        self.layer.changed.connect(self._prefill)
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        self._build_fields()
+
+    # --- fields ----------------------------------------------------------
+    def _build_fields(self, _value: Any = None) -> None:
+        op = process.OPERATIONS[self.operation.value]
+        self.parameters.clear()
+        self.fields = {}
+        for p in op.parameters:
+            widget = self._field(p)
+            widget.tooltip = p.help or None
+            self.fields[p.name] = widget
+            self.parameters.append(widget)
+        self._prefill()
+
+    def _field(self, p: process.Parameter) -> Any:
+        label = p.name.replace("_", " ")
+        if p.kind == "int":
+            return SpinBox(
+                label=label,
+                value=p.default,
+                min=int(p.minimum if p.minimum is not None else -_MAX_INT),
+                max=int(p.maximum if p.maximum is not None else _MAX_INT),
+            )
+        if p.kind == "float":
+            return FloatSpinBox(
+                label=label,
+                value=p.default,
+                min=p.minimum if p.minimum is not None else -1e300,
+                max=p.maximum if p.maximum is not None else 1e300,
+                step=0.1,
+            )
+        if p.kind == "optional float":
+            return LineEdit(label=label, value="")
+        if p.kind == "choice":
+            return ComboBox(label=label, choices=list(p.choices), value=p.default)
+        if p.kind == "bool":
+            return CheckBox(text=label, value=p.default)
+        if p.kind == "image or number":
+            return LineEdit(label=label, value=str(p.default))
+        raise AssertionError(p.kind)  # pragma: no cover - OPERATIONS is fixed
+
+    def _prefill(self, _value: Any = None) -> None:
+        """Sensible values for the selected layer (no full pass over it)."""
+        layer = self.layer.value
+        if layer is None:
+            return
+        key = self.operation.value
+        if key == "threshold":
+            value = self.sample_otsu(layer)
+            if value is not None:
+                self.fields["low"].value = value
+        elif key == "crop":
+            sizes = image_sizes(layer)
+            for a in "xyz":
+                self.fields[f"size_{a}"].max = sizes[a]
+                self.fields[a].max = sizes[a] - 1
+            box = self._view_box(layer, sizes)
+            for a in "xyz":
+                self.fields[a].value = box[a][0]
+                self.fields[f"size_{a}"].value = box[a][1]
+
+    def sample_otsu(self, layer: Layer) -> float | None:
+        """Otsu's threshold of a bounded sample of ``layer`` (a prefill)."""
+        from skimage.filters import threshold_otsu
+
+        img = disk_image_of(layer)
+        if img is not None and not img.closed:
+            values = sample_values(img, layer.metadata.get("channel") or 0)
+        else:
+            data = np.asarray(level0(layer))
+            step = max(1, math.ceil((data.size / (1 << 22)) ** (1 / data.ndim)))
+            values = data[(slice(None, None, step),) * data.ndim].ravel()
+        if values.size == 0 or values.min() == values.max():
+            return None
+        return float(threshold_otsu(values))
+
+    def _view_box(self, layer: Layer, sizes: dict[str, int]) -> dict[str, tuple]:
+        """(start, size) along x, y, z of the region in view; all of z.
+
+        napari's ``corner_pixels`` are the visible corners at the level
+        shown; times that level's downsampling they are full-resolution
+        pixels.
+        """
+        from .._widgets import layer_axes
+
+        corners = np.asarray(layer.corner_pixels, dtype=float)
+        if layer.multiscale:
+            corners = corners * np.asarray(layer.downsample_factors[layer.data_level])
+        box: dict[str, tuple[int, int]] = {"z": (0, sizes["z"])}
+        for axis, (lo, hi) in zip(layer_axes(layer), corners.T, strict=False):
+            if axis in "xy":
+                start = int(max(0, min(lo, sizes[axis] - 1)))
+                stop = int(max(start + 1, min(hi + 1, sizes[axis])))
+                box[axis] = (start, stop - start)
+        for axis in "xy":
+            box.setdefault(axis, (0, sizes[axis]))
+        return box
+
+    def parameter_values(self) -> dict[str, Any]:
+        """The parameters as the operation takes them."""
+        op = process.OPERATIONS[self.operation.value]
+        values: dict[str, Any] = {}
+        for p in op.parameters:
+            widget = self.fields[p.name]
+            if p.kind == "optional float":
+                text = str(widget.value).strip()
+                values[p.name] = None if not text else _number(text, p.name)
+            elif p.kind == "image or number":
+                values[p.name] = self._image_or_number(str(widget.value))
+            else:
+                values[p.name] = widget.value
+        return values
+
+    def _image_or_number(self, text: str) -> Any:
+        text = text.strip()
+        if text in self.viewer.layers:
+            return copy_source(self.viewer.layers[text])
+        return _number(text, "b")
+
+    # --- running ---------------------------------------------------------
+    def start(self, _value: Any = None) -> StepsJob | None:
+        """Start the run; the result layer appears at once.  Returns the job."""
+        layer = self.layer.value
+        if layer is None:
+            show_warning("Process: choose an input layer first.")
+            return None
+        if self.job is not None and self.job.running:
+            show_warning("Process: a run is going on; wait for it or cancel it.")
+            return None
+        key = self.operation.value
+        op = process.OPERATIONS[key]
+        what = f"{op.title} of {layer.name!r}"
+        try:
+            source = copy_source(layer)
+            run = op.make_run(source, **self.parameter_values())
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            notify_error(what, exc)
+            self.status.value = f"not started: {error_message(exc)}"
+            return None
+        self.run = run
+        name = f"{layer.name} {key}"
+        self.result_layers = self._add_result(run.output, name, layer, key)
+        self.job = StepsJob(
+            lambda: iter(run),
+            what,
+            self._done,
+            self._ended,
+            on_step=self._step,
+            on_cancel=run.cancel,
+        ).start()
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = f"running {op.title}..."
+        self._started = time.perf_counter()
+        return self.job
+
+    def _add_result(
+        self, image: DiskImage, name: str, source: Layer, key: str
+    ) -> list[Layer]:
+        if key == "label":  # components as napari labels (read-only overview)
+            from .._pyramid import display_levels
+
+            levels = display_levels(image, 0)
+            layer = self.viewer.add_labels(
+                levels,
+                name=name,
+                multiscale=True,
+                metadata={"disk_image": image, "channel": 0},
+            )
+            if layer.ndim == source.ndim:
+                layer.scale, layer.translate = source.scale, source.translate
+            return [layer]
+        layers = add_disk_image(self.viewer, image, name)
+        for new in layers:
+            if new.ndim == source.ndim:
+                new.translate = source.translate
+                if disk_image_of(source) is None:
+                    new.scale = source.scale
+        for new in layers:  # the input stays the selected layer
+            with contextlib.suppress(Exception):
+                self.viewer.layers.selection.discard(new)
+        if source in self.viewer.layers:
+            self.viewer.layers.selection.active = source
+        return layers
+
+    def _step(self, _step: tuple[int, int]) -> None:
+        now = time.perf_counter()
+        if now - self._last_refresh >= REFRESH_SECONDS:
+            self._last_refresh = now
+            self._refresh_results()
+
+    def _refresh_results(self) -> None:
+        for lay in self.result_layers:
+            if lay in self.viewer.layers:
+                refresh_layer(lay)
+
+    def _done(self, result: Any) -> None:
+        self._refresh_results()
+        seconds = time.perf_counter() - self._started
+        run = self.run
+        extra = ""
+        if run is not None and "n_labels" in run.info:
+            extra = f", {run.info['n_labels']} components"
+        what = self.job.what if self.job else "run"
+        message = f"{what} done in {seconds:.1f} s{extra}"
+        self.status.value = message
+        show_info(message)
+
+    def cancel(self, _value: Any = None) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def _ended(self) -> None:
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        job = self.job
+        if job is None:
+            return
+        if job.cancelled or job.error is not None:
+            for lay in self.result_layers:  # its file is gone: so is the layer
+                if lay in self.viewer.layers:
+                    self.viewer.layers.remove(lay)
+            self.result_layers = []
+            if job.cancelled:
+                self.status.value = "cancelled; the output file was removed"
+            else:
+                self.status.value = f"failed: {error_message(job.error)}"
+        self.run = None
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{name}: {text!r} is neither a number nor a layer name; type e.g. "
+            "2.5 or the name of a layer of the same size"
+        ) from None
