@@ -29,7 +29,15 @@ import numpy as np
 from .._diskimage import DiskImage, Steps
 from .._geometry import Geometry
 from .._io import _read_box
-from ._engine import BlockWriter, Run, as_dask, name_of, new_output, shape_of
+from ._engine import (
+    BlockWriter,
+    BoxReader,
+    Run,
+    block_grid,
+    name_of,
+    new_output,
+    shape_of,
+)
 from ._ops import _block_chunks, _check_image, _check_mask
 
 #: Rows of a border layer read at a time in pass 2.
@@ -70,25 +78,18 @@ def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> R
 
     def plan(run: Run) -> Steps:
         import dask
-        import dask.array as da
 
         yield 0, run.total
-        arr = as_dask(mask, chunks, run.token)
+        reader = BoxReader(mask, run.token)
         writer = BlockWriter(run.output, run.token)
+        boxes = block_grid(shape, chunks)
+        sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
         # pass 1: provisional labels, numbered per block
-        counted = arr.map_blocks(
-            _label_block,
-            writer,
-            structure,
-            dtype=np.int64,
-            chunks=tuple((1,) * len(c) for c in arr.chunks),
-            meta=np.empty((0,) * 5, np.int64),
-        )
-        tasks = list(counted.to_delayed().ravel())
-        sizes = [math.prod(s) * 4 for s in itertools.product(*arr.chunks)]
+        task = dask.delayed(_label_block, pure=False)
+        tasks = [task(reader, box, structure, writer) for box in boxes]
         counts = yield from run.execute(tasks, sizes)
-        grid = tuple(len(c) for c in arr.chunks)
-        per_block = np.array([int(np.asarray(c).ravel()[0]) for c in counts])
+        grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+        per_block = np.array([int(c) for c in counts], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(per_block)[:-1]]).reshape(grid)
         n_labels = int(per_block.sum())
         if n_labels >= 2**32:
@@ -97,19 +98,21 @@ def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> R
                 "more than uint32 labels can number; label parts of it"
             )
         # pass 2: join labels that touch across block borders
-        mapping = _merge(run.output, arr.chunks, offsets, structure, n_labels)
-        # pass 3: final labels
-        relabel = da.map_blocks(
-            _relabel_block,
-            as_dask(run.output, chunks, run.token, index=1),
-            writer,
-            dask.delayed(mapping),
-            dask.delayed(offsets),
-            dtype=np.int64,
-            chunks=tuple((1,) * len(c) for c in arr.chunks),
-            meta=np.empty((0,) * 5, np.int64),
+        if run.cancel_event.is_set():
+            _raise_cancelled()
+        chunk_sizes = tuple(
+            tuple(min(c, n - a) for a in range(0, n, c))
+            for n, c in zip(shape, chunks, strict=True)
         )
-        tasks = list(relabel.to_delayed().ravel())
+        mapping = _merge(run.output, chunk_sizes, offsets, structure, n_labels)
+        # pass 3: final labels, in place (mapping and offsets shipped once)
+        out_reader = BoxReader(run.output, run.token)
+        shared = dask.delayed(mapping), dask.delayed(offsets)
+        task = dask.delayed(_relabel_block, pure=False)
+        tasks = [
+            task(out_reader, box, index, writer, *shared)
+            for index, box in zip(np.ndindex(*grid), boxes, strict=True)
+        ]
         yield from run.execute(tasks, sizes)
         run.info["n_labels"] = int(mapping.max()) if mapping.size else 0
         return run.output
@@ -117,26 +120,33 @@ def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> R
     return Run(output, plan, f"label of {name_of(mask)}", total)
 
 
+def _raise_cancelled() -> None:
+    from ._engine import Cancelled
+
+    raise Cancelled("label was cancelled")
+
+
 def _label_block(
-    block: np.ndarray,
-    writer: BlockWriter,
+    reader: BoxReader,
+    box: tuple[tuple[int, int], ...],
     structure: np.ndarray,
-    block_info: Any = None,
-) -> np.ndarray:
+    writer: BlockWriter,
+) -> int:
+    """Pass 1: label one block, write its labels, return their count."""
     import scipy.ndimage as ndi
 
-    location = block_info[0]["array-location"]
-    values = block[0, 0]
-    if (values.size and values.max(initial=0) > 1) or values.min(initial=0) < 0:
+    values = reader.read(box)[0, 0]
+    if values.size and (values.max() > 1 or values.min() < 0):
         bad = values[(values > 1) | (values < 0)].flat[0]
         raise ValueError(
             f"label expects a mask of 0 (background) and 1 (foreground), "
-            f"found the value {bad} (near x={location[4][0]}, y={location[3][0]}, "
-            f"z={location[2][0]}); make a mask first, e.g. threshold(image, low)"
+            f"found the value {bad} (in the block from x={box[4][0]}, "
+            f"y={box[3][0]}, z={box[2][0]}); make a mask first, e.g. "
+            "threshold(image, low)"
         )
     labels, n = ndi.label(values, structure=structure, output=np.uint32)
-    writer.write(location, labels[None, None])
-    return np.full((1,) * 5, n, dtype=np.int64)
+    writer.write(box, labels[None, None])
+    return int(n)
 
 
 def _global(local: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -261,14 +271,13 @@ def _border_pairs(
 
 
 def _relabel_block(
-    block: np.ndarray,
+    reader: BoxReader,
+    box: tuple[tuple[int, int], ...],
+    index: tuple[int, ...],
     writer: BlockWriter,
     mapping: np.ndarray,
     offsets: np.ndarray,
-    block_info: Any = None,
-) -> np.ndarray:
-    location = block_info[0]["array-location"]
-    index = block_info[0]["chunk-location"]
-    final = mapping[_global(block, offsets[index])]
-    writer.write(location, final)
-    return np.full((1,) * 5, 1, dtype=np.int64)
+) -> int:
+    """Pass 3: replace a block's provisional labels by the final ones."""
+    local = reader.read(box)
+    return writer.write(box, mapping[_global(local, offsets[index])])

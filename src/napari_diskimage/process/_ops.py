@@ -9,12 +9,13 @@ widget iterates them in a worker thread and shows the output while it is
 written.
 
 The filters call scipy on each block with the halo that the filter needs
-(``dask.array.map_overlap`` with no padding: at the image's own edges
-scipy's ``mode`` applies, as it does on the whole array), so results equal
-the same scipy call on the whole volume in memory.  This is what
-dask-image's filters do; the blocks here hold one t and one c, so only
-(z, y, x) is filtered, and a halo wider than an axis makes the block span
-that axis instead of failing.
+and no padding at the image's own edges, where scipy's ``mode`` applies as
+it does on the whole array: results equal the same scipy call on the whole
+volume in memory.  This is what dask-image's filters do over
+``map_overlap``; here each block reads its own halo (bounded memory, see
+``_engine``), blocks hold one t and one c, so only (z, y, x) is filtered,
+and a halo wider than an axis makes the block span that axis instead of
+failing.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from .._io import _kernel_copy, _Source
 from . import _engine
 from ._engine import (
     BlockWriter,
+    BoxReader,
     Run,
-    as_dask,
     choose_chunks,
+    map_tasks,
     name_of,
     new_output,
     reduce_tasks,
     shape_of,
-    store_tasks,
 )
 
 ProgressCallback = Callable[[int, int], Any]
@@ -194,28 +195,11 @@ def blockwise(
     if fit_halo:
         chunks, depth = _fit_halo(shape_of(first), chunks, depth)
     output = new_output(geometry, what, like if like is not None else first)
-    out_dtype = geometry.dtype
 
     def plan(run: Run) -> Steps:
-        import dask.array as da
-
-        arrays = [as_dask(img, chunks, run.token, i) for i, img in enumerate(inputs)]
-        if any(depth):
-            result = da.map_overlap(
-                fn,
-                *arrays,
-                depth=dict(enumerate(depth)),
-                boundary=boundary,
-                dtype=out_dtype,
-                meta=np.empty((0,) * 5, out_dtype),
-                trim=True,
-                align_arrays=False,
-            )
-        else:
-            result = da.map_blocks(
-                fn, *arrays, dtype=out_dtype, meta=np.empty((0,) * 5, out_dtype)
-            )
-        tasks, sizes = store_tasks(result, BlockWriter(run.output, run.token))
+        readers = [BoxReader(img, run.token) for img in inputs]
+        writer = BlockWriter(run.output, run.token)
+        tasks, sizes = map_tasks(readers, fn, chunks, writer, depth, boundary)
         yield 0, run.total
         yield from run.execute(tasks, sizes)
         return run.output
@@ -408,9 +392,9 @@ def _reduction_run(
     nbytes = math.prod(shape_of(image)) * itemsize
 
     def plan(run: Run) -> Steps:
-        arr = as_dask(image, chunks, run.token)
+        reader = BoxReader(image, run.token)
         yield 0, run.total
-        return (yield from passes(run, arr))
+        return (yield from passes(run, reader, chunks))
 
     return Run(None, plan, what, nbytes * n_passes)
 
@@ -424,8 +408,8 @@ def _minmax_block(block: np.ndarray) -> np.ndarray:
     return np.array([float(values.min()), float(values.max())])
 
 
-def _minmax(run: Run, arr: Any) -> Steps:
-    tasks, sizes = reduce_tasks(arr, _minmax_block, run.token)
+def _minmax(run: Run, reader: BoxReader, chunks: Sequence[int]) -> Steps:
+    tasks, sizes = reduce_tasks(reader, _minmax_block, chunks)
     parts = yield from run.execute(tasks, sizes)
     lo = min(float(p[0]) for p in parts)
     hi = max(float(p[1]) for p in parts)
@@ -436,10 +420,10 @@ def otsu_run(image: Any, *, block_shape: Any = None) -> Run:
     """The :class:`Run` of :func:`otsu`."""
     integer = _dtype_of(image).kind in "iu"
 
-    def passes(run: Run, arr: Any) -> Steps:
+    def passes(run: Run, reader: BoxReader, chunks: Sequence[int]) -> Steps:
         from skimage.filters import threshold_otsu
 
-        lo, hi = yield from _minmax(run, arr)
+        lo, hi = yield from _minmax(run, reader, chunks)
         if not math.isfinite(lo):
             raise ValueError(f"otsu: {name_of(image)} has no finite values")
         if integer:
@@ -458,7 +442,7 @@ def otsu_run(image: Any, *, block_shape: Any = None) -> Run:
                 return np.histogram(values, bins=256, range=(lo, hi))[0]
 
             centers = (edges[:-1] + edges[1:]) / 2
-        tasks, sizes = reduce_tasks(arr, hist, run.token)
+        tasks, sizes = reduce_tasks(reader, hist, chunks)
         parts = yield from run.execute(tasks, sizes)
         counts = np.sum(parts, axis=0)
         if lo == hi:
@@ -625,21 +609,17 @@ def convert_run(
         target = (0.0, 1.0)
 
     def plan(run: Run) -> Steps:
-        import dask.array as da
-
-        arr = as_dask(image, chunks, run.token)
+        reader = BoxReader(image, run.token)
         yield 0, run.total
-        lo, hi = yield from _minmax(run, arr)  # counts the input's bytes
+        lo, hi = yield from _minmax(run, reader, chunks)  # counts the input's bytes
         scale = (target[1] - target[0]) / (hi - lo) if hi > lo else 0.0
 
         def fn(block: np.ndarray) -> np.ndarray:
             values = (block.astype(np.float64) - lo) * scale + target[0]
             return _to_type(values, out_dtype)
 
-        result = da.map_blocks(
-            fn, arr, dtype=out_dtype, meta=np.empty((0,) * 5, out_dtype)
-        )
-        tasks, sizes = store_tasks(result, BlockWriter(run.output, run.token))
+        writer = BlockWriter(run.output, run.token)
+        tasks, sizes = map_tasks([reader], fn, chunks, writer)
         yield from run.execute(tasks, sizes)
         return run.output
 
@@ -676,29 +656,42 @@ def bin_run(image: Any, factor: Any, *, block_shape: Any = None) -> Run:
         sz, sy, sx = image.spacing
         output.spacing = (sz * fz, sy * fy, sx * fx)
 
-    def fn(block: np.ndarray) -> np.ndarray:
-        bt, bc, bz, by, bx = block.shape
-        parts = block.reshape(bt, bc, bz // fz, fz, by // fy, fy, bx // fx, fx)
-        means = parts.astype(np.float64).mean(axis=(3, 5, 7))
-        return _to_type(means, dtype)
+    factors = (1, 1, fz, fy, fx)
+    out_chunks = tuple(c // f for c, f in zip(chunks, factors, strict=True))
 
     def plan(run: Run) -> Steps:
-        arr = as_dask(image, chunks, run.token)
-        arr = arr[:, :, : out_shape[2] * fz, : out_shape[3] * fy, : out_shape[4] * fx]
-        arr = arr.rechunk(chunks)
-        out_chunks = tuple(
-            tuple(n // f for n in cs)
-            for cs, f in zip(arr.chunks, (1, 1, fz, fy, fx), strict=True)
-        )
-        result = arr.map_blocks(
-            fn, dtype=dtype, chunks=out_chunks, meta=np.empty((0,) * 5, dtype)
-        )
-        tasks, sizes = store_tasks(result, BlockWriter(run.output, run.token))
+        import dask
+
+        reader = BoxReader(image, run.token)
+        writer = BlockWriter(run.output, run.token)
+        task = dask.delayed(_bin_block, pure=False)
+        tasks, sizes = [], []
+        for box in _engine.block_grid(out_shape, out_chunks):
+            tasks.append(task(reader, box, factors, dtype, writer))
+            sizes.append(math.prod(b - a for a, b in box) * dtype.itemsize)
         yield 0, run.total
         yield from run.execute(tasks, sizes)
         return run.output
 
     return Run(output, plan, f"bin by {factor}", geometry.nbytes)
+
+
+def _bin_block(
+    reader: BoxReader,
+    box: Sequence[tuple[int, int]],
+    factors: Sequence[int],
+    dtype: np.dtype,
+    writer: BlockWriter,
+) -> int:
+    """Mean of ``factors`` blocks of the input for output ``box``."""
+    block = reader.read(
+        [(a * f, b * f) for (a, b), f in zip(box, factors, strict=True)]
+    )
+    bt, bc, bz, by, bx = block.shape
+    _, _, fz, fy, fx = factors
+    parts = block.reshape(bt, bc, bz // fz, fz, by // fy, fy, bx // fx, fx)
+    means = parts.astype(np.float64).mean(axis=(3, 5, 7))
+    return writer.write(box, _to_type(means, dtype))
 
 
 def _index(value: Any, name: str) -> int:
