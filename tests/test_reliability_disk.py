@@ -11,39 +11,18 @@ import hashlib
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import napari_diskimage as ndi
+from _fs import mount_tmpfs as _mount_tmpfs
+from _fs import unmount as _unmount
 from _subprocess import run_python
 from napari_diskimage import _io, _scratch
 
 MiB = 1 << 20
-
-
-def _mount_tmpfs(options: str) -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    folder = Path(tempfile.mkdtemp(prefix="ndi-fs-"))
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        folder.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    return folder
-
-
-def _unmount(folder: Path) -> None:
-    subprocess.run(["umount", str(folder)], check=False)
-    if os.path.ismount(folder):  # something still holds a file: detach
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-    folder.rmdir()
 
 
 @pytest.fixture
