@@ -230,6 +230,7 @@ class ProcessImage(Container):
             notify_error(what, exc)
             self.status.value = f"not started: {error_message(exc)}"
             return None
+        run.close_output_on_failure = False  # see _ended: layer first, then file
         self.run = run
         name = f"{layer.name} {key}"
         self.result_layers = self._add_result(run.output, name, layer, key)
@@ -310,10 +311,12 @@ class ProcessImage(Container):
         if job is None:
             return
         if job.cancelled or job.error is not None:
-            for lay in self.result_layers:  # its file is gone: so is the layer
+            for lay in self.result_layers:  # no result: no layer, then no file
                 if lay in self.viewer.layers:
                     self.viewer.layers.remove(lay)
             self.result_layers = []
+            if self.run is not None and self.run.output is not None:
+                self.run.output.close()
             if job.cancelled:
                 self.status.value = "cancelled; the output file was removed"
             else:

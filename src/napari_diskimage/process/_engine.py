@@ -477,6 +477,10 @@ class Run:
         self.done = 0
         #: What a run found besides its output (e.g. ``n_labels``).
         self.info: dict[str, Any] = {}
+        #: Close (delete) the output when the run fails or is cancelled.
+        #: A viewer showing the output sets it False and closes the output
+        #: itself once its layer is gone, so nothing draws a closed image.
+        self.close_output_on_failure = True
 
     def report(self, nbytes: int) -> None:
         """Called (in any thread of this process) when a block was written."""
@@ -498,7 +502,7 @@ class Run:
         finally:
             self.cancel_event.set()  # stops blocks still running
             _RUNS.pop(self.token, None)
-            if not ok and self.output is not None:
+            if not ok and self.output is not None and self.close_output_on_failure:
                 self.output.close()
 
     def execute(

@@ -1,0 +1,230 @@
+"""The Process widget, driven like a user: choose, set, Run, watch, Cancel."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import scipy.ndimage as sndi
+
+import napari_diskimage as ndi
+from napari_diskimage import _settings, process
+from napari_diskimage.process import _engine
+
+pytestmark = pytest.mark.gui
+
+napari = pytest.importorskip("napari")
+from napari.utils.notifications import notification_manager  # noqa: E402
+
+from napari_diskimage import _widgets as w  # noqa: E402
+from napari_diskimage._qt.process import ProcessImage  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(tmp_path / "config"))
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    yield make_napari_viewer()
+    w.cancel_all_jobs()
+
+
+@pytest.fixture
+def messages():
+    start = len(notification_manager.records)
+    return lambda: [n.message for n in notification_manager.records[start:]]
+
+
+def volume(seed=0):
+    rng = np.random.default_rng(seed)
+    field = sndi.gaussian_filter(rng.random((12, 60, 70)), 2)
+    field = (field - field.min()) / (field.max() - field.min())
+    return np.rint(field * 4000).astype(np.uint16)
+
+
+def add(viewer, data, name="vol"):
+    return w.add_disk_image(viewer, ndi.copy(data), name)[0]
+
+
+def press(button):
+    button.native.click()
+
+
+def scratch_files(folder):
+    return sorted(p.name for p in folder.glob("ndi-*")) if folder.is_dir() else []
+
+
+@pytest.fixture
+def slow_writes(monkeypatch):
+    """Blocks land one by one, slowly, so a test sees the run in progress;
+    ``gate`` lets the test hold the run after the first block."""
+    gate = threading.Event()
+    gate.set()
+    real = _engine.BlockWriter.write
+
+    def write(self, location, block):
+        gate.wait(10)
+        threading.Event().wait(0.02)
+        return real(self, location, block)
+
+    monkeypatch.setattr(_engine.BlockWriter, "write", write)
+    monkeypatch.setattr(_engine, "HALO_BLOCK_BYTES", 16 << 10)
+    monkeypatch.setattr(_engine, "BLOCK_BYTES", 16 << 10)
+    return gate
+
+
+def test_result_appears_while_written_and_equals_the_core(viewer, qtbot, slow_writes):
+    data = volume()
+    layer = add(viewer, data)
+    widget = ProcessImage(viewer)
+    assert widget.layer.value is layer
+    widget.operation.value = "gaussian"
+    widget.fields["sigma"].value = 1.5
+    press(widget.run_button)
+    job = widget.job
+    assert job is not None and job.running
+    (result,) = widget.result_layers
+    assert result in viewer.layers  # at once, before any block is done
+    assert "gaussian" in result.name
+    out = result.metadata["disk_image"]
+    qtbot.waitUntil(lambda: job.pbar.n > 0, timeout=20000)
+    assert job.running
+    partial = np.asarray(out.array[0, 0])
+    assert partial.any() and not partial.all()  # some blocks landed, not all
+    # what the layer shows follows the file while it is written
+    shown = np.asarray(result.data[0][viewer.dims.current_step[0]])
+    qtbot.waitUntil(lambda: job.done, timeout=60000)
+    expected = sndi.gaussian_filter(data, 1.5)
+    np.testing.assert_array_equal(np.asarray(out.array[0, 0]), expected)
+    z = viewer.dims.current_step[0]
+    np.testing.assert_array_equal(np.asarray(result.data[0][z]), expected[z])
+    assert shown.shape == expected[z].shape
+    assert widget.status.value.startswith("Gaussian smoothing")
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_cancel_removes_the_layer_and_its_file(
+    viewer, qtbot, slow_writes, disk_image_dir, messages
+):
+    add(viewer, volume())
+    widget = ProcessImage(viewer)
+    before = scratch_files(disk_image_dir)
+    press(widget.run_button)
+    job = widget.job
+    (result,) = widget.result_layers
+    assert len(scratch_files(disk_image_dir)) == len(before) + 1
+    qtbot.waitUntil(lambda: job.pbar.n > 0, timeout=20000)
+    press(widget.cancel_button)
+    qtbot.waitUntil(lambda: job.done, timeout=5000)  # stops within a block
+    assert job.cancelled
+    assert result not in viewer.layers
+    assert scratch_files(disk_image_dir) == before
+    assert widget.status.value.startswith("cancelled")
+    assert any("cancelled" in m for m in messages())
+
+
+def test_failure_is_a_notification_and_leaves_nothing(
+    viewer, qtbot, disk_image_dir, messages
+):
+    add(viewer, np.full((4, 20, 20), 2, np.uint8), "not a mask")
+    widget = ProcessImage(viewer)
+    widget.operation.value = "label"
+    before = scratch_files(disk_image_dir)
+    press(widget.run_button)
+    qtbot.waitUntil(lambda: widget.job.done, timeout=20000)
+    assert widget.result_layers == []
+    assert scratch_files(disk_image_dir) == before
+    assert any("mask of 0" in m for m in messages())
+    assert "failed" in widget.status.value
+
+
+def test_bad_parameter_is_refused_before_anything(viewer, disk_image_dir, messages):
+    add(viewer, volume())
+    widget = ProcessImage(viewer)
+    widget.operation.value = "threshold"
+    widget.fields["high"].value = "not a number"
+    before = scratch_files(disk_image_dir)
+    assert widget.start() is None
+    assert scratch_files(disk_image_dir) == before
+    assert any("neither a number nor a layer" in m for m in messages())
+    widget.fields["high"].value = ""
+    widget.fields["low"].value = 10.0
+    widget.operation.value = "crop"
+    widget.fields["x"].value = 69
+    widget.fields["size_x"].value = 5
+    assert widget.start() is None
+    assert any("outside the image" in m for m in messages())
+
+
+def test_chain_threshold_prefilled_by_otsu_then_label(viewer, qtbot):
+    data = volume(3)
+    add(viewer, data)
+    widget = ProcessImage(viewer)
+    widget.operation.value = "threshold"
+    low = widget.fields["low"].value
+    # prefilled: Otsu's value of a sample (here all of it: a small volume)
+    from skimage.filters import threshold_otsu
+
+    assert low == pytest.approx(float(threshold_otsu(data)), rel=0.02)
+    press(widget.run_button)
+    qtbot.waitUntil(lambda: widget.job.done, timeout=20000)
+    (mask_layer,) = widget.result_layers
+    mask = mask_layer.metadata["disk_image"]
+    np.testing.assert_array_equal(
+        np.asarray(mask.array[0, 0]), (data >= low).astype(np.uint8)
+    )
+    # the result is a disk-image layer the next step takes
+    widget.layer.value = mask_layer
+    widget.operation.value = "label"
+    press(widget.run_button)
+    qtbot.waitUntil(lambda: widget.job.done, timeout=20000)
+    (labels_layer,) = widget.result_layers
+    assert isinstance(labels_layer, napari.layers.Labels)
+    labels = np.asarray(labels_layer.metadata["disk_image"].array[0, 0])
+    _expected, n = sndi.label(data >= low)
+    assert labels.max() == n
+    assert "components" in widget.status.value
+
+
+def test_two_image_arithmetic_by_layer_name(viewer, qtbot):
+    a, b = volume(1), volume(2)
+    add(viewer, a, "a")
+    add(viewer, b, "b")
+    widget = ProcessImage(viewer)
+    widget.layer.value = viewer.layers["a"]
+    widget.operation.value = "arithmetic"
+    widget.fields["op"].value = "-"
+    widget.fields["b"].value = "b"
+    press(widget.run_button)
+    qtbot.waitUntil(lambda: widget.job.done, timeout=20000)
+    out = widget.result_layers[0].metadata["disk_image"]
+    expected = np.clip(a.astype(float) - b, 0, 65535).astype(np.uint16)
+    np.testing.assert_array_equal(np.asarray(out.array[0, 0]), expected)
+
+
+def test_in_memory_layer_is_processed_too(viewer, qtbot):
+    data = volume()
+    viewer.add_image(data, name="mem", scale=(2, 1, 1))
+    widget = ProcessImage(viewer)
+    widget.operation.value = "median"
+    widget.fields["size"].value = 3
+    press(widget.run_button)
+    qtbot.waitUntil(lambda: widget.job.done, timeout=20000)
+    (result,) = widget.result_layers
+    assert tuple(result.scale) == (2, 1, 1)  # placed over its input
+    np.testing.assert_array_equal(
+        np.asarray(result.metadata["disk_image"].array[0, 0]),
+        sndi.median_filter(data, 3),
+    )
+
+
+def test_every_operation_has_fields(viewer):
+    add(viewer, volume())
+    widget = ProcessImage(viewer)
+    for key, op in process.OPERATIONS.items():
+        widget.operation.value = key
+        assert set(widget.fields) == {p.name for p in op.parameters}
+        widget.parameter_values()  # every prefilled value is valid
