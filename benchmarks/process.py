@@ -207,7 +207,7 @@ def make_mask(src: Path, dst: Path) -> None:
     import napari_diskimage as ndi
 
     image = ndi.open_tiff(src)
-    z, y, x = image.shape[2:]
+    z = image.shape[2]
     with open(dst, "wb") as fh:
         for k in range(z):
             fh.write((np.asarray(image.array[0, 0, k]) > 1500).astype(np.uint8))
