@@ -10,12 +10,12 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage._pyramid import DisplayLevel
-from napari_diskimage._reader import (
+from napari_diskimage._napari.reader import (
     MAX_SERIES_LAYERS,
     disk_image_layers,
     napari_get_reader,
 )
+from napari_diskimage._pyramid import DisplayLevel
 
 PLUGIN = "napari-diskimage"
 
@@ -76,7 +76,7 @@ def test_declines_what_it_does_not_take(data_dir, caplog):
 def test_raw_without_geometry_is_declined_with_a_hint(data_dir, caplog):
     path = data_dir / "scan.raw"
     path.write_bytes(bytes(100))
-    with caplog.at_level(logging.INFO, logger="napari_diskimage._reader"):
+    with caplog.at_level(logging.INFO, logger="napari_diskimage._napari.reader"):
         assert napari_get_reader(str(path)) is None
     assert "Open RAW" in caplog.text
     assert "scan.raw" in caplog.text
@@ -85,7 +85,7 @@ def test_raw_without_geometry_is_declined_with_a_hint(data_dir, caplog):
 def test_compressed_tiff_is_declined_with_the_reason(data_dir, caplog):
     path = data_dir / "packed.tif"
     tifffile.imwrite(path, np.zeros((64, 64), np.uint16), compression="zlib")
-    with caplog.at_level(logging.INFO, logger="napari_diskimage._reader"):
+    with caplog.at_level(logging.INFO, logger="napari_diskimage._napari.reader"):
         reader = napari_get_reader(str(path))
     # Compressed TIFFs may be taken once the core opens them lazily; until
     # then the decline must say why.
@@ -426,7 +426,7 @@ def test_multi_series_tiff_gives_one_layer_per_series(data_dir, caplog):
     with tifffile.TiffWriter(many) as tw:
         for z in range(MAX_SERIES_LAYERS + 1):
             tw.write(b[0] + np.uint16(z), photometric="minisblack")
-    with caplog.at_level(logging.INFO, logger="napari_diskimage._reader"):
+    with caplog.at_level(logging.INFO, logger="napari_diskimage._napari.reader"):
         [(levels, kwargs, _)] = napari_get_reader(str(many))(str(many))
     assert kwargs["name"] == "pages"
     np.testing.assert_array_equal(np.asarray(levels[0]), b[0])

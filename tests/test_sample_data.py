@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import napari_diskimage as ndi
-from napari_diskimage import _io, _sample_data
-from napari_diskimage._sample_data import (
+from napari_diskimage import _io
+from napari_diskimage._napari import samples as _samples
+from napari_diskimage._napari.samples import (
     large_sample,
     large_sample_geometry,
     large_sample_path,
@@ -88,7 +89,7 @@ def test_large_sample_is_written_once_then_reused(disk_image_dir):
     with ndi.open_tiff(path) as image:
         assert image.geometry == geometry
         plane = image.load_plane(z=7)
-    expected = _sample_data._SyntheticVolume(geometry)[0, 0, 7]
+    expected = _samples._SyntheticVolume(geometry)[0, 0, 7]
     np.testing.assert_array_equal(plane, expected)
     # both phases of a foam: solid (bright) and pores (dark)
     assert 0.2 < (plane > 600).mean() < 0.8
@@ -148,12 +149,12 @@ def test_porosity_sample_in_napari(make_napari_viewer, disk_image_dir):
 
 @pytest.mark.gui
 def test_large_sample_in_napari(make_napari_viewer, monkeypatch):
-    monkeypatch.setattr(_sample_data, "DEFAULT_LARGE_SIZE", 8 << 20)
+    monkeypatch.setattr(_samples, "DEFAULT_LARGE_SIZE", 8 << 20)
     monkeypatch.setattr(large_sample, "__defaults__", (8 << 20,))
     viewer = make_napari_viewer()
     viewer.open_sample("napari-diskimage", "large")
     [layer] = viewer.layers
     assert layer.data.shapes[0] == (32, 256, 512)
     z = viewer.dims.current_step[0]
-    expected = _sample_data._SyntheticVolume(large_sample_geometry("8MiB"))[0, 0, z]
+    expected = _samples._SyntheticVolume(large_sample_geometry("8MiB"))[0, 0, z]
     np.testing.assert_array_equal(layer._slice.image.raw, expected)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gui
 napari = pytest.importorskip("napari")
 from napari.utils.notifications import notification_manager  # noqa: E402
 
-from napari_diskimage import _widgets as w  # noqa: E402
+from napari_diskimage import _qt as w  # noqa: E402
 from napari_diskimage._qt.process import ProcessImage  # noqa: E402
 
 

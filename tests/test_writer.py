@@ -7,8 +7,8 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import _writer
 from napari_diskimage._diskimage import DiskImage
+from napari_diskimage._napari import writer as _writer
 
 
 def test_write_tiff_streams_from_the_disk_image(data_dir, monkeypatch):
@@ -60,7 +60,7 @@ def test_write_errors_name_the_file(data_dir):
 
 @pytest.mark.gui
 def test_save_selected_layers_uses_the_plugin(make_napari_viewer, data_dir):
-    from napari_diskimage._widgets import add_disk_image
+    from napari_diskimage._qt import add_disk_image
 
     viewer = make_napari_viewer()
     data = np.arange(2 * 16 * 24, dtype=np.uint8).reshape(2, 16, 24)

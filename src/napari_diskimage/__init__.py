@@ -20,7 +20,15 @@ array([[255,   2],
 
 from ._diskimage import DiskImage, is_disk_image, new_disk_image
 from ._geometry import Geometry
-from ._io import copy, iter_copy, iter_save_raw, iter_save_tiff, save_raw, save_tiff
+from ._io import (
+    copy,
+    iter_copy,
+    iter_save,
+    iter_save_raw,
+    iter_save_tiff,
+    save_raw,
+    save_tiff,
+)
 from ._raw import open_raw
 from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
 from ._tiff import TiffSeriesInfo, open_tiff, tiff_series
@@ -48,6 +56,7 @@ __all__ = [
     "get_disk_image_dir",
     "is_disk_image",
     "iter_copy",
+    "iter_save",
     "iter_save_raw",
     "iter_save_tiff",
     "new_disk_image",

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._sample_data import DEFAULT_LARGE_SIZE, large_sample_geometry, parse_size
+from ._napari.samples import DEFAULT_LARGE_SIZE, large_sample_geometry, parse_size
 from ._scratch import format_bytes, get_disk_image_dir
 
 __all__ = ["main"]
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def demo(size: int | str = DEFAULT_LARGE_SIZE, screenshot: Path | None = None) -> int:
     """Open napari on the large sample volume (written first if missing)."""
-    from ._sample_data import large_sample_path
+    from ._napari.samples import large_sample_path
 
     if _no_display():
         how = "render it headless with" if screenshot else "or run"

@@ -15,10 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import closed_error
 from ._geometry import AXES, Geometry
 from ._scratch import ScratchFile, create_scratch
 
-__all__ = ["DiskImage", "ProgressCallback", "is_disk_image", "new_disk_image"]
+__all__ = [
+    "DiskImage",
+    "ProgressCallback",
+    "drive_steps",
+    "is_disk_image",
+    "new_disk_image",
+    "run_steps",
+]
 
 #: ``progress(done_bytes, total_bytes)``; raise from it to cancel.
 ProgressCallback = Callable[[int, int], Any]
@@ -29,15 +37,46 @@ Steps = Generator[tuple[int, int], None, Any]
 _AXIS_NAMES = ("t", "c", "z", "y", "x")
 
 
+def drive_steps(
+    steps: Steps, cancel: threading.Event | None = None, *, cancelled: Any = None
+) -> Generator[tuple[int, int], None, Any]:
+    """Yield the ``(done, total)`` steps of ``steps``; return its result.
+
+    The one driver of the core's long operations: :func:`run_steps` (a
+    callback), the napari widgets (a worker thread) and the command line
+    (a terminal bar) all go through it.  When ``cancel`` is set it stops
+    before the next step and returns ``cancelled``; an error raised because
+    of the cancel (a run's blocks stop) also counts as cancelled.
+    ``steps`` is always closed at the end, which removes the partial file
+    of an operation that did not finish.
+    """
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                return cancelled
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            except Exception:
+                if cancel is not None and cancel.is_set():
+                    return cancelled
+                raise
+            yield step
+    finally:
+        steps.close()
+
+
 def run_steps(steps: Steps, progress: ProgressCallback | None) -> Any:
     """Drive a generator of ``(done, total)`` steps; return its result.
 
     ``progress`` is called after each step; an exception raised by it
     (a cancel button, Ctrl+C) is thrown into the generator, which cleans up.
     """
+    driver = drive_steps(steps)
     while True:
         try:
-            step = next(steps)
+            step = next(driver)
         except StopIteration as stop:
             return stop.value
         if progress is not None:
@@ -48,7 +87,7 @@ def run_steps(steps: Steps, progress: ProgressCallback | None) -> Any:
                 # re-raise the caller's exception unchanged.
                 with contextlib.suppress(BaseException):
                     steps.throw(exc)
-                steps.close()
+                driver.close()
                 raise
 
 
@@ -214,7 +253,7 @@ class DiskImage:
     def array(self) -> np.ndarray:
         """numpy view on the mapped file, indexed ``(t, c, z, y, x)``."""
         if self._array is None:
-            raise ValueError(f"disk image {str(self._path)!r} is closed")
+            raise closed_error(self._path)
         return self._array
 
     @property
@@ -303,7 +342,7 @@ class DiskImage:
         The file must be visible at the same path where it is unpickled.
         """
         if self.closed:
-            raise ValueError(f"disk image {str(self._path)!r} is closed")
+            raise closed_error(self._path)
         ref = (
             str(self._path),
             self._file_offset,
@@ -344,7 +383,7 @@ class DiskImage:
     def _fd(self, write: bool = False) -> int:
         """A file descriptor for pread/pwrite, opened on first use."""
         if self.closed:
-            raise ValueError(f"disk image {str(self._path)!r} is closed")
+            raise closed_error(self._path)
         key = "w" if write else "r"
         with self._fd_lock:
             fd = self._fds.get(key)
@@ -395,7 +434,7 @@ class DiskImage:
             with ``mode="r+"``.
         """
         if self.closed:
-            raise ValueError(f"disk image {str(self._path)!r} is closed")
+            raise closed_error(self._path)
         coords = {"x": x, "y": y, "z": z, "c": c, "t": t}
         sizes = dict(zip("xyzct", self._geometry.sizes, strict=True))
         idx = {a: _check_index(v, a, sizes[a]) for a, v in coords.items()}

@@ -1,4 +1,9 @@
-"""Checks shared by the openers: clear errors for paths that cannot be read."""
+"""Files and folders: checks with clear errors, suffixes, file systems.
+
+The one place for what several modules need: the checks the openers make,
+the file suffixes of each format, the folder that exists nearest a path
+that may not (yet), and the file system a folder is on.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,74 @@ import errno
 import os
 from pathlib import Path
 
-__all__ = ["check_byte_order", "check_mode", "check_readable"]
+__all__ = [
+    "RAW_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "check_byte_order",
+    "check_mode",
+    "check_readable",
+    "format_of",
+    "mount_fstype",
+    "nearest_existing",
+]
+
+#: Suffixes of TIFF files (matched without regard to case).
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
+#: Suffixes of RAW files.
+RAW_SUFFIXES = (".raw",)
+
+
+def format_of(path: str | os.PathLike[str]) -> str:
+    """``"tiff"`` or ``"raw"`` from the suffix of ``path``.
+
+    Raises
+    ------
+    ValueError
+        Another suffix; the message says which ones are known.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in RAW_SUFFIXES:
+        return "raw"
+    raise ValueError(
+        f"cannot tell the format of {str(path)!r} from its suffix "
+        f"{suffix or '(none)'}: end the name with "
+        f"{', '.join(TIFF_SUFFIXES + RAW_SUFFIXES)}"
+    )
+
+
+def nearest_existing(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it exists, else its nearest parent that does."""
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def mount_fstype(
+    folder: str | os.PathLike[str], mounts: str = "/proc/mounts"
+) -> str | None:
+    """File-system type of the mount holding ``folder`` (``"ext4"``,
+    ``"tmpfs"``, ...), from ``/proc/mounts``; None if unknown.  ``folder``
+    need not exist yet."""
+    p = Path(folder).expanduser().absolute()
+    base = nearest_existing(p)
+    p = base.resolve() / p.relative_to(base)  # symlinks of what exists
+    best, fstype = "", None
+    try:
+        with open(mounts, encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                point = parts[1].replace("\\040", " ")
+                inside = str(p) == point or str(p).startswith(point.rstrip("/") + "/")
+                if (inside or point == "/") and len(point) >= len(best):
+                    best, fstype = point, parts[2]
+    except OSError:
+        return None
+    return fstype
 
 
 def check_readable(path: str | os.PathLike[str], what: str) -> Path:

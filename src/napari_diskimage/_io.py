@@ -37,12 +37,14 @@ from ._diskimage import (
     map_scratch,
     run_steps,
 )
+from ._errors import closed_error
 from ._geometry import Geometry
 from ._scratch import check_free_space, create_scratch, format_bytes, remove_orphan
 
 __all__ = [
     "copy",
     "iter_copy",
+    "iter_save",
     "iter_save_raw",
     "iter_save_tiff",
     "save_raw",
@@ -63,7 +65,7 @@ class _Source:
     def __init__(self, image: Any, order: tuple[int, ...] = (0, 1, 2, 3, 4)):
         if isinstance(image, DiskImage):
             if image.closed:
-                raise ValueError(f"disk image {str(image.path)!r} is closed")
+                raise closed_error(image.path)
             self.disk_image: DiskImage | None = image
             self.data: Any = image.array
             self.name = str(image.path)
@@ -587,6 +589,18 @@ def _shape_dtype(image: Any) -> tuple[tuple[int, ...], Any]:
     if not (hasattr(image, "shape") and hasattr(image, "dtype")):
         image = np.asarray(image)
     return tuple(image.shape), image.dtype
+
+
+def iter_save(image: Any, path: str | os.PathLike[str], byte_order: str = "<") -> Steps:
+    """Steps of saving ``image`` as TIFF or RAW, chosen by ``path``'s suffix.
+
+    Raises ValueError (before any work) for another suffix.
+    """
+    from ._files import format_of
+
+    if format_of(path) == "tiff":
+        return iter_save_tiff(image, path)
+    return iter_save_raw(image, path, byte_order)
 
 
 def save_tiff(

@@ -32,6 +32,7 @@ import numpy as np
 import tifffile
 
 from ._diskimage import DiskImage, _check_index
+from ._errors import closed_error
 from ._geometry import Geometry
 
 __all__ = [
@@ -461,7 +462,7 @@ class LazyTiffImage(DiskImage):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle as a reference (path, series, level): never the pixels."""
         if self.closed:
-            raise ValueError(f"disk image {str(self._path)!r} is closed")
+            raise closed_error(self._path)
         if self._series_index is None:  # pragma: no cover - tifffile contract
             raise TypeError(f"cannot pickle {self!r}: its series is unknown")
         return (_reopen_lazy, (str(self._path), self._series_index, self._level))
@@ -489,7 +490,7 @@ class LazyTiffImage(DiskImage):
     def array(self) -> TczyxView:  # type: ignore[override]
         """Lazy ``(t, c, z, y, x)`` view: slicing it decodes what is sliced."""
         if self.closed:
-            raise ValueError(f"disk image {str(self._path)!r} is closed")
+            raise closed_error(self._path)
         return self._array
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
@@ -521,7 +522,7 @@ class LazyTiffImage(DiskImage):
         Coordinates are checked first (IndexError), as for a mapped image.
         """
         if self.closed:
-            raise ValueError(f"disk image {str(self._path)!r} is closed")
+            raise closed_error(self._path)
         sizes = dict(zip("xyzct", self._geometry.sizes, strict=True))
         for axis, v in {"x": x, "y": y, "z": z, "c": c, "t": t}.items():
             _check_index(v, axis, sizes[axis])

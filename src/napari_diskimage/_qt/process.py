@@ -32,22 +32,24 @@ from napari.utils.notifications import show_info, show_warning
 
 from .. import process
 from .._diskimage import DiskImage
-from .._pyramid import sample_values
-from .._widgets import (
-    LayerChoice,
-    StepsJob,
-    _status_label,
-    add_disk_image,
-    apply_saved_settings,
+from .._napari.layers import (
     copy_source,
     disk_image_of,
-    error_message,
     image_sizes,
+    layer_axes,
     level0,
-    notify_error,
+)
+from .._napari.notify import error_message, notify_error
+from .._pyramid import sample_values
+from ._common import (
+    LayerChoice,
+    add_disk_image,
+    apply_saved_settings,
     refresh_layer,
+    status_label,
     unwrap,
 )
+from ._job import StepsJob
 
 __all__ = ["ProcessImage"]
 
@@ -71,7 +73,7 @@ class ProcessImage(Container):
         self.parameters = Container(labels=True)
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = _status_label()
+        self.status = status_label()
         super().__init__(
             widgets=[
                 self.layer,
@@ -174,8 +176,6 @@ class ProcessImage(Container):
         shown; times that level's downsampling they are full-resolution
         pixels.
         """
-        from .._widgets import layer_axes
-
         corners = np.asarray(layer.corner_pixels, dtype=float)
         if layer.multiscale:
             corners = corners * np.asarray(layer.downsample_factors[layer.data_level])

@@ -34,6 +34,7 @@ from ._engine import (
     BoxReader,
     Run,
     block_grid,
+    choose_chunks,
     name_of,
     new_output,
     shape_of,
@@ -42,6 +43,8 @@ from ._ops import _block_chunks, _check_image, _check_mask
 
 #: Rows of a border layer read at a time in pass 2.
 _FACE_ROWS = 256
+#: Voxels' bytes of labels per block (uint32) in pass 1.
+LABEL_BLOCK_BYTES = 32 << 20
 
 
 def _structure(connectivity: Any, ndim: int) -> np.ndarray:
@@ -70,7 +73,12 @@ def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> R
         structure = np.stack(
             [np.zeros_like(structure), structure, np.zeros_like(structure)]
         )
-    chunks = _block_chunks(mask, 8, (0,) * 5, block_shape)
+    if block_shape is None:
+        # near-cubic blocks: few borders (pass 2 works on every border's
+        # voxels); 4 bytes of labels per voxel in pass 1
+        chunks = choose_chunks(shape, 4, (0, 0, 1, 1, 1), LABEL_BLOCK_BYTES)
+    else:
+        chunks = _block_chunks(mask, 4, (0,) * 5, block_shape)
     geometry = Geometry.from_shape(shape, np.uint32)
     output = new_output(geometry, f"labels of {name_of(mask)}", mask)
     # pass 1 writes, pass 2 reads faces, pass 3 rewrites: weigh them 1:0:1
@@ -151,8 +159,8 @@ def _label_block(
 
 def _global(local: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Provisional local labels plus their blocks' offsets (0 stays 0)."""
-    out = local.astype(np.int64)
-    out += offsets
+    out = local.astype(np.uint32)
+    out += offsets.astype(np.uint32)
     out[local == 0] = 0
     return out
 

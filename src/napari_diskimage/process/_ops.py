@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._diskimage import DiskImage, Steps, run_steps
+from .._errors import closed_error
 from .._geometry import Geometry, as_dtype
 from .._io import _kernel_copy, _Source
 from . import _engine
@@ -160,7 +161,7 @@ def _same_shape(a: Any, b: Any, what: str) -> None:
 
 def _check_image(image: Any, what: str) -> None:
     if isinstance(image, DiskImage) and image.closed:
-        raise ValueError(f"{what}: disk image {str(image.path)!r} is closed")
+        raise closed_error(image.path)
     shape_of(image)
     _dtype_of(image)
 

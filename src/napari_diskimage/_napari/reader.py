@@ -21,18 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from ._diskimage import DiskImage
-from ._geometry import Geometry
-from ._pyramid import display_axes, display_levels, sample_contrast_limits
-from ._raw import open_raw
-from ._tiff import open_tiff
+from .._diskimage import DiskImage
+from .._files import RAW_SUFFIXES, TIFF_SUFFIXES
+from .._geometry import Geometry
+from .._pyramid import display_axes, display_levels, sample_contrast_limits
+from .._raw import open_raw
+from .._tiff import open_tiff
 
 __all__ = ["disk_image_layers", "napari_get_reader", "open_disk_image"]
 
 logger = logging.getLogger(__name__)
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
-RAW_SUFFIX = ".raw"
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerDataTuple]]
@@ -60,7 +59,7 @@ def open_disk_image(path: str | os.PathLike[str]) -> DiskImage:
     suffix = p.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         return open_tiff(p)
-    if suffix == RAW_SUFFIX:
+    if suffix in RAW_SUFFIXES:
         try:
             Geometry.from_filename(p.name)
         except ValueError as exc:
@@ -72,7 +71,7 @@ def open_disk_image(path: str | os.PathLike[str]) -> DiskImage:
         return open_raw(p)
     raise ValueError(
         f"{str(p)!r} is not a TIFF ({', '.join(TIFF_SUFFIXES)}) or RAW "
-        f"({RAW_SUFFIX}) file"
+        f"({', '.join(RAW_SUFFIXES)}) file"
     )
 
 
@@ -114,7 +113,7 @@ def _try_open(path: str | os.PathLike[str]) -> list[tuple[DiskImage, str]] | Non
     """The images of ``path`` to show and their layer names, or None."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix not in (*TIFF_SUFFIXES, RAW_SUFFIX) or not p.is_file():
+    if suffix not in (*TIFF_SUFFIXES, *RAW_SUFFIXES) or not p.is_file():
         return None
     try:
         first = open_disk_image(p)

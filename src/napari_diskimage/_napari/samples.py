@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from ._diskimage import DiskImage, run_steps
-from ._geometry import Geometry
-from ._io import copy, iter_save_tiff
-from ._scratch import _check_writable, format_bytes, get_disk_image_dir
-from ._tiff import open_tiff
+from .._diskimage import DiskImage, run_steps
+from .._geometry import Geometry
+from .._io import copy, iter_save_tiff
+from .._scratch import _check_writable, format_bytes, get_disk_image_dir
+from .._tiff import open_tiff
 
 __all__ = [
     "DEFAULT_LARGE_SIZE",
@@ -114,7 +114,7 @@ def porosity_volume(seed: int = 0) -> np.ndarray:
 
 def _apply_saved_settings() -> None:
     """Use the disk-image directory the user chose in the widget, if any."""
-    from ._settings import apply_saved_disk_image_dir
+    from .._settings import apply_saved_disk_image_dir
 
     problem = apply_saved_disk_image_dir()
     if problem:
@@ -128,7 +128,7 @@ def porosity_sample() -> list[tuple[Any, dict[str, Any], str]]:
     so the widgets can edit it like any disk image; the file is deleted
     when the layer is removed.
     """
-    from ._reader import disk_image_layers
+    from .reader import disk_image_layers
 
     _apply_saved_settings()
     image = copy(porosity_volume())
@@ -275,7 +275,7 @@ def large_sample(
     The first call writes the file (4 GiB by default: about half a minute,
     shown as a napari progress bar); later calls open it at once.
     """
-    from ._reader import disk_image_layers
+    from .reader import disk_image_layers
 
     total = large_sample_geometry(size).nbytes
     try:

@@ -1,0 +1,83 @@
+"""The "Save as TIFF / RAW" tool: streams a layer's disk image to a file.
+
+In a worker thread with progress and Cancel; atomic (a temporary file
+renamed when complete), so a cancelled or failed save leaves nothing and
+an existing file at the target is unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari.viewer
+from magicgui.widgets import ComboBox, FileEdit
+
+import napari_diskimage as ndi
+
+from .._napari.layers import disk_image_of, layer_source
+from .._napari.notify import notify_error, show_info, show_warning
+from ._common import LayerChoice, apply_saved_settings, unwrap
+from ._job import JobTool, StepsJob
+
+__all__ = ["SaveImage"]
+
+BYTE_ORDERS = [("little-endian (<)", "<"), ("big-endian (>)", ">")]
+
+
+class SaveImage(JobTool):
+    """Save a layer to an uncompressed TIFF or a RAW file, streaming."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        apply_saved_settings()
+        self.viewer = viewer = unwrap(viewer)
+        self.layer = LayerChoice(viewer)
+        self.path = FileEdit(
+            label="save as", mode="w", filter="Images (*.tif *.tiff *.raw)"
+        )
+        self.byte_order = ComboBox(label="RAW byte order", choices=BYTE_ORDERS)
+        super().__init__("Save", [self.layer, self.path, self.byte_order])
+        self.save_button = self.start_button
+        self.layer.changed.connect(self._suggest_name)
+
+    def _suggest_name(self, _value: Any = None) -> None:
+        layer = self.layer.value
+        img = disk_image_of(layer)
+        if img is not None and not img.is_scratch and str(self.path.value) in ("", "."):
+            self.path.value = img.path.with_name(img.path.stem + "-copy.tif")
+
+    def make_job(self) -> StepsJob | None:
+        layer = self.layer.value
+        if layer is None:
+            show_warning("Save: choose an image layer first.")
+            return None
+        path = Path(self.path.value).expanduser()
+        if str(self.path.value) in ("", "."):
+            show_warning("Save: choose a file name ending in .tif, .tiff or .raw.")
+            return None
+        attributes = {
+            "name": layer.name,
+            "metadata": layer.metadata,
+            "rgb": layer.rgb,
+            "multiscale": layer.multiscale,
+        }
+        try:
+            source = layer_source(layer.data, attributes)
+        except ValueError as exc:
+            notify_error(f"save {layer.name!r}", exc)
+            return None
+        what = f"save {layer.name!r} to {str(path)!r}"
+        try:
+            ndi.iter_save(source, path).close()  # checks the suffix early
+        except ValueError as exc:
+            notify_error(what, exc)
+            return None
+        byte_order = self.byte_order.value
+
+        def done(saved: Path) -> None:
+            show_info(f"saved {layer.name!r} to {str(saved)!r}")
+            self.status.value = f"saved {saved.name}"
+
+        return StepsJob(
+            lambda: ndi.iter_save(source, path, byte_order), what, done, self.job_ended
+        ).start()
