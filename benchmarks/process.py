@@ -358,7 +358,8 @@ def write_report(results: dict) -> None:
             if r and "seconds" in r:
                 same = row.get("label-same-partition")
                 lines.append(
-                    f"| {size} GiB mask (uint8) | {label} | {r['seconds']:.1f} s | "
+                    f"| mask of the {size} GiB volume (uint8) | {label} | "
+                    f"{r['seconds']:.1f} s | "
                     f"{fmt_mem(r['anon_added'])} | {r['n_labels']} components"
                     + (f"; same partition: {same}" if method == "ndi-label" else "")
                     + " |"

@@ -19,6 +19,7 @@ array([[255,   2],
 """
 
 from ._diskimage import DiskImage, is_disk_image, new_disk_image
+from ._errors import ClosedImageError, CorruptFileError, DiskImageError
 from ._geometry import Geometry
 from ._io import (
     copy,
@@ -48,7 +49,10 @@ def apply(func, image, *images, **kwargs):  # type: ignore[no-untyped-def]
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClosedImageError",
+    "CorruptFileError",
     "DiskImage",
+    "DiskImageError",
     "Geometry",
     "TiffSeriesInfo",
     "apply",

@@ -1,10 +1,19 @@
-"""The ``napari-diskimage`` console command.
+"""The ``napari-diskimage`` command: the demo, and the operations for a terminal.
 
-``napari-diskimage demo [--size 4GiB] [--screenshot PATH]`` writes the large
-sample volume into the disk-image directory (once; reused afterwards), opens
-napari with it and docks the plugin's widgets.  With ``--screenshot`` it
-renders the window to a PNG and exits instead, so it also runs headless
-under ``xvfb-run``.
+For servers and batch jobs where there is no napari, the same operations
+as the Python API, with a terminal progress bar (tqdm) on stderr:
+
+* ``napari-diskimage info FILE``: geometry, storage and what the plugin
+  does with the file;
+* ``napari-diskimage copy SRC DST`` (also ``save``): the pixels of SRC
+  into a new TIFF or RAW file DST (by its suffix), streamed and atomic;
+* ``napari-diskimage process OPERATION SRC DST [--param value ...]``: an
+  operation of :mod:`napari_diskimage.process`, its result saved to DST;
+* ``napari-diskimage demo``: napari on a large synthetic scan.
+
+Exit status as a Unix tool's: 0 done, 1 failed (the message on stderr
+names the file and the fix), 2 bad usage, 130 cancelled with Ctrl+C.  A
+cancelled or failed command leaves no partial file and never changes SRC.
 """
 
 from __future__ import annotations
@@ -24,23 +33,117 @@ __all__ = ["main"]
 
 PLUGIN = "napari-diskimage"
 WINDOW_SIZE = (1280, 800)
+PANEL = "Disk images"
+
+EXAMPLES = """\
+examples:
+  napari-diskimage info scan.tif
+  napari-diskimage copy scan_2048x2048x900_UInt16.raw scan.tif
+  napari-diskimage process gaussian scan.tif smooth.tif --sigma 2
+  napari-diskimage process threshold smooth.tif mask.tif --low 1200
+  napari-diskimage demo --screenshot demo.png
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # usage, then exit status 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _raw_options(parser: argparse.ArgumentParser) -> None:
+    raw = parser.add_argument_group(
+        "RAW files", "geometry of a RAW input whose name does not carry it"
+    )
+    raw.add_argument("--type", dest="pixel_type", help="e.g. UInt16, Real32, uint8")
+    raw.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="sizes x y [z [c [t]]]",
+    )
+    raw.add_argument("--offset", type=int, default=0, help="header bytes (0)")
+    raw.add_argument(
+        "--byte-order",
+        choices=("<", ">"),
+        default="<",
+        help="of the RAW input (and output): < little-endian (default), > big",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .process import OPERATIONS
+
+    parser = _Parser(
         prog="napari-diskimage",
-        description="Disk images for napari: volumes larger than memory.",
+        description=(
+            "Disk images: image volumes larger than memory, opened not loaded. "
+            "The same operations as in napari, for a terminal."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser(
+        "info",
+        help="what a file holds and what the plugin does with it",
+        description="Geometry, storage and what napari-diskimage does with FILE "
+        "(nothing but its header is read).",
+        epilog="example:\n  napari-diskimage info scan.tif",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    info.add_argument("file", type=Path, help="a TIFF or RAW file")
+    _raw_options(info)
+
+    copy = commands.add_parser(
+        "copy",
+        aliases=["save"],
+        help="copy an image into a new TIFF or RAW file (streamed, atomic)",
+        description="Copy the pixels of SRC into DST, a TIFF (.tif, .tiff) or "
+        "RAW (.raw) file by its suffix, streaming with bounded memory; written "
+        "under a temporary name and renamed when complete.",
+        epilog="example:\n  napari-diskimage copy scan_2048x2048x900_UInt16.raw "
+        "scan.tif",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    copy.add_argument("src", type=Path, help="a TIFF or RAW file")
+    copy.add_argument("dst", type=Path, help="the new file (.tif, .tiff, .raw)")
+    _raw_options(copy)
+
+    proc = commands.add_parser(
+        "process",
+        help="run a processing operation out of core, save the result",
+        description="Run an operation of napari_diskimage.process on SRC, block "
+        "by block (memory bounded whatever the size), and save the result to DST.",
+        epilog="examples:\n  napari-diskimage process gaussian scan.tif smooth.tif "
+        "--sigma 2\n  napari-diskimage process otsu smooth.tif",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ops = proc.add_subparsers(dest="operation", required=True, metavar="OPERATION")
+    for key, op in OPERATIONS.items():
+        sub = ops.add_parser(key, help=op.title, description=op.title)
+        sub.add_argument("src", type=Path)
+        sub.add_argument("dst", type=Path)
+        for p in op.parameters:
+            _add_parameter(sub, p)
+        _raw_options(sub)
+    otsu = ops.add_parser("otsu", help="print Otsu's threshold of the whole image")
+    otsu.add_argument("src", type=Path)
+    _raw_options(otsu)
+
     demo = commands.add_parser(
         "demo",
-        help="open napari with a large synthetic volume and the plugin's widgets",
+        help="open napari on a large synthetic scan with the plugin's panel",
         description=(
-            "Write a large synthetic uint16 volume into the disk-image "
+            "Write a large synthetic uint16 scan into the disk-image "
             f"directory (now {get_disk_image_dir()}; set NAPARI_DISKIMAGE_DIR "
             "to change it) unless it is already there, then open it in napari "
-            "without loading it, with the plugin's widgets docked."
+            "without loading it, with the 'Disk images' panel docked."
         ),
+        epilog="example:\n  xvfb-run -a napari-diskimage demo --screenshot demo.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--size",
@@ -54,7 +157,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="render the window to this PNG file and exit (works under xvfb-run)",
     )
+    demo.add_argument(
+        "--processed",
+        action="store_true",
+        help="also show a processing result and a painted labels layer",
+    )
     return parser
+
+
+def _add_parameter(parser: argparse.ArgumentParser, p: Any) -> None:
+    flag = "--" + p.name.replace("_", "-")
+    helptext = p.help or p.name.replace("_", " ")
+    if p.kind == "int":
+        parser.add_argument(flag, dest=p.name, type=int, default=p.default,
+                            help=f"{helptext} (default {p.default})")  # fmt: skip
+    elif p.kind in ("float", "optional float"):
+        parser.add_argument(flag, dest=p.name, type=float, default=p.default,
+                            help=f"{helptext} (default {p.default})")  # fmt: skip
+    elif p.kind == "choice":
+        parser.add_argument(flag, dest=p.name, choices=p.choices, default=p.default,
+                            help=f"{helptext} (default {p.default})")  # fmt: skip
+    elif p.kind == "bool":
+        parser.add_argument(flag, dest=p.name, action=argparse.BooleanOptionalAction,
+                            default=p.default, help=helptext)  # fmt: skip
+    else:  # an image or a number
+        helptext = "a number, or a TIFF/RAW file of the same size"
+        parser.add_argument(flag, dest=p.name, default=str(p.default), help=helptext)
 
 
 def _size(text: str) -> int:
@@ -67,19 +195,209 @@ def _size(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        try:
-            return demo(args.size, screenshot=args.screenshot)
-        except (OSError, ValueError) as exc:
-            print(f"napari-diskimage demo: {exc}", file=sys.stderr)
-            return 1
+    name = f"napari-diskimage {args.command}"
+    try:
+        if args.command == "demo":
+            return demo(args.size, screenshot=args.screenshot, processed=args.processed)
+        if args.command == "info":
+            print(describe_file(_open(args.file, args)))
+            return 0
+        if args.command in ("copy", "save"):
+            copy_file(args)
+            return 0
+        if args.command == "process":
+            return process_file(args)
+    except KeyboardInterrupt:
+        print(f"\n{name}: cancelled; no partial file was left", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        from ._errors import error_message
+
+        print(f"{name}: error: {error_message(exc)}", file=sys.stderr)
+        return 1
+    except ImportError as exc:  # a napari-only command without napari
+        print(
+            f"{name}: error: {exc}. The demo needs napari: pip install "
+            "'napari-diskimage[all]'",
+            file=sys.stderr,
+        )
+        return 1
     raise AssertionError(args.command)  # pragma: no cover - argparse checks
 
 
-def demo(size: int | str = DEFAULT_LARGE_SIZE, screenshot: Path | None = None) -> int:
+# --- terminal commands ---------------------------------------------------------
+def _open(path: Path, args: argparse.Namespace) -> Any:
+    """Open a TIFF, or a RAW file (geometry from the options or the name)."""
+    import napari_diskimage as ndi
+
+    from ._files import format_of
+
+    kind = format_of(path)
+    if kind == "tiff":
+        return ndi.open_tiff(path)
+    geometry = None
+    if args.size or args.pixel_type:
+        if not (args.size and args.pixel_type):
+            raise ValueError(
+                "a RAW geometry needs both --type (e.g. UInt16) and --size X Y "
+                "[Z [C [T]]]"
+            )
+        if len(args.size) > 5:
+            raise ValueError(
+                f"--size takes at most 5 sizes (x y z c t), got {args.size}"
+            )
+        geometry = ndi.Geometry(args.pixel_type, *args.size)
+    return ndi.open_raw(path, geometry, offset=args.offset, byte_order=args.byte_order)
+
+
+def describe_file(image: Any) -> str:
+    """What ``napari-diskimage info`` prints for an open image."""
+    from ._tiff import tiff_series
+
+    g = image.geometry
+    lines = [
+        f"file: {image.path}",
+        f"format: {image.kind.upper()}",
+        f"geometry: {g}",
+        f"shape (t, c, z, y, x): {image.shape}",
+        f"pixel type: {image.dtype} "
+        f"({'big' if image.byte_order == '>' else 'little'}-endian in the file)",
+        f"pixels: {format_bytes(image.nbytes)}; file: "
+        f"{format_bytes(image.path.stat().st_size)}",
+    ]
+    if image.spacing != (1.0, 1.0, 1.0) or image.unit:
+        z, y, x = image.spacing
+        lines.append(f"pixel size (x, y, z): {x:g} x {y:g} x {z:g} {image.unit or ''}")
+    if image.is_mapped:
+        lines.append("storage: uncompressed and contiguous: memory-mapped")
+        lines.append(
+            "napari-diskimage: opens it at once without reading the pixels; "
+            "shows strided planes on demand; edits in place only with mode 'r+'"
+        )
+    else:
+        lines.append(f"storage: {image.storage}: decoded lazily, chunk by chunk")
+        lines.append(
+            "napari-diskimage: opens it at once, decodes only the strips or "
+            "tiles shown; read-only (copy it to edit)"
+        )
+    if image.kind == "tiff":
+        series = tiff_series(image.path)
+        if len(series) > 1:
+            lines.append(f"series: {len(series)}")
+            lines += [
+                f"  {s.index}: {s.name} {s.shape} {s.dtype} {s.storage}"
+                + (" (a reduced level)" if s.reduced else "")
+                for s in series
+            ]
+        if len(image.display_levels) > 1:
+            lines.append(f"stored resolution levels: {len(image.display_levels)}")
+    return "\n".join(lines)
+
+
+class _Bar:
+    """A tqdm bar on stderr for ``(done_bytes, total_bytes)`` steps."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total,
+                desc=self.what,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                leave=True,
+                disable=None,  # no bar when stderr is not a terminal
+            )
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run(steps: Any, what: str) -> Any:
+    from ._diskimage import run_steps
+
+    bar = _Bar(what)
+    try:
+        return run_steps(steps, bar)
+    finally:
+        bar.close()
+
+
+def copy_file(args: argparse.Namespace) -> Path:
+    import napari_diskimage as ndi
+
+    image = _open(args.src, args)
+    with image:
+        saved = _run(
+            ndi.iter_save(image, args.dst, args.byte_order), f"copy to {args.dst.name}"
+        )
+    print(f"wrote {saved} ({format_bytes(image.nbytes)})", file=sys.stderr)
+    return saved
+
+
+def process_file(args: argparse.Namespace) -> int:
+    import napari_diskimage as ndi
+    from napari_diskimage import process
+
+    image = _open(args.src, args)
+    with image:
+        if args.operation == "otsu":
+            value = _run(iter(process._ops.otsu_run(image)), "otsu")
+            print(f"{value:g}")
+            return 0
+        op = process.OPERATIONS[args.operation]
+        params = {p.name: getattr(args, p.name) for p in op.parameters}
+        others = []
+        for p in op.parameters:
+            if p.kind == "image or number":
+                params[p.name], opened = _image_or_number(params[p.name], args)
+                others += opened
+        try:
+            run = op.make_run(image, **params)
+            out = _run(iter(run), args.operation)
+            with out:
+                saved = _run(
+                    ndi.iter_save(out, args.dst, args.byte_order),
+                    f"save {args.dst.name}",
+                )
+        finally:
+            for other in others:
+                other.close()
+    print(f"wrote {saved}", file=sys.stderr)
+    return 0
+
+
+def _image_or_number(text: str, args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    try:
+        return float(text), []
+    except ValueError:
+        pass
+    other = _open(Path(text), args)
+    return other, [other]
+
+
+# --- the demo ------------------------------------------------------------------
+def demo(
+    size: int | str = DEFAULT_LARGE_SIZE,
+    screenshot: Path | None = None,
+    processed: bool = False,
+) -> int:
     """Open napari on the large sample volume (written first if missing)."""
     from ._napari.samples import large_sample_path
 
+    try:  # before any work: the core installs without napari
+        import napari
+    except ImportError as exc:
+        raise ImportError(f"napari is not installed ({exc})") from exc
     if _no_display():
         how = "render it headless with" if screenshot else "or run"
         raise OSError(
@@ -88,20 +406,30 @@ def demo(size: int | str = DEFAULT_LARGE_SIZE, screenshot: Path | None = None) -
             "demo --screenshot demo.png'"
         )
     geometry = large_sample_geometry(size)
-    path = large_sample_path(size, progress=_TerminalProgress(geometry.nbytes))
+    from ._napari.samples import large_sample_file
+
+    if not large_sample_file(size).is_file():
+        print(
+            f"writing the sample scan ({format_bytes(geometry.nbytes)}) to "
+            f"{large_sample_file(size)} (once; reused afterwards)",
+            file=sys.stderr,
+        )
+    bar = _Bar("writing the sample scan")
+    try:
+        path = large_sample_path(size, progress=bar)
+    finally:
+        bar.close()
     print(f"opening {path} ({geometry}, {format_bytes(geometry.nbytes)})")
-
-    import napari
-
     viewer = napari.Viewer(title=f"napari-diskimage demo: {path.name}")
     viewer.window.resize(*WINDOW_SIZE)
     start = time.perf_counter()
     layers = viewer.open(path, plugin=PLUGIN)
     print(f"opened in {time.perf_counter() - start:.2f} s")
-    for name in dock_plugin_widgets(viewer):
-        print(f"docked widget: {name}")
+    panel = dock_panel(viewer)
     if layers:
         viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
+    if processed and layers:
+        show_processing(viewer, layers[0], panel)
     _process_events()
     viewer.window.resize(*WINDOW_SIZE)  # docking may have grown it
     _process_events()
@@ -116,38 +444,50 @@ def demo(size: int | str = DEFAULT_LARGE_SIZE, screenshot: Path | None = None) -
     return 0
 
 
-def dock_plugin_widgets(viewer: Any) -> list[str]:
-    """Dock every widget this plugin's manifest declares; return their names.
-
-    A widget that fails to load is reported on stderr and skipped, so the
-    demo still opens while widgets are being developed.
-    """
-    from npe2 import PluginManager
-
+def dock_panel(viewer: Any) -> Any:
+    """Dock the plugin's "Disk images" panel; return it (None if it fails)."""
     try:
-        manifest = PluginManager.instance().get_manifest(PLUGIN)
-    except KeyError:  # pragma: no cover - the plugin is not installed
-        return []
-    docked: list[str] = []
-    first = None
-    for widget in manifest.contributions.widgets or []:
-        try:
-            # tabs in one dock: the canvas keeps its room
-            dock, _ = viewer.window.add_plugin_dock_widget(
-                PLUGIN, widget.display_name, tabify=bool(docked)
-            )
-        except Exception as exc:  # a broken widget must not stop the demo
-            print(
-                f"could not dock widget {widget.display_name!r}: {exc}",
-                file=sys.stderr,
-            )
-        else:
-            docked.append(widget.display_name)
-            first = first or dock
-    if first is not None:
-        _process_events()  # napari tabifies the docks once shown
-        first.raise_()  # show the first widget's tab
-    return docked
+        _dock, panel = viewer.window.add_plugin_dock_widget(PLUGIN, PANEL)
+    except Exception as exc:  # a broken panel must not stop the demo
+        print(f"could not dock the {PANEL!r} panel: {exc}", file=sys.stderr)
+        return None
+    print(f"docked: {PANEL} panel")
+    return panel
+
+
+def show_processing(viewer: Any, layer: Any, panel: Any) -> None:
+    """For the demo's second picture: a processing step and painted labels
+    on a crop of the scan (runs in the foreground: a few seconds)."""
+    from napari_diskimage import process
+
+    image = layer.metadata["disk_image"]
+    z = viewer.dims.current_step[0]
+    nz, ny, nx = image.shape[2:]
+    z0 = max(0, min(nz - 8, z - 4))
+    box = process.crop(image, 0, 0, z0, nx, ny, min(8, nz - z0))
+    smooth = process.gaussian(box, 2)
+    mask = process.threshold(smooth, process.otsu(smooth))
+    scale = tuple(layer.scale)
+    translate = (z0 * scale[0], 0.0, 0.0)
+    from ._qt._common import add_disk_image
+
+    (shown,) = add_disk_image(viewer, mask, "pores (threshold of a gaussian)")
+    shown.scale, shown.translate = scale, translate
+    shown.colormap, shown.opacity, shown.blending = "cyan", 0.35, "additive"
+    labels = process.label(mask)
+    from ._pyramid import display_levels
+
+    painted = viewer.add_labels(
+        display_levels(labels, 0),
+        name="pores, labelled",
+        multiscale=True,
+        scale=scale,
+        translate=translate,
+        metadata={"disk_image": labels, "channel": 0},
+        opacity=0.5,
+    )
+    del painted
+    viewer.layers.selection.active = layer
 
 
 def _no_display() -> bool:
@@ -167,26 +507,6 @@ def _process_events() -> None:
     if app is not None:
         for _ in range(3):
             app.processEvents()
-
-
-class _TerminalProgress:
-    """Prints "writing ... 42 %" on one terminal line, at most each 1 %."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.last = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        percent = 100 * done // max(1, total)
-        if percent != self.last:
-            self.last = percent
-            end = "\n" if done >= total else ""
-            print(
-                f"\rwriting the sample volume ({format_bytes(total)}): {percent:3d} %",
-                end=end,
-                file=sys.stderr,
-                flush=True,
-            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The user's saved choices, kept across napari restarts (GUI-free).
 
-Only the disk-image directory is saved, as JSON in the per-user config
+The disk-image directory and which sections of the "Disk images" panel are
+open are saved, as JSON in the per-user config
 folder (``~/.config/napari-diskimage/settings.json`` on Linux, or
 ``$NAPARI_DISKIMAGE_CONFIG_DIR``).  Nothing is read at ``import
 napari_diskimage``: the napari widgets and reader call
@@ -25,6 +26,7 @@ __all__ = [
     "apply_saved_disk_image_dir",
     "load_settings",
     "save_disk_image_dir",
+    "save_setting",
     "settings_file",
 ]
 
@@ -54,19 +56,21 @@ def load_settings() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def save_disk_image_dir(folder: str | os.PathLike[str]) -> Path:
-    """Remember ``folder`` as the disk-image directory for the next sessions.
+def save_setting(key: str, value: Any, *, quiet: bool = False) -> Path | None:
+    """Remember ``value`` under ``key`` for the next sessions (JSON).
 
-    Written atomically (temporary file + rename).  Returns the settings file.
+    Written atomically (temporary file + rename).  Returns the settings
+    file, or None if it could not be written and ``quiet`` is set.
 
     Raises
     ------
     OSError
-        The config folder cannot be written; the message names it.
+        The config folder cannot be written (unless ``quiet``); the
+        message names it.
     """
     path = settings_file()
     data = load_settings()
-    data[_KEY] = str(Path(folder).expanduser().absolute())
+    data[key] = value
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,13 +79,30 @@ def save_disk_image_dir(folder: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if quiet:
+            return None
         raise OSError(
             exc.errno,
-            f"cannot save the disk-image directory in {str(path)!r}: "
-            f"{exc.strerror}; the choice holds until napari is closed",
+            f"cannot save the settings in {str(path)!r}: {exc.strerror}; the "
+            "choice holds until napari is closed",
             str(path),
         ) from exc
     return path
+
+
+def save_disk_image_dir(folder: str | os.PathLike[str]) -> Path:
+    """Remember ``folder`` as the disk-image directory for the next sessions.
+
+    Returns the settings file.
+
+    Raises
+    ------
+    OSError
+        The config folder cannot be written; the message names it.
+    """
+    saved = save_setting(_KEY, str(Path(folder).expanduser().absolute()))
+    assert saved is not None
+    return saved
 
 
 def saved_disk_image_dir() -> Path | None:

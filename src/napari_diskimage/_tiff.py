@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import tifffile
 
 from ._diskimage import DiskImage
+from ._errors import CorruptFileError
 from ._files import check_mode, check_readable, check_writable_file
 from ._geometry import as_dtype
 from ._lazy import (
@@ -178,22 +180,47 @@ def _spacing(
 
 
 # --- opening ------------------------------------------------------------
+#: What tifffile (and the struct module under it) raise on a file that is
+#: not a valid TIFF: these become CorruptFileError.  Anything else is a bug
+#: and is not disguised as a bad file.
+PARSE_ERRORS = (
+    tifffile.TiffFileError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    OverflowError,
+    struct.error,
+    ZeroDivisionError,
+    AttributeError,
+)
+
+
 def _open_handle(p: Path) -> TiffHandle:
     try:
         return TiffHandle(p)
     except OSError:
         raise
-    except Exception as exc:  # tifffile raises many types on corrupt headers
-        raise ValueError(f"{str(p)!r} is not a valid TIFF file: {exc}") from None
+    except PARSE_ERRORS as exc:  # tifffile raises many types on corrupt headers
+        raise CorruptFileError(
+            f"{str(p)!r} is not a valid TIFF file ({type(exc).__name__}: {exc}); "
+            "check that it is a TIFF, or open it as RAW with its geometry",
+            p,
+        ) from exc
 
 
 def _all_series(handle: TiffHandle, p: Path) -> list[tifffile.TiffPageSeries]:
     try:
         all_series = handle.tif.series
-    except Exception as exc:  # tifffile raises many types on corrupt IFDs
-        raise ValueError(f"{str(p)!r} has a corrupt TIFF structure: {exc}") from None
+    except PARSE_ERRORS as exc:  # tifffile raises many types on corrupt IFDs
+        raise CorruptFileError(
+            f"{str(p)!r} has a corrupt TIFF structure ({type(exc).__name__}: "
+            f"{exc}); restore the file or save it again",
+            p,
+        ) from exc
     if not all_series:
-        raise ValueError(f"{str(p)!r} contains no image data")
+        raise CorruptFileError(f"{str(p)!r} contains no image data", p)
     return all_series
 
 
@@ -217,10 +244,11 @@ def _check_complete(s: tifffile.TiffPageSeries, p: Path, size: int) -> None:
         # refuse it here rather than allocate the declared plane on reading
         chunks = math.prod(getattr(page, "chunked", s.keyframe.chunked))
         if len(page.dataoffsets) < chunks:
-            raise ValueError(
+            raise CorruptFileError(
                 f"{str(p)!r} is truncated or corrupt: its header declares "
                 f"{s.keyframe.shape} pixels in {chunks} strips or tiles but "
-                f"lists {len(page.dataoffsets)}"
+                f"lists {len(page.dataoffsets)}",
+                p,
             )
         ends = [
             o + n
@@ -228,9 +256,10 @@ def _check_complete(s: tifffile.TiffPageSeries, p: Path, size: int) -> None:
             if o and n
         ]
         if ends and max(ends) > size:
-            raise ValueError(
+            raise CorruptFileError(
                 f"{str(p)!r} is truncated: its pixels reach byte {max(ends)} "
-                f"but the file has {size} bytes"
+                f"but the file has {size} bytes",
+                p,
             )
 
 
@@ -244,10 +273,11 @@ def _open_mapped(
     dtype = np.dtype(handle.tif.byteorder + s.dtype.char)
     nbytes = math.prod(s.shape) * dtype.itemsize
     if offset + nbytes > size:
-        raise ValueError(
+        raise CorruptFileError(
             f"{str(p)!r} is truncated: its header declares {s.shape} "
             f"{s.dtype} pixels ({nbytes} bytes from byte {offset}) but the "
-            f"file has {size} bytes"
+            f"file has {size} bytes",
+            p,
         )
     base = np.memmap(p, dtype=dtype, mode=mode, offset=offset, shape=tuple(s.shape))
     try:
@@ -310,17 +340,19 @@ def _check_declared_size(tif: Any, s: Any, index: int, p: Any) -> None:
     except (TypeError, ValueError, AttributeError):
         declared = 1 << 128  # unreadable header metadata: corrupt
     if declared > math.prod(s.shape):
-        raise ValueError(
+        raise CorruptFileError(
             f"{str(p)!r} is truncated or corrupt: its header declares "
             f"{declared} pixels but only {s.shape} can be read; restore the "
-            "file or save it again"
+            "file or save it again",
+            p,
         )
 
 
-def _corrupt(p: Path, exc: BaseException) -> ValueError:
-    return ValueError(
+def _corrupt(p: Path, exc: BaseException) -> CorruptFileError:
+    return CorruptFileError(
         f"cannot open {str(p)!r}: its TIFF header is corrupt or unsupported "
-        f"({type(exc).__name__}: {exc}); check the file with another program"
+        f"({type(exc).__name__}: {exc}); check the file with another program",
+        p,
     )
 
 
@@ -448,7 +480,7 @@ def open_tiff(
         if str(p) in str(exc):
             raise
         raise _corrupt(p, exc) from exc
-    except Exception as exc:  # tifffile and zarr raise many types on bad headers
+    except PARSE_ERRORS as exc:  # tifffile and zarr raise many types on bad headers
         handle.close()
         raise _corrupt(p, exc) from exc
     except BaseException:

@@ -148,33 +148,66 @@ def large_sample_geometry(size: int | str = DEFAULT_LARGE_SIZE) -> Geometry:
     return Geometry("uint16", x, y, z)
 
 
+def _interpolation(n_out: int, n_in: int) -> Any:
+    """(n_out, n_in) weights of cubic B-spline interpolation from a coarse
+    axis: smooth (no straight edges or corners), 4 weights per row, as a
+    sparse matrix (products with it cost 4 multiplications per pixel)."""
+    from scipy.sparse import csr_matrix
+
+    pos = np.linspace(1, n_in - 2, n_out)
+    base = np.floor(pos).astype(int)
+    f = (pos - base).astype(np.float32)
+    taps = (
+        (1 - f) ** 3 / 6,
+        (3 * f**3 - 6 * f**2 + 4) / 6,
+        (-3 * f**3 + 3 * f**2 + 3 * f + 1) / 6,
+        f**3 / 6,
+    )
+    weights = np.zeros((n_out, n_in), np.float32)
+    rows = np.arange(n_out)
+    for k, w in enumerate(taps):
+        np.add.at(weights, (rows, np.clip(base - 1 + k, 0, n_in - 1)), w)
+    return csr_matrix(weights)
+
+
 class _SyntheticVolume:
-    """A lazily computed uint16 volume: a gyroid-like porous foam.
+    """A lazily computed uint16 micro-CT scan of a porous material.
 
     Indexed (t, c, z, y, x) like a disk image, with t and c of size 1.  Each
-    block is computed when it is indexed, so :func:`save_tiff` can stream it
-    into a file without it ever being in memory whole.
+    plane is computed when it is indexed (about 0.1 s for 2048 x 4096), so
+    :func:`save_tiff` streams it into a file without it ever being in
+    memory whole.  The pores are where a smooth random field (features of
+    about 40 and 12 pixels, so pores of all sizes joined into a network) is
+    high (cubic B-spline interpolation of coarse random grids: smooth
+    pores), with soft partial-volume edges a few pixels wide; the solid has
+    a grain texture; everything has scanner noise.  Grey levels: pores
+    about 700, solid about 1900 (uint16), so the reader's sampled contrast
+    limits show the structure.
     """
 
     def __init__(self, geometry: Geometry, seed: int = 0) -> None:
         self.geometry = geometry
         self.shape = geometry.shape
         self.dtype = np.dtype("uint16")
-        # Two gyroids of unrelated periods (about 1/7 and 1/19 of the plane
-        # height) make an irregular foam; porosity grows from left to
-        # right, so each part of the volume looks different.
-        self._k = (
-            2 * np.pi / (geometry.size_y / 7),
-            2 * np.pi / (geometry.size_y / 19),
-        )
-        self._x = [
-            (np.sin(x), np.cos(x))
-            for k in self._k
-            for x in [np.arange(geometry.size_x, dtype=np.float32) * np.float32(k)]
-        ]
-        self._threshold = np.linspace(-0.9, 0.9, geometry.size_x, dtype=np.float32)
         rng = np.random.default_rng(seed)
-        self._noise = rng.integers(0, 60, size=(61, geometry.size_x), dtype=np.uint16)
+        x, y, z = geometry.size_x, geometry.size_y, geometry.size_z
+        self._fields = []
+        for scale, weight in ((40, 1.0), (12, 0.45)):
+            grid = tuple(max(4, n // scale + 4) for n in (z, y, x))
+            field = rng.standard_normal(grid).astype(np.float32)
+            field = _smooth(field)
+            field /= field.std() or 1.0
+            self._fields.append(
+                (
+                    field * np.float32(weight),
+                    _interpolation(z, grid[0]).toarray(),
+                    _interpolation(y, grid[1]),
+                    _interpolation(x, grid[2]),
+                )
+            )
+        # noise: a table of rows, taken at row- and plane-dependent shifts
+        self._noise = rng.normal(0, 70, size=(97, x)).astype(np.float32)
+        self._threshold = np.float32(0.55)  # about 30 % pores
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
@@ -191,24 +224,29 @@ class _SyntheticVolume:
 
     def _plane(self, z: int, ys: range) -> np.ndarray:
         rows = np.arange(ys.start, ys.stop, ys.step)
-        g = np.zeros((len(rows), self.shape[4]), np.float32)
-        for (sin_x, cos_x), k, weight in zip(self._x, self._k, (1.0, 0.7), strict=True):
-            # Gyroid: sin x cos y + sin y cos z + sin z cos x, a triply
-            # periodic surface between two interwoven channel networks.
-            y = rows.astype(np.float32) * np.float32(k)
-            sin_y, cos_y = np.sin(y) * weight, np.cos(y) * weight
-            sin_z, cos_z = np.sin(z * k), np.cos(z * k)
-            g += np.multiply.outer(cos_y, sin_x)
-            g += (sin_y * np.float32(cos_z))[:, None]
-            g += (np.float32(sin_z * weight) * cos_x)[None, :]
-        g -= self._threshold[None, :]
-        g *= np.float32(2.0)
-        np.clip(g, 0.0, 1.0, out=g)
-        g *= np.float32(1000.0)
-        out = g.astype(np.uint16)
-        out += np.uint16(100)
-        out += self._noise[(rows + 7 * z) % len(self._noise)]
-        return out
+        f = np.zeros((len(rows), self.shape[4]), np.float32)
+        fine = None
+        for field, wz, wy, wx in self._fields:
+            coarse = np.tensordot(wz[z], field, axes=(0, 0))  # (gy, gx)
+            part = np.asarray((wx @ (wy[rows] @ coarse).T).T, dtype=np.float32)
+            f += part
+            fine = part
+        # partial volume: solid fraction falls from 1 to 0 across the edge
+        solid = np.clip((self._threshold - f) * np.float32(2.0) + 0.5, 0.0, 1.0)
+        grey = np.float32(700) + np.float32(1200) * solid
+        grey += np.float32(150) * fine * solid  # grain texture in the solid
+        grey += self._noise[(rows * 7 + z * 13) % len(self._noise)]
+        np.clip(grey, 0, 65535, out=grey)
+        return grey.astype(np.uint16)
+
+
+def _smooth(field: np.ndarray) -> np.ndarray:
+    """A light blur of a coarse random grid (no scipy needed at import)."""
+    out = field.copy()
+    for axis in range(field.ndim):
+        if field.shape[axis] > 2:
+            out = (np.roll(out, 1, axis) + 2 * out + np.roll(out, -1, axis)) / 4
+    return out
 
 
 def _as_range(k: Any, n: int) -> range:
@@ -248,13 +286,19 @@ def iter_write_large_sample(
     """
     _apply_saved_settings()
     geometry = large_sample_geometry(size)
-    name = geometry.filename("synthetic").removesuffix(".raw") + ".tif"
-    folder = get_disk_image_dir()
-    _check_writable(folder)  # clear errors for a bad folder, before the work
-    path = folder / name
+    _check_writable(get_disk_image_dir())  # clear errors, before the work
+    path = large_sample_file(size)
     if _is_complete(path, geometry):
         return path
     return (yield from iter_save_tiff(_SyntheticVolume(geometry), path))
+
+
+def large_sample_file(size: int | str = DEFAULT_LARGE_SIZE) -> Path:
+    """Where the large sample of ``size`` is (or will be) written: the
+    disk-image directory, named after its geometry."""
+    geometry = large_sample_geometry(size)
+    name = geometry.filename("synthetic").removesuffix(".raw") + ".tif"
+    return get_disk_image_dir() / name
 
 
 def _is_complete(path: Path, geometry: Geometry) -> bool:

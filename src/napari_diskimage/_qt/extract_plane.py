@@ -21,6 +21,7 @@ from ._common import (
     MAX_INT,
     LayerChoice,
     apply_saved_settings,
+    show_axes_of,
     status_label,
     unwrap,
 )
@@ -34,7 +35,7 @@ class ExtractPlane(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
-        self.layer = LayerChoice(viewer, disk_images_only=True)
+        self.layer = LayerChoice(viewer)
         self.fields = {
             name: SpinBox(label=name.replace("_", " "), min=lo, max=MAX_INT)
             for name, lo in (
@@ -49,22 +50,42 @@ class ExtractPlane(Container):
         self.reset_button = PushButton(text="Current slice, whole plane")
         self.extract_button = PushButton(text="Extract plane")
         self.status = status_label()
+        self.hint = status_label()
         super().__init__(
             widgets=[
                 self.layer,
+                self.hint,
                 *self.fields.values(),
                 self.reset_button,
                 self.extract_button,
                 self.status,
             ]
         )
+        self.layer.changed.connect(self._fit_layer)
         self.layer.changed.connect(self.prefill)
         self.reset_button.changed.connect(self.prefill)
         self.extract_button.changed.connect(self.extract)
         viewer.dims.events.current_step.connect(self._slice_changed)
         for name in ("size_x", "size_y", "stride_x", "stride_y"):
             self.fields[name].changed.connect(self._show_result_size)
+        self._fit_layer()
         self.prefill()
+
+    def _fit_layer(self, _value: Any = None) -> None:
+        """Fields for the axes the layer has; say why it cannot act, if so."""
+        layer = self.layer.value
+        show_axes_of(layer, {a: self.fields[a] for a in "zct"})
+        if layer is None:
+            reason = "choose an image layer"
+        elif disk_image_of(layer) is None:
+            reason = (
+                f"{layer.name!r} is in memory, not a disk image: its planes are "
+                "there already (copy it to a disk image to extract from a file)"
+            )
+        else:
+            reason = ""
+        self.hint.value = reason
+        self.extract_button.enabled = not reason
 
     def _slice_changed(self, _event: Any = None) -> None:
         layer = self.layer.value

@@ -36,6 +36,8 @@ from ._common import (
     LayerChoice,
     apply_saved_settings,
     refresh_layer,
+    show_axes_of,
+    status_label,
     unwrap,
 )
 from ._job import StepsJob
@@ -58,9 +60,11 @@ class WritePixel(Container):
         self.follow = CheckBox(text="follow the cursor", value=True)
         self.write_button = PushButton(text="Write pixel")
         self.click = CheckBox(text="click to write", value=False)
+        self.hint = status_label()
         super().__init__(
             widgets=[
                 self.layer,
+                self.hint,
                 self.value,
                 *self.coords.values(),
                 self.follow,
@@ -70,10 +74,32 @@ class WritePixel(Container):
         )
         self.write_button.changed.connect(self.write)
         self.click.changed.connect(self._toggle_click)
+        self.layer.changed.connect(self._fit_layer)
         self.layer.changed.connect(self._from_slice)
         viewer.cursor.events.position.connect(self._from_cursor)
         viewer.dims.events.current_step.connect(self._from_slice)
+        self._fit_layer()
         self._from_slice()
+
+    def _fit_layer(self, _value: Any = None) -> None:
+        """Fields for the axes the layer has; one line on what a write does."""
+        layer = self.layer.value
+        show_axes_of(layer, self.coords)
+        img = disk_image_of(layer)
+        if layer is None:
+            self.hint.value = "choose an image layer"
+        elif img is None:
+            self.hint.value = (
+                "in memory, not a disk image: writing offers to copy it to a "
+                "disk image first"
+            )
+        elif not img.writable:
+            self.hint.value = (
+                "read-only file: writing offers to copy it first (your file "
+                "is not changed)"
+            )
+        else:
+            self.hint.value = f"writes into {img.path.name}"
 
     # prefilling
     def _set_voxel(self, voxel: dict[str, int], axes: str) -> None:
