@@ -49,17 +49,10 @@ def log(msg: str) -> None:
 
 # --- where the data go ----------------------------------------------------------
 def _fs_type(path: Path) -> str:
-    """File system type of the mount holding ``path``."""
-    best, fstype = "", "?"
-    path = path.resolve()
-    with open("/proc/mounts") as fh:
-        for line in fh:
-            _, mnt, fs, *_ = line.split()
-            if (str(path) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) > len(
-                best
-            ):
-                best, fstype = mnt, fs
-    return fstype
+    """File system type of the mount holding ``path`` (the plugin's parser)."""
+    from napari_diskimage._files import mount_fstype
+
+    return mount_fstype(path) or "?"
 
 
 def choose_workdir(requested: str | None) -> Path:

@@ -1,58 +1,43 @@
-"""Run a command in a fresh memory cgroup (root, cgroup v1 or v2).
+"""Run a command under a memory cap, for the out-of-core tests.
 
-The kernel kills a process whose anonymous memory exceeds the cap (exit
-137); page cache and clean mapped file pages are reclaimed instead, which is
-what out-of-core code relies on.
+One implementation serves the benchmarks and the tests:
+``benchmarks/memcap.py`` (a fresh memory cgroup, v1 or v2; page cache and
+clean mapped pages are reclaimed under the cap, anonymous memory over it
+is killed).  This adapter gives it the ``subprocess.run`` shape the tests
+use.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import os
-import secrets
 import subprocess
 from pathlib import Path
 
-V1 = Path("/sys/fs/cgroup/memory")
-V2 = Path("/sys/fs/cgroup")
+_SPEC = importlib.util.spec_from_file_location(
+    "ndi_bench_memcap", Path(__file__).resolve().parents[1] / "benchmarks" / "memcap.py"
+)
+assert _SPEC is not None and _SPEC.loader is not None
+memcap = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(memcap)
 
 
 def unavailable_reason() -> str | None:
     """Why capped runs are impossible here, or None if they work."""
     if os.geteuid() != 0:
         return "memory caps need root (a memory cgroup)"
-    if V1.is_dir() and os.access(V1, os.W_OK):
-        return None
-    controllers = V2 / "cgroup.controllers"
-    if controllers.is_file() and "memory" in controllers.read_text().split():
-        return None
-    return "no writable memory cgroup on this machine"
+    if not memcap.available():
+        return "no writable memory cgroup on this machine"
+    return None
 
 
 def run_capped(
-    limit_bytes: int, args: list[str], **kwargs
+    limit_bytes: int, args: list[str], *, timeout: float = 600, **_kwargs: object
 ) -> subprocess.CompletedProcess:
-    """``subprocess.run(args)`` inside a new cgroup capped at ``limit_bytes``."""
-    name = f"ndi-test-{os.getpid()}-{secrets.token_hex(4)}"
-    if V1.is_dir() and os.access(V1, os.W_OK):
-        cg = V1 / name
-        cg.mkdir()
-        (cg / "memory.limit_in_bytes").write_text(str(limit_bytes))
-        swap = cg / "memory.memsw.limit_in_bytes"
-        if swap.exists():
-            with contextlib.suppress(OSError):
-                swap.write_text(str(limit_bytes))
-    else:
-        cg = V2 / name
-        cg.mkdir()
-        (cg / "memory.max").write_text(str(limit_bytes))
-        with contextlib.suppress(OSError):
-            (cg / "memory.swap.max").write_text("0")
-    procs = cg / "cgroup.procs"
-    try:
-        return subprocess.run(
-            args, preexec_fn=lambda: procs.write_text(str(os.getpid())), **kwargs
-        )
-    finally:
-        with contextlib.suppress(OSError):
-            cg.rmdir()
+    """``subprocess.run(args, capture_output=True, text=True)`` in a cgroup
+    capped at ``limit_bytes``; a process killed by the cap returns 137."""
+    result = memcap.run_capped(limit_bytes, args, timeout=timeout)
+    code = 137 if result.killed else result.returncode
+    if result.timed_out:
+        code = 124
+    return subprocess.CompletedProcess(args, code, result.stdout, result.stderr)

@@ -145,7 +145,8 @@ def test_info_tells_geometry_storage_and_what_happens(data_dir, capsys):
     assert "decoded lazily" in capsys.readouterr().out
     raw = data_dir / "scan.bin.raw"
     raw.write_bytes(bytes(2 * 40 * 30))
-    assert main(["info", str(raw), "--type", "UInt16", "--size", "40", "30"]) == 0
+    args = ["info", str(raw), "--raw-type", "UInt16", "--raw-size", "40", "30"]
+    assert main(args) == 0
     assert "40 x 30 x 1" in capsys.readouterr().out
 
 

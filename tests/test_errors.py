@@ -23,7 +23,7 @@ def test_a_corrupt_tiff_is_a_corrupt_file_error(data_dir):
 
 def test_a_truncated_tiff_is_a_corrupt_file_error(data_dir):
     path = data_dir / "cut.tif"
-    tifffile.imwrite(path, np.zeros((4, 64, 64), np.uint16))
+    tifffile.imwrite(path, np.zeros((4, 64, 64), np.uint16), photometric="minisblack")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ndi.CorruptFileError, match="truncated"):

@@ -40,13 +40,13 @@ def test_the_adapter_imports_no_qt():
 
 
 def test_layer_axes_and_voxels():
-    image = ndi.copy(np.zeros((2, 3, 4, 5), np.uint8))  # c z y x... as t c?
+    image = ndi.copy(np.zeros((2, 3, 4, 5), np.uint8))  # (c, z, y, x)
     layer = fake_layer(np.zeros((3, 4, 5)), image=image, channel=1)
     assert L.layer_axes(layer) == ("z", "y", "x")  # c is the layer's channel
     assert L.data_voxel(layer, (2.4, 0.6, 4.49)) == {
         "t": 0, "c": 1, "z": 2, "y": 1, "x": 4
     }  # fmt: skip
-    assert L.image_sizes(layer) == {"t": 1, "c": 3, "z": 2, "y": 4, "x": 5}
+    assert L.image_sizes(layer) == {"t": 1, "c": 2, "z": 3, "y": 4, "x": 5}
     plain = fake_layer(np.zeros((6, 7)), labels=("y", "x"))
     assert L.layer_axes(plain) == ("y", "x")
     assert L.image_sizes(plain)["x"] == 7

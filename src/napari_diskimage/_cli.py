@@ -47,6 +47,8 @@ examples:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # usage, then exit status 2
+        if message.endswith("required: COMMAND"):
+            message += " (info, copy, save, process or demo; see --help)"
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -55,15 +57,20 @@ def _raw_options(parser: argparse.ArgumentParser) -> None:
     raw = parser.add_argument_group(
         "RAW files", "geometry of a RAW input whose name does not carry it"
     )
-    raw.add_argument("--type", dest="pixel_type", help="e.g. UInt16, Real32, uint8")
     raw.add_argument(
-        "--size",
+        "--raw-type", dest="pixel_type", help="pixel type, e.g. UInt16, Real32, uint8"
+    )
+    raw.add_argument(
+        "--raw-size",
+        dest="raw_size",
         type=int,
         nargs="+",
         metavar="N",
         help="sizes x y [z [c [t]]]",
     )
-    raw.add_argument("--offset", type=int, default=0, help="header bytes (0)")
+    raw.add_argument(
+        "--raw-offset", dest="offset", type=int, default=0, help="header bytes (0)"
+    )
     raw.add_argument(
         "--byte-order",
         choices=("<", ">"),
@@ -236,17 +243,17 @@ def _open(path: Path, args: argparse.Namespace) -> Any:
     if kind == "tiff":
         return ndi.open_tiff(path)
     geometry = None
-    if args.size or args.pixel_type:
-        if not (args.size and args.pixel_type):
+    if args.raw_size or args.pixel_type:
+        if not (args.raw_size and args.pixel_type):
             raise ValueError(
-                "a RAW geometry needs both --type (e.g. UInt16) and --size X Y "
-                "[Z [C [T]]]"
+                "a RAW geometry needs both --raw-type (e.g. UInt16) and "
+                "--raw-size X Y [Z [C [T]]]"
             )
-        if len(args.size) > 5:
+        if len(args.raw_size) > 5:
             raise ValueError(
-                f"--size takes at most 5 sizes (x y z c t), got {args.size}"
+                f"--raw-size takes at most 5 sizes x y z c t, got {args.raw_size}"
             )
-        geometry = ndi.Geometry(args.pixel_type, *args.size)
+        geometry = ndi.Geometry(args.pixel_type, *args.raw_size)
     return ndi.open_raw(path, geometry, offset=args.offset, byte_order=args.byte_order)
 
 
