@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 _SPEC = importlib.util.spec_from_file_location(
@@ -19,6 +20,7 @@ _SPEC = importlib.util.spec_from_file_location(
 )
 assert _SPEC is not None and _SPEC.loader is not None
 memcap = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = memcap  # its dataclass looks itself up there
 _SPEC.loader.exec_module(memcap)
 
 

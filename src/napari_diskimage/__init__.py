@@ -18,6 +18,8 @@ array([[255,   2],
        [  8,  10]], dtype=uint8)
 """
 
+from typing import Any
+
 from ._diskimage import DiskImage, is_disk_image, new_disk_image
 from ._errors import ClosedImageError, CorruptFileError, DiskImageError
 from ._geometry import Geometry
@@ -35,7 +37,7 @@ from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
 from ._tiff import TiffSeriesInfo, open_tiff, tiff_series
 
 
-def apply(func, image, *images, **kwargs):  # type: ignore[no-untyped-def]
+def apply(func: Any, image: Any, *images: Any, **kwargs: Any) -> DiskImage:
     """Run ``func`` on blocks of images into a new disk image.
 
     See :func:`napari_diskimage.process.apply` (imported on first use: dask

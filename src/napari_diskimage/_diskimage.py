@@ -558,7 +558,7 @@ class DiskImage:
         if dense and self._file_dtype == out.dtype:
             # Dense rows in native byte order: read straight into the result
             # (no second copy of a full plane in memory).
-            self._pread_into(fd, first, memoryview(out).cast("B"))
+            self._pread_into(fd, first, _bytes_of(out))
         elif sy * st[3] <= 2 * row_span and block_span <= (256 << 20):
             # Rows close together: one read of the whole block.
             buf = self._pread(fd, first, block_span)
@@ -588,7 +588,7 @@ class DiskImage:
         self._pread_into(fd, offset, buf)
         return buf
 
-    def _pread_into(self, fd: int, offset: int, buf: bytearray) -> None:
+    def _pread_into(self, fd: int, offset: int, buf: bytearray | memoryview) -> None:
         view = memoryview(buf)
         done = 0
         while done < len(buf):
@@ -656,6 +656,11 @@ def _prefetch(
     with contextlib.suppress(OSError):
         for k in range(n):
             os.posix_fadvise(fd, offset + k * step, span, os.POSIX_FADV_WILLNEED)
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    """A writable byte view of a C-contiguous array (for pread / pwrite)."""
+    return memoryview(array).cast("B")  # type: ignore[arg-type]
 
 
 def _truncated_error(path: Path, size: int, needed: int) -> OSError:

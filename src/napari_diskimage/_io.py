@@ -34,6 +34,7 @@ from ._diskimage import (
     DiskImage,
     ProgressCallback,
     Steps,
+    _bytes_of,
     map_scratch,
     run_steps,
 )
@@ -242,7 +243,7 @@ def _write_pixels(source: _Source, fd: int, offset: int, dtype: np.dtype) -> Ste
     done = 0
     for key in _blocks(source.shape, dtype.itemsize):
         block = np.ascontiguousarray(source.block(key), dtype=dtype)
-        _pwrite_all(fd, memoryview(block).cast("B"), offset + done)
+        _pwrite_all(fd, _bytes_of(block), offset + done)
         done += block.nbytes
         yield done, total
     if done != total:  # pragma: no cover - a bug in _blocks
@@ -378,7 +379,7 @@ def _atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
     try:
         try:
             with os.fdopen(fd, "r+b") as fh:
-                fh.raw.name = str(tmp or target)  # tifffile wants a named file
+                fh.raw.name = str(tmp or target)  # type: ignore[attr-defined]  # tifffile wants a named file
                 yield from write(fh)
                 fh.flush()
                 if target.exists():
@@ -573,7 +574,7 @@ def iter_save_raw(
     byte_order = check_byte_order(byte_order)
     source = _Source(image)
     target = _target(path, source)
-    dtype = source.geometry.dtype.newbyteorder(byte_order)
+    dtype = source.geometry.dtype.newbyteorder(byte_order)  # type: ignore[arg-type]
     nbytes = source.geometry.nbytes
 
     def write(fh: Any) -> Steps:

@@ -53,7 +53,10 @@ CACHE_BYTES = 64 << 20
 _TARGET = {"T": 0, "C": 1, "S": 1, "Z": 2, "Q": 2, "I": 2, "Y": 3, "X": 4}
 
 # Pixel types a disk image cannot hold, and what they are shown as.
-_WIDEN = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype("f4")}
+_WIDEN: dict[np.dtype, np.dtype] = {
+    np.dtype(bool): np.dtype(np.uint8),
+    np.dtype(np.float16): np.dtype("f4"),
+}
 
 
 def axis_targets(axes: str) -> list[int]:
@@ -268,7 +271,7 @@ class TczyxView:
             math.prod(source.shape[i] for i in group) for group in self._groups
         )
         dtype = np.dtype(source.dtype)
-        self.dtype = _WIDEN.get(dtype, dtype).newbyteorder("=")
+        self.dtype: np.dtype = _WIDEN.get(dtype, dtype).newbyteorder("=")
 
     @property
     def size(self) -> int:
@@ -334,8 +337,9 @@ class TczyxView:
     def _read(self, key: list[int | slice]) -> np.ndarray:
         # A merged axis (two file axes on one of t, c, z) is read index by index.
         for pos, group in enumerate(self._groups):
-            if len(group) > 1 and isinstance(key[pos], slice):
-                indices = range(*key[pos].indices(self.shape[pos]))
+            merged = key[pos]
+            if len(group) > 1 and isinstance(merged, slice):
+                indices = range(*merged.indices(self.shape[pos]))
                 at = sum(isinstance(k, slice) for k in key[:pos])
                 parts = [self._read([*key[:pos], i, *key[pos + 1 :]]) for i in indices]
                 if parts:
@@ -359,6 +363,7 @@ class TczyxView:
                 src_key[group[0]] = k
             else:  # an integer on merged axes: split it
                 sizes = [self._source.shape[i] for i in group]
+                assert isinstance(k, int)
                 for i, sub in zip(group, np.unravel_index(k, sizes), strict=True):
                     src_key[i] = int(sub)
         if 0 in out_shape:

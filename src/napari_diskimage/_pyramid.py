@@ -558,7 +558,7 @@ def _read_cost(image: DiskImage, ny: int, sy: int, nx: int, sx: int) -> int:
         # every chunk across the rows is decoded: count whole chunk rows
         touched = 1 if ny <= 1 else min(ny, (ny - 1) * sy // chunk_rows + 2)
         return touched * chunk_rows * image.shape[4] * itemsize
-    if mapped:
+    if mapped and array is not None:
         s3, s4 = abs(int(array.strides[3])), abs(int(array.strides[4]))
     else:
         s3, s4 = image.shape[4] * itemsize, itemsize

@@ -130,10 +130,15 @@ def _ome_spacing(
     if not any(f"PhysicalSize{a}" in attr for a in "ZYX"):
         return None
     unit = units[2]
-    if unit in _METRES:  # express y and z in the unit of x
+    if unit is not None and unit in _METRES:  # y and z in the unit of x
         for i in (0, 1):
-            if units[i] in _METRES and f"PhysicalSize{'ZYX'[i]}" in attr:
-                sizes[i] *= _METRES[units[i]] / _METRES[unit]
+            other = units[i]
+            if (
+                other is not None
+                and other in _METRES
+                and f"PhysicalSize{'ZYX'[i]}" in attr
+            ):
+                sizes[i] *= _METRES[other] / _METRES[unit]
     return (sizes[0], sizes[1], sizes[2]), unit
 
 
@@ -180,29 +185,33 @@ def _spacing(
 
 
 # --- opening ------------------------------------------------------------
-#: What tifffile (and the struct module under it) raise on a file that is
-#: not a valid TIFF: these become CorruptFileError.  Anything else is a bug
-#: and is not disguised as a bad file.
-PARSE_ERRORS = (
-    tifffile.TiffFileError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    EOFError,
-    OverflowError,
-    struct.error,
-    ZeroDivisionError,
-    AttributeError,
-)
+#: Packages whose exceptions, raised while parsing a file, mean the file
+#: is bad (tifffile raises ValueError, KeyError, RuntimeError ... on
+#: corrupt headers).  An exception raised in this package's own code is a
+#: bug and is not disguised as a bad file.
+_PARSERS = ("tifffile", "imagecodecs", "zarr", "numcodecs", "struct")
+
+
+def _is_parse_error(exc: BaseException) -> bool:
+    """True if ``exc`` was raised while a parser read the file."""
+    if isinstance(exc, (tifffile.TiffFileError, struct.error)):
+        return True
+    if not isinstance(exc, Exception) or isinstance(exc, (OSError, MemoryError)):
+        return False
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_globals.get("__name__", "")
+        tb = tb.tb_next
+    return bool(last) and str(last).split(".")[0] in _PARSERS
 
 
 def _open_handle(p: Path) -> TiffHandle:
     try:
         return TiffHandle(p)
-    except OSError:
-        raise
-    except PARSE_ERRORS as exc:  # tifffile raises many types on corrupt headers
+    except Exception as exc:  # tifffile raises many types on corrupt headers
+        if not _is_parse_error(exc):
+            raise
         raise CorruptFileError(
             f"{str(p)!r} is not a valid TIFF file ({type(exc).__name__}: {exc}); "
             "check that it is a TIFF, or open it as RAW with its geometry",
@@ -213,7 +222,9 @@ def _open_handle(p: Path) -> TiffHandle:
 def _all_series(handle: TiffHandle, p: Path) -> list[tifffile.TiffPageSeries]:
     try:
         all_series = handle.tif.series
-    except PARSE_ERRORS as exc:  # tifffile raises many types on corrupt IFDs
+    except Exception as exc:  # tifffile raises many types on corrupt IFDs
+        if not _is_parse_error(exc):
+            raise
         raise CorruptFileError(
             f"{str(p)!r} has a corrupt TIFF structure ({type(exc).__name__}: "
             f"{exc}); restore the file or save it again",
@@ -234,7 +245,7 @@ def _check_pixel_type(s: tifffile.TiffPageSeries, p: Path) -> None:
 
 def _check_complete(s: tifffile.TiffPageSeries, p: Path, size: int) -> None:
     """Raise ValueError if the first or last page's pixels lie past the end."""
-    pages = [s.keyframe]
+    pages: list[Any] = [s.keyframe]
     with contextlib.suppress(Exception):
         last = s.pages[len(s.pages) - 1] if len(s.pages) > 1 else None
         if last is not None:
@@ -279,7 +290,13 @@ def _open_mapped(
             f"file has {size} bytes",
             p,
         )
-    base = np.memmap(p, dtype=dtype, mode=mode, offset=offset, shape=tuple(s.shape))
+    base = np.memmap(
+        p,
+        dtype=dtype,
+        mode=mode,  # type: ignore[call-overload]
+        offset=offset,
+        shape=tuple(s.shape),
+    )
     try:
         view = to_tczyx(base, s.axes)
     except ValueError:
@@ -472,7 +489,7 @@ def open_tiff(
         sources = _level_sources(all_series, int(series))
         if sources:
             image._levels = open_levels(handle, sources, image.shape, spacing, unit)
-    except (OSError, IndexError):  # mode 'r+' refused, no such series, no memory
+    except OSError:  # mode 'r+' refused, no memory
         handle.close()
         raise
     except ValueError as exc:
@@ -480,8 +497,10 @@ def open_tiff(
         if str(p) in str(exc):
             raise
         raise _corrupt(p, exc) from exc
-    except PARSE_ERRORS as exc:  # tifffile and zarr raise many types on bad headers
+    except Exception as exc:  # tifffile and zarr raise many types on bad headers
         handle.close()
+        if not _is_parse_error(exc):
+            raise
         raise _corrupt(p, exc) from exc
     except BaseException:
         handle.close()
@@ -489,7 +508,9 @@ def open_tiff(
     if image.is_mapped and not image._levels:
         handle.close()  # the map does not need the file handle
     elif image.is_mapped:
-        image._levels[0]._owns_handle = True  # closed with the mapped image
+        level = image._levels[0]
+        assert isinstance(level, LazyTiffImage)
+        level._owns_handle = True  # closed with the mapped image
     return image
 
 

@@ -35,7 +35,7 @@ class ExtractPlane(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
-        self.layer = LayerChoice(viewer)
+        self.layer = LayerChoice(viewer, disk_images_only=True)
         self.fields = {
             name: SpinBox(label=name.replace("_", " "), min=lo, max=MAX_INT)
             for name, lo in (
@@ -62,6 +62,7 @@ class ExtractPlane(Container):
             ]
         )
         self.layer.changed.connect(self._fit_layer)
+        viewer.layers.selection.events.active.connect(self._fit_layer)
         self.layer.changed.connect(self.prefill)
         self.reset_button.changed.connect(self.prefill)
         self.extract_button.changed.connect(self.extract)
@@ -75,15 +76,20 @@ class ExtractPlane(Container):
         """Fields for the axes the layer has; say why it cannot act, if so."""
         layer = self.layer.value
         show_axes_of(layer, {a: self.fields[a] for a in "zct"})
+        active = self.viewer.layers.selection.active
+        reason = ""
         if layer is None:
-            reason = "choose an image layer"
-        elif disk_image_of(layer) is None:
-            reason = (
-                f"{layer.name!r} is in memory, not a disk image: its planes are "
-                "there already (copy it to a disk image to extract from a file)"
-            )
-        else:
-            reason = ""
+            if active is not None and disk_image_of(active) is None:
+                reason = (
+                    f"{active.name!r} is in memory, not a disk image: its planes "
+                    "are there already (copy it to a disk image to extract from "
+                    "a file)"
+                )
+            else:
+                reason = (
+                    "no disk image: open a file with this plugin, or copy a "
+                    "layer to a disk image"
+                )
         self.hint.value = reason
         self.extract_button.enabled = not reason
 

@@ -36,7 +36,7 @@ import queue
 import secrets
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,6 +124,7 @@ class BoxReader:
         _check_cancel(self.token)
         key = tuple(slice(int(a), int(b)) for a, b in box)
         if self.image is None:
+            assert self.source is not None
             block = np.asarray(self.source.block(key))
         elif self.image.is_mapped:
             block = read_tile(self.image, key)
@@ -327,7 +328,7 @@ class BlockWriter:
         try:
             target[key] = block
         finally:
-            mm = target._mmap
+            mm = getattr(target, "_mmap", None)
             del target
             if mm is not None:
                 with contextlib.suppress(BufferError, ValueError):
@@ -370,7 +371,8 @@ def _map_block(
         ]
         if any(p for pair in pads for p in pair):
             if boundary in _PAD_MODES:
-                blocks = [np.pad(b, pads, mode=_PAD_MODES[boundary]) for b in blocks]
+                mode: Any = _PAD_MODES[boundary]
+                blocks = [np.pad(b, pads, mode=mode) for b in blocks]
             else:
                 blocks = [
                     np.pad(b, pads, mode="constant", constant_values=boundary)
@@ -432,7 +434,10 @@ def reduce_tasks(
 
 
 def readers_dtype(reader: BoxReader) -> np.dtype:
-    image = reader.image if reader.image is not None else reader.source.data
+    if reader.image is not None:
+        return np.dtype(reader.image.dtype)
+    assert reader.source is not None
+    image = reader.source.data
     return np.dtype(image.dtype)
 
 
@@ -489,7 +494,7 @@ class Run:
     def cancel(self) -> None:
         self.cancel_event.set()
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Steps:
         return self.steps()
 
     def steps(self) -> Steps:
@@ -505,9 +510,16 @@ class Run:
             if not ok and self.output is not None and self.close_output_on_failure:
                 self.output.close()
 
+    @property
+    def image(self) -> DiskImage:
+        """The output disk image (a run that has one)."""
+        if self.output is None:
+            raise AttributeError(f"{self.what} has no output image")
+        return self.output
+
     def execute(
         self, tasks: list[Any], task_bytes: Sequence[int], weight: float = 1.0
-    ) -> Generator:
+    ) -> Generator[tuple[int, int], None, list[Any]]:
         """Steps of computing ``tasks`` (dask delayed); returns their results.
 
         Progress advances by ``task_bytes[i] * weight`` as task ``i`` ends
@@ -523,9 +535,12 @@ class Run:
         return self.done, self.total
 
 
+TaskSteps = Generator[tuple[int, int], None, list[Any]]
+
+
 def execute(
     run: Run, tasks: list[Any], task_bytes: Sequence[int], weight: float = 1.0
-) -> Generator:
+) -> TaskSteps:
     """See :meth:`Run.execute`."""
     client = active_client()
     if client is not None:
@@ -533,7 +548,7 @@ def execute(
     return (yield from _execute_threads(run, tasks, weight))
 
 
-def _execute_threads(run: Run, tasks: list[Any], weight: float) -> Generator:
+def _execute_threads(run: Run, tasks: list[Any], weight: float) -> TaskSteps:
     import dask
 
     outcome: dict[str, Any] = {}
@@ -577,7 +592,7 @@ def _execute_threads(run: Run, tasks: list[Any], weight: float) -> Generator:
 
 def _execute_distributed(
     run: Run, tasks: list[Any], task_bytes: Sequence[int], weight: float, client: Any
-) -> Generator:
+) -> TaskSteps:
     from distributed import as_completed
 
     futures = client.compute(tasks)
@@ -602,7 +617,7 @@ def _user_error(exc: BaseException, run: Run) -> BaseException:
     if isinstance(exc, Cancelled):
         return exc
     with contextlib.suppress(AttributeError, TypeError):
-        exc.add_note(
+        exc.add_note(  # type: ignore[attr-defined]  # Python >= 3.11
             f"(in a block of {run.what}; the output file was removed and the "
             "inputs are unchanged)"
         )

@@ -54,7 +54,7 @@ def _structure(connectivity: Any, ndim: int) -> np.ndarray:
         connectivity, (numbers.Integral, np.integer)
     ):
         raise TypeError(f"label: connectivity must be 1, 2 or 3, got {connectivity!r}")
-    if not 1 <= connectivity <= ndim:
+    if not 1 <= int(connectivity) <= ndim:
         raise ValueError(
             f"label: connectivity must be 1 (faces) to {ndim} (all neighbours) "
             f"for a {ndim}D image, got {connectivity}"
@@ -89,7 +89,7 @@ def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> R
 
         yield 0, run.total
         reader = BoxReader(mask, run.token)
-        writer = BlockWriter(run.output, run.token)
+        writer = BlockWriter(run.image, run.token)
         boxes = block_grid(shape, chunks)
         sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
         # pass 1: provisional labels, numbered per block
@@ -112,7 +112,7 @@ def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> R
             tuple(min(c, n - a) for a in range(0, n, c))
             for n, c in zip(shape, chunks, strict=True)
         )
-        mapping = _merge(run.output, chunk_sizes, offsets, structure, n_labels)
+        mapping = _merge(run.image, chunk_sizes, offsets, structure, n_labels)
         # pass 3: final labels, in place (mapping and offsets shipped once)
         out_reader = BoxReader(run.output, run.token)
         shared = dask.delayed(mapping), dask.delayed(offsets)
@@ -243,7 +243,7 @@ def _border_pairs(
     """Pairs of global labels touching across ``border`` along ``axis``."""
     # neighbour offsets (in the two other axes) from the layer before the
     # border to the layer after it
-    sel = [slice(None)] * 3
+    sel: list[Any] = [slice(None)] * 3
     sel[axis] = 2
     shifts = np.argwhere(structure[tuple(sel)]) - 1  # (d_a, d_b) in the others
     others = [a for a in range(3) if a != axis]

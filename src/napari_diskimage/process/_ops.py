@@ -73,8 +73,9 @@ def _dtype_of(image: Any) -> np.dtype:
 
 def _per_axis(
     value: Any, name: str, image: Any, *, integer: bool, minimum: float
-) -> tuple[float, float, float]:
+) -> tuple[Any, Any, Any]:
     """A scalar or (x, y, z) parameter as (z, y, x); z is unused for 2D."""
+    values: list[Any]
     if isinstance(value, (numbers.Real, np.number)) and not isinstance(value, bool):
         values = [value] * 3
     elif (
@@ -87,17 +88,18 @@ def _per_axis(
             values[2] = minimum  # (x, y) for a 2D image
     else:
         raise TypeError(f"{name} must be a number or (x, y, z) numbers, got {value!r}")
-    out = []
-    for axis, v in zip("xyz", values, strict=True):
-        if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.number)):
-            raise TypeError(f"{name} for {axis} must be a number, got {v!r}")
-        if integer and float(v) != int(v):
+    out: list[Any] = []
+    for axis, item in zip("xyz", values, strict=True):
+        if isinstance(item, bool) or not isinstance(item, (numbers.Real, np.number)):
+            raise TypeError(f"{name} for {axis} must be a number, got {item!r}")
+        v = float(item)
+        if integer and math.isfinite(v) and v != int(v):
             raise ValueError(f"{name} for {axis} must be a whole number, got {v!r}")
-        if not math.isfinite(float(v)) or v < minimum:
+        if not math.isfinite(v) or v < minimum:
             raise ValueError(
-                f"{name} must be at least {minimum:g} (got {v!r} for {axis})"
+                f"{name} must be at least {minimum:g} (got {item!r} for {axis})"
             )
-        out.append(int(v) if integer else float(v))
+        out.append(int(v) if integer else v)
     x, y, z = out
     if shape_of(image)[2] == 1:  # a 2D image: nothing along z
         z = 0 if not integer else (1 if minimum >= 1 else 0)
@@ -194,12 +196,13 @@ def blockwise(
     itemsize = max(_dtype_of(i).itemsize for i in inputs)
     chunks = _block_chunks(first, itemsize, depth, block_shape)
     if fit_halo:
-        chunks, depth = _fit_halo(shape_of(first), chunks, depth)
+        fitted, depth = _fit_halo(shape_of(first), chunks, depth)
+        chunks = (fitted[0], fitted[1], fitted[2], fitted[3], fitted[4])
     output = new_output(geometry, what, like if like is not None else first)
 
     def plan(run: Run) -> Steps:
         readers = [BoxReader(img, run.token) for img in inputs]
-        writer = BlockWriter(run.output, run.token)
+        writer = BlockWriter(run.image, run.token)
         tasks, sizes = map_tasks(readers, fn, chunks, writer, depth, boundary)
         yield 0, run.total
         yield from run.execute(tasks, sizes)
@@ -381,7 +384,7 @@ def threshold_run(
 
 def _reduction_run(
     image: Any,
-    passes: Callable[[Run, Any], Steps],
+    passes: Callable[[Run, BoxReader, Sequence[int]], Steps],
     what: str,
     n_passes: int,
     block_shape: Any = None,
@@ -559,6 +562,7 @@ def arithmetic_run(
             values = ufunc(x.astype(np.float64), np.asarray(y, dtype=np.float64))
         return _to_type(values, out_dtype)
 
+    fn: Callable[..., np.ndarray]
     if scalar:
         inputs = [a]
 
@@ -619,7 +623,7 @@ def convert_run(
             values = (block.astype(np.float64) - lo) * scale + target[0]
             return _to_type(values, out_dtype)
 
-        writer = BlockWriter(run.output, run.token)
+        writer = BlockWriter(run.image, run.token)
         tasks, sizes = map_tasks([reader], fn, chunks, writer)
         yield from run.execute(tasks, sizes)
         return run.output
@@ -664,7 +668,7 @@ def bin_run(image: Any, factor: Any, *, block_shape: Any = None) -> Run:
         import dask
 
         reader = BoxReader(image, run.token)
-        writer = BlockWriter(run.output, run.token)
+        writer = BlockWriter(run.image, run.token)
         task = dask.delayed(_bin_block, pure=False)
         tasks, sizes = [], []
         for box in _engine.block_grid(out_shape, out_chunks):
@@ -736,7 +740,7 @@ def crop_run(
 
     def plan(run: Run) -> Steps:
         yield 0, run.total
-        writer = BlockWriter(run.output, run.token)
+        writer = BlockWriter(run.image, run.token)
         kernel = _kernel_source(image, x_n, nx, writer)
         plane = ny * nx * dtype.itemsize
         if kernel is not None:
