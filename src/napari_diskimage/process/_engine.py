@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .._diskimage import DiskImage, Steps, new_disk_image
+from .._diskimage import DiskImage, Steps, _truncated_error, new_disk_image
 from .._geometry import Geometry
 from .._io import _read_box, _Source
 
@@ -178,14 +178,7 @@ def read_tile(image: DiskImage, key: Any) -> np.ndarray:
         last = image._offset(rt[-1], rc[-1], rz[-1], ry[-1], rx[-1]) + item
         size = os.fstat(fd).st_size
         if size < last:
-            raise OSError(
-                errno.EIO,
-                f"{str(image.path)!r} is shorter than its image: it has {size} "
-                f"bytes but pixel data reach byte {last}; it was truncated or "
-                "changed by another program while open. Reopen it, or restore "
-                "the file.",
-                str(image.path),
-            )
+            raise _truncated_error(image.path, size, last)
         box = tuple(slice(r.start, r.stop) for r in ranges)
         out[...] = image.array[box]
         image.bytes_read += out.nbytes
@@ -208,14 +201,7 @@ def _pread_exactly(image: DiskImage, fd: int, buf: memoryview, offset: int) -> N
         got = os.preadv(fd, [buf[done:]], offset + done)
         if got == 0:
             size = os.fstat(fd).st_size
-            raise OSError(
-                errno.EIO,
-                f"{str(image.path)!r} is shorter than its image: it has {size} "
-                f"bytes but pixel data reach byte {offset + len(buf)}; it was "
-                "truncated or changed by another program while open. Reopen "
-                "it, or restore the file.",
-                str(image.path),
-            )
+            raise _truncated_error(image.path, size, offset + len(buf))
         done += got
 
 
