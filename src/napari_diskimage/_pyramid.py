@@ -9,6 +9,11 @@ view (``np.asarray``), and then only the rows and columns of that view,
 through :meth:`DiskImage.read_region` (``pread``: no SIGBUS if the file
 shrinks, and ``bytes_read`` counts what was read).
 
+When the coarsest of those levels would make napari's 3D view read more
+than a budget (:data:`OVERVIEW_BYTES`), one more level is added, the 3D
+overview, strided in z as well (:func:`overview_strides`): the 3D view of
+a volume of any size reads a bounded part of the file.
+
 A pyramidal TIFF stores its own coarser levels (``image.display_levels``):
 those are shown as they are, each read through its own ``read_region``,
 and striding starts only below the coarsest stored level.  An RGB(A) image
@@ -47,17 +52,27 @@ __all__ = [
     "CACHE_BYTES",
     "CACHE_SECONDS",
     "COARSEST_SIZE",
+    "OVERVIEW_BYTES",
+    "OVERVIEW_SIDE",
+    "OVERVIEW_VOXELS",
     "SAMPLE_BYTES",
     "DisplayLevel",
     "clear_cache",
     "display_axes",
     "display_levels",
+    "overview_strides",
     "sample_contrast_limits",
     "sample_values",
 ]
 
 #: The pyramid stops at the first level whose larger side is at most this.
 COARSEST_SIZE = 512
+#: Most bytes of the file the 3D overview (the coarsest level) reads.
+OVERVIEW_BYTES = 128 << 20
+#: Most voxels in the 3D overview: napari uploads it as one 3D texture.
+OVERVIEW_VOXELS = 1 << 25
+#: Longest side of the 3D overview (``GL_MAX_3D_TEXTURE_SIZE`` is often 2048).
+OVERVIEW_SIDE = 2048
 #: Most bytes read from the file to estimate contrast limits.
 SAMPLE_BYTES = 16 << 20
 #: Memory for cached planes of the strided levels, all images together.
@@ -81,7 +96,8 @@ def display_axes(image: DiskImage) -> str:
 
 
 class DisplayLevel:
-    """A lazy view of one channel of a disk image, strided in y and x.
+    """A lazy view of one channel of a disk image, strided in y and x
+    (and in z for the 3D overview, ``zfactor``).
 
     ``shape`` is that of the axes in :func:`display_axes` (t and z only if
     longer than 1), followed by a colour axis when ``channel`` is a tuple
@@ -104,6 +120,8 @@ class DisplayLevel:
     factor : int
         Stride in y and x over ``image``: ``2**k`` for pyramid level ``k``
         of a file without stored levels.
+    zfactor : int
+        Stride in z over ``image`` (the 3D overview); 1 keeps every plane.
 
     Examples
     --------
@@ -117,7 +135,11 @@ class DisplayLevel:
     """
 
     def __init__(
-        self, image: DiskImage, channel: int | tuple[int, ...] = 0, factor: int = 1
+        self,
+        image: DiskImage,
+        channel: int | tuple[int, ...] = 0,
+        factor: int = 1,
+        zfactor: int = 1,
     ) -> None:
         t, c, z, y, x = image.shape
         channels = channel if isinstance(channel, tuple) else (channel,)
@@ -126,8 +148,10 @@ class DisplayLevel:
                 raise IndexError(f"channel {ch} is outside 0..{c - 1}")
         if not channels:
             raise ValueError("a display level needs at least one channel")
-        if factor < 1:
-            raise ValueError(f"factor must be at least 1, got {factor}")
+        if factor < 1 or zfactor < 1:
+            raise ValueError(
+                f"factor and zfactor must be at least 1, got {factor} and {zfactor}"
+            )
         self._image = image
         self._channel: int | tuple[int, ...] = (
             tuple(int(ch) for ch in channel) if isinstance(channel, tuple)
@@ -135,12 +159,13 @@ class DisplayLevel:
         )  # fmt: skip
         self._channels = tuple(int(ch) for ch in channels)
         self._factor = int(factor)
+        self._zfactor = int(zfactor)
         # One entry per axis t, z, y, x, colour: an int (axis dropped) or a
         # range of indices (axis kept): full-resolution indices of the image
         # for y and x, positions in ``_channels`` for the colour axis.
         self._index: tuple[_Index, ...] = (
             range(t) if t > 1 else 0,
-            range(z) if z > 1 else 0,
+            range(0, z, zfactor) if z > 1 else 0,
             range(0, y, factor),
             range(0, x, factor),
             range(len(channels)) if isinstance(channel, tuple) else 0,
@@ -153,6 +178,7 @@ class DisplayLevel:
         view._channel = parent._channel
         view._channels = parent._channels
         view._factor = parent._factor
+        view._zfactor = parent._zfactor
         view._index = index
         return view
 
@@ -172,6 +198,11 @@ class DisplayLevel:
         """Stride in y and x over :attr:`image` (a stored level is its own
         image, read with stride 1)."""
         return self._factor
+
+    @property
+    def zfactor(self) -> int:
+        """Stride in z over :attr:`image`: 1 except for the 3D overview."""
+        return self._zfactor
 
     @property
     def dtype(self) -> np.dtype:
@@ -201,7 +232,8 @@ class DisplayLevel:
     def __repr__(self) -> str:
         return (
             f"<DisplayLevel {self.shape} {self.dtype} channel {self._channel} "
-            f"stride {self._factor} of {str(self._image.path)!r}>"
+            f"stride {self._factor} (z {self._zfactor}) of "
+            f"{str(self._image.path)!r}>"
         )
 
     def __getitem__(self, key: Any) -> DisplayLevel:
@@ -422,7 +454,11 @@ def _ascending(r: _Index) -> tuple[range, bool]:
 
 
 def display_levels(
-    image: DiskImage, channel: int | tuple[int, ...] = 0
+    image: DiskImage,
+    channel: int | tuple[int, ...] = 0,
+    *,
+    overview_bytes: int | None = None,
+    overview_voxels: int | None = None,
 ) -> list[DisplayLevel]:
     """The display pyramid of one channel of ``image``, finest first.
 
@@ -430,9 +466,22 @@ def display_levels(
     TIFF) come first, each read through its own ``read_region``; then
     levels strided by 2, 4, 8 ... over the coarsest stored one (the image
     itself for most files), until the larger side of the last level is at
-    most :data:`COARSEST_SIZE` pixels.  Sizes strictly decrease, as napari
-    requires.  ``channel`` is as for :class:`DisplayLevel` (a tuple for a
-    colour axis).
+    most :data:`COARSEST_SIZE` pixels.  These levels keep every z plane, so
+    a 2D view shows exact planes of the file at every zoom.
+
+    napari renders 3D from the coarsest level.  When that level would read
+    more than ``overview_bytes`` of the file (default
+    :data:`OVERVIEW_BYTES`) or hold more than ``overview_voxels`` voxels
+    (default :data:`OVERVIEW_VOXELS`, and no side longer than
+    :data:`OVERVIEW_SIDE`), one more level is added, the **3D overview**:
+    strided in z too, and in y and x twice as much as the coarsest 2D
+    level at least (see :func:`overview_strides`), so that napari's 2D
+    level choice never picks it over an exact level unless the canvas is
+    smaller than 256 pixels.  Its cost is bounded whatever the size of the
+    volume.
+
+    Sizes strictly decrease, as napari requires.  ``channel`` is as for
+    :class:`DisplayLevel` (a tuple for a colour axis).
     """
     stored = list(getattr(image, "display_levels", None) or [image])
     levels = [DisplayLevel(stored[0], channel, 1)]
@@ -451,7 +500,74 @@ def display_levels(
     while max(-(-y // factor), -(-x // factor)) > COARSEST_SIZE:
         factor *= 2
         levels.append(DisplayLevel(coarsest, channel, factor))
+    strides = overview_strides(
+        coarsest,
+        factor,
+        OVERVIEW_BYTES if overview_bytes is None else overview_bytes,
+        OVERVIEW_VOXELS if overview_voxels is None else overview_voxels,
+        colours=len(channel) if isinstance(channel, tuple) else 1,
+    )
+    if strides is not None:
+        zfactor, factor = strides
+        levels.append(DisplayLevel(coarsest, channel, factor, zfactor))
     return levels
+
+
+def overview_strides(
+    image: DiskImage,
+    factor: int,
+    max_bytes: int,
+    max_voxels: int,
+    *,
+    colours: int = 1,
+) -> tuple[int, int] | None:
+    """Strides ``(z, yx)`` of the 3D overview of ``image``, or None if needless.
+
+    ``factor`` is the y/x stride of the coarsest 2D level.  None when that
+    level already fits the budget (napari's 3D view then shows it: every z
+    plane) or when the image has a single z plane (no 3D view).  Otherwise
+    the y/x stride starts at ``2 * factor`` (1 if ``factor`` is 1) and the
+    z stride at 1; a side longer than :data:`OVERVIEW_SIDE` gets a larger
+    stride, and otherwise the finer of the two strides (in voxels) is
+    doubled, until the overview reads at
+    most ``max_bytes`` of the file (counted as :meth:`read_region` reads:
+    a row of a row-major file costs its whole span, whatever the x stride)
+    and holds at most ``max_voxels`` voxels with no side longer than
+    :data:`OVERVIEW_SIDE`.
+    """
+    _, _, z, y, x = image.shape
+    if z <= 1:
+        return None
+
+    def fits(fz: int, f: int) -> bool:
+        nz, ny, nx = -(-z // fz), -(-y // f), -(-x // f)
+        voxels = nz * ny * nx * colours
+        cost = nz * _read_cost(image, ny, f, nx, f) * colours
+        return (
+            cost <= max_bytes
+            and voxels <= max_voxels
+            and max(nz, ny, nx) <= OVERVIEW_SIDE
+        )
+
+    if fits(1, factor):
+        return None
+    # Strictly coarser in y/x than the coarsest 2D level (if that one is
+    # strided): napari's 2D level choice then keeps the exact levels.
+    fz, f = 1, 1 if factor == 1 else 2 * factor
+    while not fits(fz, f):
+        nz, ny, nx = -(-z // fz), -(-y // f), -(-x // f)
+        can_z, can_yx = nz > 1, max(ny, nx) > 1
+        if not (can_z or can_yx):
+            break  # a single voxel: the least there is to read
+        if nz > OVERVIEW_SIDE:
+            fz *= 2
+        elif max(ny, nx) > OVERVIEW_SIDE:
+            f *= 2
+        elif can_z and (fz < f or not can_yx):
+            fz *= 2  # the finer axis first: voxels as near cubes as can be
+        else:
+            f *= 2
+    return min(fz, z), f
 
 
 def sample_contrast_limits(
@@ -474,7 +590,7 @@ def sample_contrast_limits(
     ``(v, v + 1)``.  A tuple of channels (RGB) samples each of them.
     """
     channels = channel if isinstance(channel, tuple) else (channel,)
-    coarsest = display_levels(image, channels[0])[-1]
+    coarsest = _coarsest_2d(image, channels[0])
     samples: list[np.ndarray] = []
     for c in channels:
         samples += _sample_level(
@@ -492,12 +608,17 @@ def sample_values(
     ``budget`` bytes, spread through the image): enough for a histogram
     such as Otsu's threshold, prefilled in a widget before any full pass.
     """
-    coarsest = display_levels(image, channel)[-1]
+    coarsest = _coarsest_2d(image, channel)
     parts = _sample_level(coarsest.image, channel, coarsest.factor, budget)
     values = np.concatenate([p.ravel() for p in parts]) if parts else np.empty(0)
     if values.dtype.kind == "f":
         values = values[np.isfinite(values)]
     return values
+
+
+def _coarsest_2d(image: DiskImage, channel: int) -> DisplayLevel:
+    """The coarsest level of the pyramid that keeps every z plane."""
+    return [lv for lv in display_levels(image, channel) if lv.zfactor == 1][-1]
 
 
 def _sample_level(

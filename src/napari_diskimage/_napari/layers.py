@@ -39,6 +39,7 @@ __all__ = [
     "level0",
     "open_disk_images",
     "parse_value",
+    "view_region",
     "world_voxel",
 ]
 
@@ -101,6 +102,35 @@ def data_voxel(layer: Layer, data_coords: Any) -> dict[str, int]:
 def world_voxel(layer: Layer, world: Any) -> dict[str, int]:
     """Voxel of ``layer`` at world coordinates (e.g. a click, ``dims.point``)."""
     return data_voxel(layer, layer.world_to_data(np.asarray(world, dtype=float)))
+
+
+def view_region(viewer: Viewer, layer: Layer) -> dict[str, tuple[float, float]]:
+    """The y and x ranges of ``layer``'s full-resolution pixels in the 2D view.
+
+    From the camera (centre and zoom) and the canvas size, in the layer's
+    data coordinates (pixel edges: ``(-0.5, 99.5)`` is pixels 0..99); not
+    clipped to the image.  In 3D, the canvas-sized square around the camera
+    centre as seen from above.
+    """
+    h, w = viewer.canvas.size
+    zoom = float(viewer.scene.camera.zoom) or 1.0
+    displayed = list(viewer.dims.displayed)[-2:]
+    center = np.asarray(viewer.scene.camera.center, dtype=float)[-2:]
+    point = np.asarray(viewer.dims.point, dtype=float)
+    corners = []
+    for dy, dx in ((-1, -1), (1, 1)):
+        world = point.copy()
+        world[displayed[0]] = center[0] + dy * h / (2 * zoom)
+        world[displayed[1]] = center[1] + dx * w / (2 * zoom)
+        corners.append(layer.world_to_data(world))
+    axes = layer_axes(layer)
+    region = {}
+    for name in "yx":
+        if name in axes:
+            i = axes.index(name)
+            lo, hi = sorted(float(c[i]) for c in corners)
+            region[name] = (lo + 0.5, hi + 0.5)
+    return region
 
 
 def image_sizes(layer: Layer) -> dict[str, int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._common import LayerChoice, add_disk_image, refresh_layer
 from ._job import JobTool, StepsJob, cancel_all_jobs
+from .box3d import Box3D
 from .copy import CopyToDiskImage, start_copy
 from .disk_image_dir import DiskImageDir
 from .extract_plane import ExtractPlane
@@ -23,6 +24,7 @@ from .write_pixel import WritePixel
 
 __all__ = [
     "TOOLS",
+    "Box3D",
     "CopyToDiskImage",
     "DiskImageDir",
     "ExtractPlane",
@@ -48,6 +50,7 @@ TOOLS = (
     ("Copy to disk image", CopyToDiskImage),
     ("Write pixel", WritePixel),
     ("Extract plane", ExtractPlane),
+    ("3D box (full resolution)", Box3D),
     ("Save as TIFF / RAW", SaveImage),
     ("Open RAW", OpenRaw),
     ("Disk-image directory", DiskImageDir),

@@ -68,8 +68,10 @@ class StepsJob:
         *,
         on_step: Callable[[tuple[int, int]], None] | None = None,
         on_cancel: Callable[[], None] | None = None,
+        cancelled_message: str = "the partial file was removed",
     ) -> None:
         self.what = what
+        self.cancelled_message = cancelled_message
         self._on_done = on_done
         self._on_end = on_end
         self._on_step = on_step
@@ -124,7 +126,7 @@ class StepsJob:
     def _on_returned(self, value: Any) -> None:
         if value is _CANCELLED:
             self.cancelled = True
-            show_info(f"{self.what} cancelled; the partial file was removed.")
+            show_info(f"{self.what} cancelled; {self.cancelled_message}.")
             return
         if self._on_done is None:
             return
@@ -223,7 +225,7 @@ class JobTool(Container):
         if job is None:
             return
         if job.cancelled:
-            self.status.value = "cancelled; the partial file was removed"
+            self.status.value = f"cancelled; {job.cancelled_message}"
         elif job.error is not None:
             self.status.value = f"failed: {error_message(job.error)}"
         elif not self.status.value or self.status.value.endswith("..."):
