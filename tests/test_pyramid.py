@@ -352,10 +352,10 @@ def test_stored_levels_are_shown_then_strided_below_them(data_dir):
         assert levels[3].image is image.display_levels[2] and levels[3].factor == 2
         sizes = [lv.size for lv in levels]
         assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
-        decoded = image.chunks_decoded
+        decoded = image.storage.chunks_decoded
         np.testing.assert_array_equal(np.asarray(levels[2]), stored[2])
         # the 600 x 500 level only: 3 x 2 tiles of 256, not the base's 80
-        assert image.chunks_decoded - decoded <= 6
+        assert image.storage.chunks_decoded - decoded <= 6
         np.testing.assert_array_equal(
             np.asarray(levels[1][100:300:3]), stored[1][100:300:3]
         )
@@ -401,7 +401,7 @@ def test_contrast_sample_reads_only_pixels_of_the_coarsest_level(data_dir):
         coarsest = stored[2][::2, ::2]
         assert (lo, hi) == (coarsest.min(), coarsest.max())
         assert lo >= 2000  # the values of the stored level, not of the base
-        assert image.chunks_decoded <= 6
+        assert image.storage.chunks_decoded <= 6
 
 
 def test_contrast_sample_of_a_compressed_image_decodes_a_bounded_part(data_dir):
@@ -413,5 +413,5 @@ def test_contrast_sample_of_a_compressed_image_decodes_a_bounded_part(data_dir):
         assert not image.is_mapped
         lo, hi = sample_contrast_limits(image, budget=4 << 20)
         # two rows of 16 tiles, not the 256 tiles the coarse rows cross
-        assert image.chunks_decoded <= 2 * 16
+        assert image.storage.chunks_decoded <= 2 * 16
         assert lo == 0 and 1200 <= hi <= 1255  # the data span 0..1255

@@ -369,7 +369,7 @@ def test_threads_writing_different_pixels_all_land():
     np.testing.assert_array_equal(
         img.load_plane(), -np.arange(2000, dtype=np.int32).reshape(40, 50)
     )
-    assert len([fd for fd in img._fds]) <= 2  # one reader, one writer fd
+    assert len([fd for fd in img.storage._fds]) <= 2  # one reader, one writer fd
     img.close()
 
 

@@ -14,7 +14,8 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import _io, _lazy
+from napari_diskimage import _io
+from napari_diskimage.storage import lazy_tiff as _lazy
 
 
 def ramp(shape, dtype="uint16"):
@@ -50,12 +51,12 @@ def test_a_region_decodes_only_its_tiles_and_is_cached(tiled):
     path, data = tiled
     with ndi.open_tiff(path) as img:
         assert not img.is_mapped and ndi.is_disk_image(img)
-        assert img.chunks_decoded == 0
+        assert img.storage.chunks_decoded == 0
         opened = img.bytes_read
         # one tile: plane 2, rows 70..99, columns 130..159 lie in tile (1, 2)
         got = img.read_region(0, 0, 2, 70, 30, 1, 130, 30, 1)
         np.testing.assert_array_equal(got, data[2, 70:100, 130:160])
-        assert img.chunks_decoded == 1
+        assert img.storage.chunks_decoded == 1
         assert img.bytes_read - opened == tile_bytes(path, 2, 1 * 4 + 2)
         # the same region again comes from the cache: nothing read
         before = img.bytes_read
@@ -63,12 +64,12 @@ def test_a_region_decodes_only_its_tiles_and_is_cached(tiled):
             img.load_plane(2, size_x=30, size_y=30, offset_x=130, offset_y=70),
             data[2, 70:100, 130:160],
         )
-        assert img.bytes_read == before and img.chunks_decoded == 1
+        assert img.bytes_read == before and img.storage.chunks_decoded == 1
         # a strided read of a whole plane decodes that plane's 16 tiles only
         np.testing.assert_array_equal(
             img.load_plane(z=3, stride_x=8, stride_y=8), data[3, ::8, ::8]
         )
-        assert img.chunks_decoded == 1 + 16
+        assert img.storage.chunks_decoded == 1 + 16
 
 
 def test_opening_does_not_grow_with_the_file(data_dir):
@@ -79,7 +80,7 @@ def test_opening_does_not_grow_with_the_file(data_dir):
         path = data_dir / f"noise{side}.tif"
         tifffile.imwrite(path, data, compression="lzw", rowsperstrip=64)
         with ndi.open_tiff(path) as img:
-            assert img.chunks_decoded == 0
+            assert img.storage.chunks_decoded == 0
             costs.append(img.bytes_read)
             np.testing.assert_array_equal(img.load_plane(), data)
     small, large = costs
@@ -92,15 +93,15 @@ def test_the_cache_is_bounded(tiled, monkeypatch):
     monkeypatch.setattr(_lazy, "CACHE_BYTES", 5 * tile)
     with ndi.open_tiff(path) as img:
         np.testing.assert_array_equal(img.array[0, 0], data)
-        cache = img._handle.cache
+        cache = img.storage.handle.cache
         assert 0 < cache.nbytes <= 5 * tile
-        assert img.chunks_decoded == 4 * 16
+        assert img.storage.chunks_decoded == 4 * 16
         # the last tiles read are still cached, the first ones are not
-        decoded = img.chunks_decoded
+        decoded = img.storage.chunks_decoded
         img.read_region(0, 0, 3, 200, 10, 1, 200, 10, 1)  # tile (3, 3) of plane 3
-        assert img.chunks_decoded == decoded
+        assert img.storage.chunks_decoded == decoded
         img.read_region(0, 0, 0, 0, 10, 1, 0, 10, 1)  # tile (0, 0) of plane 0
-        assert img.chunks_decoded == decoded + 1
+        assert img.storage.chunks_decoded == decoded + 1
 
 
 def test_reads_from_several_threads_agree(tiled):
@@ -226,7 +227,7 @@ def test_copy_streams_into_a_mapped_scratch_image(tiled, monkeypatch):
     monkeypatch.setattr(_io, "BLOCK_BYTES", 64 << 10)  # one 128-row band
     steps = []
     with ndi.open_tiff(path) as img:
-        assert _io._Source(img).contiguous_range(np.dtype("<u2")) is None
+        assert _io._Source(img).byte_runs(np.dtype("<u2")) is None
         out = ndi.copy(img, progress=lambda done, total: steps.append((done, total)))
     with out:
         assert out.is_mapped and out.writable and out.is_scratch
@@ -429,15 +430,15 @@ def test_pyramid_levels_are_exposed(data_dir, ome):
             (1, 1, 2, 128, 96),
             (1, 1, 2, 64, 48),
         ]
-        assert img.chunks_decoded == 0
+        assert img.storage.chunks_decoded == 0
         for k, level in enumerate(levels):
             f = 2**k
             np.testing.assert_array_equal(level.load_plane(z=1), data[1, ::f, ::f])
             assert not level.writable and ndi.is_disk_image(level)
         # the coarsest level was read from its own tiles (2x2 tiles per plane)
-        decoded = img.chunks_decoded
+        decoded = img.storage.chunks_decoded
         levels[2].read_region(0, 0, 0, 0, 64, 1, 0, 48, 1)
-        assert img.chunks_decoded - decoded == 4
+        assert img.storage.chunks_decoded - decoded == 4
         if ome:
             assert levels[2].spacing == pytest.approx((1.0, 2.0, 2.0))
     assert all(level.closed for level in levels)

@@ -18,7 +18,7 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import _lazy
+from napari_diskimage.storage import lazy_tiff as _lazy
 
 PIL = pytest.importorskip("PIL.Image", reason="Pillow is in the testing extras")
 from PIL import ImageSequence  # noqa: E402
@@ -381,7 +381,7 @@ def test_pixels_equal_an_independent_decode(tiff_case, file_reads):
         if img.is_mapped:
             assert img.bytes_read == 0
         else:
-            assert img.chunks_decoded == 0
+            assert img.storage.chunks_decoded == 0
         assert img.shape == expected.shape
         assert img.dtype == expected.dtype
         # the whole image through the array view

@@ -34,6 +34,7 @@ from ._io import (
 )
 from ._raw import open_raw
 from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
+from ._sequence import SequenceGapWarning, open_tiff_sequence
 from ._tiff import TiffSeriesInfo, open_tiff, tiff_series
 
 
@@ -56,6 +57,7 @@ __all__ = [
     "DiskImage",
     "DiskImageError",
     "Geometry",
+    "SequenceGapWarning",
     "TiffSeriesInfo",
     "apply",
     "copy",
@@ -68,6 +70,7 @@ __all__ = [
     "new_disk_image",
     "open_raw",
     "open_tiff",
+    "open_tiff_sequence",
     "save_raw",
     "save_tiff",
     "set_disk_image_dir",

@@ -8,7 +8,6 @@ import math
 import numbers
 import os
 import threading
-import weakref
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,12 @@ import numpy as np
 from ._errors import closed_error
 from ._geometry import AXES, Geometry
 from ._scratch import ScratchFile, create_scratch
+from .storage._base import Storage
+from .storage.mapped import MappedStorage, bytes_of, truncated_error
+
+#: Kept for the modules that import them from here.
+_bytes_of = bytes_of
+_truncated_error = truncated_error
 
 __all__ = [
     "DiskImage",
@@ -157,17 +162,22 @@ def check_value(value: Any, dtype: np.dtype) -> np.generic:
 
 
 class DiskImage:
-    """An image whose pixels stay in a memory-mapped file (IPSDK disk image).
+    """An image whose pixels stay in a file (IPSDK disk image).
 
     Nothing is read when a disk image is opened; pixels are read when they
     are asked for.  Make one with :func:`open_tiff`, :func:`open_raw`,
-    :func:`copy` or :func:`new_disk_image`, not with this constructor.
+    :func:`open_tiff_sequence`, :func:`copy` or :func:`new_disk_image`,
+    not with this constructor.
 
-    The pixels are ``array``: a numpy view on the mapped file, indexed
-    ``(t, c, z, y, x)`` with x fastest; slicing it reads only what is sliced.
-    A disk image is also array-like (``shape``, ``dtype``, ``__getitem__``,
-    ``__array__``), so ``np.asarray(image)`` loads it all into memory: use
-    :meth:`load_plane` for parts.
+    The pixels are kept by a storage kind (``storage``, see
+    :mod:`napari_diskimage.storage`): one memory-mapped file
+    (``is_mapped``: RAW, uncompressed TIFF, scratch files), one TIFF decoded
+    a strip or tile at a time, or a folder of TIFF slices.  ``array`` is
+    indexed ``(t, c, z, y, x)`` with x fastest (a numpy view on the mapped
+    file, or an array-like that reads what is sliced); a disk image is also
+    array-like (``shape``, ``dtype``, ``__getitem__``, ``__array__``), so
+    ``np.asarray(image)`` loads it all into memory: use :meth:`load_plane`
+    for parts.
 
     A *scratch* image (``is_scratch``) lives in a file this library created
     in the disk-image directory; the file is deleted on :meth:`close`, at
@@ -190,53 +200,61 @@ class DiskImage:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        array: np.ndarray,
+        storage: Storage,
         *,
-        base: np.memmap,
         mode: str = "r",
-        scratch: ScratchFile | None = None,
         kind: str = "raw",
-        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
         unit: str | None = None,
+        rgb: bool = False,
+        levels: tuple[DiskImage, ...] = (),
+        shown_series: tuple[int, ...] = (0,),
     ) -> None:
-        if array.ndim != 5:
-            raise ValueError(f"expected a 5D (t, c, z, y, x) array, got {array.shape}")
-        if any(s < 0 for s in array.strides):
-            raise ValueError("negative strides are not supported")
+        if mode == "r+" and not storage.writable:
+            raise ValueError(f"{storage.describe()} pixels cannot be opened 'r+'")
         self._path = Path(path)
-        self._array: np.ndarray | None = array
-        self._geometry = Geometry.from_shape(array.shape, array.dtype)
+        self._storage = storage
+        self._geometry = Geometry.from_shape(storage.shape, storage.dtype)
         self._mode = mode
         self._kind = kind
-        self.spacing = tuple(float(s) for s in spacing)
+        self.spacing = tuple(float(v) for v in spacing)
         self.unit = unit
-        # File offset of pixel (0, 0, 0, 0, 0) and the byte strides: pixels
-        # are read with pread (no SIGBUS if the file shrinks, no readahead
-        # beyond what is asked) and written with pwrite.
-        self._file_offset = int(base.offset) + (
-            array.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-        )
-        self._strides = tuple(int(s) for s in array.strides)
-        self._file_dtype = array.dtype
-        self._scratch = scratch
-        self._fds: dict[str, int] = {}
-        self._fd_lock = threading.Lock()
-        self.bytes_read = 0
+        #: True when the c axis holds the red, green, blue (and alpha)
+        #: samples of an RGB(A) uint8/uint16 TIFF: show it in colour.
+        self.rgb = bool(rgb)
+        self._levels = tuple(levels)
+        self._shown_series = tuple(shown_series)
+        self._closed = False
+        self._count_lock = threading.Lock()
         #: Pixels written with write_pixel: display caches compare it.
         self.write_count = 0
-        self._finalizer = weakref.finalize(self, _release, scratch, self._fds)
 
-    #: True when the pixels are memory-mapped (stored uncompressed and
-    #: contiguous); False for a TIFF decoded lazily (see ``_lazy``).
-    is_mapped = True
-    #: True when the c axis holds the red, green, blue (and alpha) samples
-    #: of an RGB(A) uint8/uint16 TIFF: show it in colour.  Set by open_tiff.
-    rgb = False
-    #: Coarser resolution levels stored in the file (set by open_tiff).
-    _levels: tuple[DiskImage, ...] = ()
-    #: Indices of the image series of the file (TIFF) a viewer shows as
-    #: layers: not pyramid levels or thumbnails (set by open_tiff).
-    _shown_series: tuple[int, ...] = (0,)
+    # --- storage ---------------------------------------------------------
+    @property
+    def storage(self) -> Storage:
+        """The storage kind that keeps the pixels (``storage.describe()``
+        says how they are stored)."""
+        return self._storage
+
+    @property
+    def is_mapped(self) -> bool:
+        """True when the pixels are memory-mapped (stored uncompressed and
+        contiguous in one file)."""
+        return self._storage.is_mapped
+
+    @property
+    def files(self) -> list[Path]:
+        """The files holding the pixels (one, or the slices of a folder)."""
+        return self._storage.files
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the file(s) so far."""
+        return self._storage.bytes_read
+
+    @bytes_read.setter
+    def bytes_read(self, value: int) -> None:
+        self._storage.bytes_read = value
 
     @property
     def display_levels(self) -> list[DiskImage]:
@@ -248,13 +266,20 @@ class DiskImage:
         """
         return [self, *self._levels]
 
+    @property
+    def shown_series(self) -> tuple[int, ...]:
+        """Indices of the image series of the file (TIFF) a viewer shows as
+        layers: not pyramid levels or thumbnails."""
+        return self._shown_series
+
     # --- array-like surface --------------------------------------------
     @property
-    def array(self) -> np.ndarray:
-        """numpy view on the mapped file, indexed ``(t, c, z, y, x)``."""
-        if self._array is None:
+    def array(self) -> Any:
+        """The pixels, indexed ``(t, c, z, y, x)``: a numpy view on the
+        mapped file, or an array-like that reads what is sliced."""
+        if self.closed:
             raise closed_error(self._path)
-        return self._array
+        return self._storage.array
 
     @property
     def geometry(self) -> Geometry:
@@ -289,14 +314,14 @@ class DiskImage:
     @property
     def byte_order(self) -> str:
         """``"<"`` or ``">"``: the byte order of the pixels in the file."""
-        bo = self._file_dtype.byteorder
+        bo = self._storage.file_dtype.byteorder
         if bo in "=|":
             return "<" if np.little_endian else ">"
         return bo
 
     @property
     def path(self) -> Path:
-        """The file that holds the pixels."""
+        """The file that holds the pixels (the folder, for a slice folder)."""
         return self._path
 
     @property
@@ -311,16 +336,16 @@ class DiskImage:
     @property
     def is_scratch(self) -> bool:
         """True if the file was made by this library and will be deleted."""
-        return self._scratch is not None
+        return getattr(self._storage, "scratch", None) is not None
 
     @property
     def kind(self) -> str:
-        """``"tiff"`` or ``"raw"``: the format of the file."""
+        """``"tiff"``, ``"raw"`` or ``"tiff sequence"``: the format."""
         return self._kind
 
     @property
     def closed(self) -> bool:
-        return self._array is None
+        return self._closed or self._storage.closed
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return self.array[key]
@@ -334,32 +359,22 @@ class DiskImage:
         return self.shape[0]
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as a reference to the file (path, layout, byte order).
+        """Pickle as a reference to the file(s), never the pixels.
 
-        The pixels are never pickled: an unpickled copy (e.g. in a
-        ``dask.distributed`` worker) maps the same file again, read-only,
-        and never deletes it, even when the original is a scratch image.
-        The file must be visible at the same path where it is unpickled.
+        An unpickled copy (e.g. in a ``dask.distributed`` worker) opens the
+        same file again, read-only, and never deletes it, even when the
+        original is a scratch image.  The file must be visible at the same
+        path where it is unpickled.
         """
         if self.closed:
             raise closed_error(self._path)
-        ref = (
-            str(self._path),
-            self._file_offset,
-            self.shape,
-            self._strides,
-            self._file_dtype.str,
-            self._kind,
-            self.spacing,
-            self.unit,
-            self.rgb,
-        )
-        return (_reopen_mapped, ref)
+        return self._storage.reference(self)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else self._mode
         what = "scratch" if self.is_scratch else self._kind
-        return f"<DiskImage {self._geometry} {what} {state} {str(self._path)!r}>"
+        how = "" if self.is_mapped else f" {self._storage.summary()},"
+        return f"<DiskImage {self._geometry} {what}{how} {state} {str(self._path)!r}>"
 
     # --- lifecycle -----------------------------------------------------
     def close(self) -> None:
@@ -369,8 +384,8 @@ class DiskImage:
         mapping lives as long as they do), but the disk image refuses
         further use.  Stored resolution levels are closed with it.
         """
-        self._array = None
-        self._finalizer()
+        self._closed = True
+        self._storage.close()
         for level in self._levels:
             level.close()
 
@@ -380,39 +395,7 @@ class DiskImage:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _fd(self, write: bool = False) -> int:
-        """A file descriptor for pread/pwrite, opened on first use."""
-        if self.closed:
-            raise closed_error(self._path)
-        key = "w" if write else "r"
-        with self._fd_lock:
-            fd = self._fds.get(key)
-            if fd is None:
-                if self._scratch is not None:
-                    fd = os.dup(self._scratch.fd)
-                else:
-                    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
-                    fd = os.open(self._path, flags)
-                if not write and hasattr(os, "posix_fadvise"):
-                    # Display reads strided rows: read-ahead would read far
-                    # more than asked for.
-                    with contextlib.suppress(OSError):
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-                self._fds[key] = fd
-            return fd
-
     # --- pixels --------------------------------------------------------
-    def _offset(self, t: int, c: int, z: int, y: int, x: int) -> int:
-        st = self._strides
-        return (
-            self._file_offset
-            + t * st[0]
-            + c * st[1]
-            + z * st[2]
-            + y * st[3]
-            + x * st[4]
-        )
-
     def write_pixel(
         self, value: Any, x: int, y: int, z: int = 0, c: int = 0, t: int = 0
     ) -> None:
@@ -431,13 +414,15 @@ class DiskImage:
             uint8, 1.5 or NaN in an integer type), or the image is closed.
         PermissionError
             The image is read-only: copy it first (:func:`copy`) or open it
-            with ``mode="r+"``.
+            with ``mode="r+"``; or its pixels are compressed (copy it).
         """
         if self.closed:
             raise closed_error(self._path)
         coords = {"x": x, "y": y, "z": z, "c": c, "t": t}
         sizes = dict(zip("xyzct", self._geometry.sizes, strict=True))
         idx = {a: _check_index(v, a, sizes[a]) for a, v in coords.items()}
+        if not self.writable and not self.is_mapped:
+            raise self._storage.write_refused()
         if not self.writable:
             raise PermissionError(
                 errno.EACCES,
@@ -447,30 +432,14 @@ class DiskImage:
                 str(self._path),
             )
         scalar = check_value(value, self.dtype)
-        data = np.asarray(scalar, dtype=self._file_dtype).tobytes()
-        offset = self._offset(idx["t"], idx["c"], idx["z"], idx["y"], idx["x"])
-        fd = self._fd(write=True)
-        # pwrite past the end would silently grow a file another program
-        # truncated; refuse instead.
-        if os.fstat(fd).st_size < offset + len(data):
-            raise _truncated_error(self._path, os.fstat(fd).st_size, offset + len(data))
-        written = os.pwrite(fd, data, offset)
-        if written != len(data):  # pragma: no cover - a one-pixel write
-            raise OSError(errno.EIO, f"short write to {str(self._path)!r}")
-        with self._fd_lock:  # no lost counts: display caches key on it
+        self._storage.write(idx["t"], idx["c"], idx["z"], idx["y"], idx["x"], scalar)
+        with self._count_lock:  # no lost counts: display caches key on it
             self.write_count += 1
 
     def flush(self) -> None:
         """Make written pixels durable (fsync)."""
-        if self.closed:
-            return
-        with self._fd_lock:
-            fds = list(self._fds.values())
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.fsync(fd)
-        if self._scratch is not None:
-            os.fsync(self._scratch.fd)
+        if not self.closed:
+            self._storage.flush()
 
     def load_plane(
         self,
@@ -529,75 +498,17 @@ class DiskImage:
         return self.read_region(t, c, z, oy, int(ny), sy, ox, int(nx), sx)
 
     def read_region(
-        self,
-        t: int,
-        c: int,
-        z: int,
-        y0: int,
-        ny: int,
-        sy: int,
-        x0: int,
-        nx: int,
-        sx: int,
-    ) -> np.ndarray:
+        self, t: int, c: int, z: int,
+        y0: int, ny: int, sy: int, x0: int, nx: int, sx: int,
+    ) -> np.ndarray:  # fmt: skip
         """Read rows ``y0 + j*sy`` (j < ny), columns ``x0 + i*sx`` (i < nx).
 
-        Unchecked fast path for :meth:`load_plane` and the display pyramid:
-        indices must already be inside the image.
+        Unchecked fast path for :meth:`load_plane`, the display pyramid and
+        processing: indices must already be inside the image.
         """
-        out = np.empty((ny, nx), dtype=self.dtype)
-        if ny == 0 or nx == 0:
-            return out
-        fd = self._fd()
-        st = self._strides
-        item = self._file_dtype.itemsize
-        row_span = (nx - 1) * sx * st[4] + item
-        first = self._offset(t, c, z, y0, x0)
-        block_span = (ny - 1) * sy * st[3] + row_span
-        dense = sx * st[4] == item and sy * st[3] == nx * item
-        if dense and self._file_dtype == out.dtype:
-            # Dense rows in native byte order: read straight into the result
-            # (no second copy of a full plane in memory).
-            self._pread_into(fd, first, _bytes_of(out))
-        elif sy * st[3] <= 2 * row_span and block_span <= (256 << 20):
-            # Rows close together: one read of the whole block.
-            buf = self._pread(fd, first, block_span)
-            view = np.ndarray(
-                (ny, nx),
-                self._file_dtype,
-                buffer=buf,
-                strides=(sy * st[3], sx * st[4]),
-            )
-            out[...] = view
-        else:
-            buf = bytearray(row_span)
-            window = max(1, _PREFETCH_BYTES // row_span)
-            step = sy * st[3]
-            for j in range(ny):
-                if j % window == 0:
-                    n = min(window, ny - j)
-                    _prefetch(fd, first + j * step, row_span, step, n, buf)
-                self._pread_into(fd, first + j * step, buf)
-                out[j] = np.ndarray(
-                    (nx,), self._file_dtype, buffer=buf, strides=(sx * st[4],)
-                )
-        return out
-
-    def _pread(self, fd: int, offset: int, n: int) -> bytearray:
-        buf = bytearray(n)
-        self._pread_into(fd, offset, buf)
-        return buf
-
-    def _pread_into(self, fd: int, offset: int, buf: bytearray | memoryview) -> None:
-        view = memoryview(buf)
-        done = 0
-        while done < len(buf):
-            got = os.preadv(fd, [view[done:]], offset + done)
-            if got == 0:
-                size = os.fstat(fd).st_size
-                raise _truncated_error(self._path, size, offset + len(buf))
-            done += got
-        self.bytes_read += done
+        if self.closed:
+            raise closed_error(self._path)
+        return self._storage.read_region(t, c, z, y0, ny, sy, x0, nx, sx)
 
     # --- long operations (implemented in _io) --------------------------
     def copy(self, *, progress: ProgressCallback | None = None) -> DiskImage:
@@ -627,97 +538,6 @@ class DiskImage:
         return save_raw(self, path, byte_order=byte_order, progress=progress)
 
 
-#: Bytes of strided rows announced to the kernel ahead of reading them.
-_PREFETCH_BYTES = 16 << 20
-
-
-def _prefetch(
-    fd: int, offset: int, span: int, step: int, n: int, probe: bytearray
-) -> None:
-    """Ask the kernel to start reading ``n`` rows of ``span`` bytes.
-
-    Strided rows read one by one wait for the disk once per row; announced
-    together (``POSIX_FADV_WILLNEED``) they are fetched in parallel: 3-5x
-    faster from a cold cache, the same bytes read.  Skipped when the first
-    and last rows are already in the page cache (a non-blocking read of
-    them succeeds), where the announcements would only cost time.
-    """
-    if not hasattr(os, "posix_fadvise") or n < 2:
-        return
-    if hasattr(os, "RWF_NOWAIT"):
-        try:
-            if all(
-                os.preadv(fd, [probe], offset + k * step, os.RWF_NOWAIT) == span
-                for k in (0, n - 1)
-            ):
-                return
-        except OSError:  # EAGAIN: not cached; EOPNOTSUPP: cannot tell
-            pass
-    with contextlib.suppress(OSError):
-        for k in range(n):
-            os.posix_fadvise(fd, offset + k * step, span, os.POSIX_FADV_WILLNEED)
-
-
-def _bytes_of(array: np.ndarray) -> memoryview:
-    """A writable byte view of a C-contiguous array (for pread / pwrite)."""
-    return memoryview(array).cast("B")  # type: ignore[arg-type]
-
-
-def _truncated_error(path: Path, size: int, needed: int) -> OSError:
-    return OSError(
-        errno.EIO,
-        f"{str(path)!r} is shorter than its image: it has {size} bytes but "
-        f"pixel data reach byte {needed}; it was truncated or changed by "
-        "another program while open. Reopen it, or restore the file.",
-        str(path),
-    )
-
-
-def _release(scratch: ScratchFile | None, fds: dict[str, int]) -> None:
-    for fd in fds.values():
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    fds.clear()
-    if scratch is not None:
-        scratch.release()
-
-
-def _reopen_mapped(
-    path: str,
-    file_offset: int,
-    shape: tuple[int, ...],
-    strides: tuple[int, ...],
-    dtype: str,
-    kind: str,
-    spacing: tuple[float, float, float],
-    unit: str | None,
-    rgb: bool,
-) -> DiskImage:
-    """Map a file again from a pickled reference (read-only, never deleted)."""
-    file_dtype = np.dtype(dtype)
-    span = sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
-    span += file_dtype.itemsize
-    try:
-        base = np.memmap(
-            path, dtype=np.uint8, mode="r", offset=file_offset, shape=(span,)
-        )
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            errno.ENOENT,
-            f"cannot open disk image {path!r} here (pid {os.getpid()}): no such "
-            "file. Every process that works on a disk image must see its file "
-            "at the same path: put the disk-image directory on a file system "
-            "shared by all workers (set_disk_image_dir)",
-            path,
-        ) from exc
-    array = np.ndarray(shape, dtype=file_dtype, buffer=base, strides=strides)
-    image = DiskImage(path, array, base=base, mode="r", kind=kind)
-    image.spacing = tuple(spacing)
-    image.unit = unit
-    image.rgb = rgb
-    return image
-
-
 def is_disk_image(obj: Any) -> bool:
     """True for a :class:`DiskImage`, False otherwise (IPSDK isDiskImage)."""
     return isinstance(obj, DiskImage)
@@ -731,7 +551,10 @@ def map_scratch(scratch: ScratchFile, geometry: Geometry) -> DiskImage:
         mode="r+",
         shape=geometry.shape,
     )
-    return DiskImage(scratch.path, base, base=base, mode="r+", scratch=scratch)
+    storage = MappedStorage(
+        scratch.path, base, base=base, writable=True, scratch=scratch
+    )
+    return DiskImage(scratch.path, storage, mode="r+")
 
 
 def new_disk_image(geometry: Geometry, *, what: str = "a new disk image") -> DiskImage:

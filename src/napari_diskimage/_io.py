@@ -87,18 +87,13 @@ class _Source:
         self.order = tuple(order)
         self.shape = tuple(self.geometry.shape[i] for i in self.order)
 
-    def contiguous_range(self, dtype: np.dtype) -> tuple[Path, int] | None:
-        """(file, offset) if the pixels are one contiguous run in ``dtype``."""
+    def byte_runs(self, dtype: np.dtype) -> list[tuple[Path, int, int]] | None:
+        """(file, offset, nbytes) runs holding the pixels in order as ``dtype``
+        (the kernel copies them), or None (in memory, compressed ...)."""
         img = self.disk_image
-        if img is None or not img.is_mapped or img._file_dtype != dtype:
-            return None  # in memory, or decoded lazily from a compressed TIFF
-        expected = img._file_dtype.itemsize
-        for axis in reversed(self.order):
-            size = img.shape[axis]
-            if size > 1 and img._strides[axis] != expected:
-                return None
-            expected *= size
-        return img.path, img._file_offset
+        if img is None:
+            return None
+        return img.storage.byte_runs(self.order, dtype)
 
     def block(self, key: tuple[Any, ...]) -> np.ndarray:
         """Pixels at ``key`` (in this source's axis order), loaded."""
@@ -235,10 +230,13 @@ def _write_pixels(source: _Source, fd: int, offset: int, dtype: np.dtype) -> Ste
     """Write all of ``source`` to ``fd`` at ``offset`` as C-ordered ``dtype``."""
     total = source.geometry.nbytes
     yield 0, total
-    contiguous = source.contiguous_range(dtype)
-    if contiguous is not None:
-        for done in _kernel_copy(*contiguous, fd, offset, total):
-            yield done, total
+    runs = source.byte_runs(dtype)
+    if runs is not None and sum(n for _, _, n in runs) == total:
+        done = 0
+        for path, src_offset, nbytes in runs:
+            for part in _kernel_copy(path, src_offset, fd, offset + done, nbytes):
+                yield done + part, total
+            done += nbytes
         return
     done = 0
     for key in _blocks(source.shape, dtype.itemsize):

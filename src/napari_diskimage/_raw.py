@@ -10,6 +10,7 @@ import numpy as np
 from ._diskimage import DiskImage
 from ._files import check_byte_order, check_mode, check_readable, check_writable_file
 from ._geometry import Geometry
+from .storage.mapped import MappedStorage
 
 __all__ = ["open_raw"]
 
@@ -83,4 +84,5 @@ def open_raw(
         )
     dtype = geometry.dtype.newbyteorder(byte_order)
     base = np.memmap(p, dtype=dtype, mode=mode, offset=offset, shape=geometry.shape)
-    return DiskImage(p, base, base=base, mode=mode, kind="raw")
+    storage = MappedStorage(p, base, base=base, writable=mode == "r+")
+    return DiskImage(p, storage, mode=mode, kind="raw")

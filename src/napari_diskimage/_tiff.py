@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import math
 import os
-import struct
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,197 +17,26 @@ from ._diskimage import DiskImage
 from ._errors import CorruptFileError
 from ._files import check_mode, check_readable, check_writable_file
 from ._geometry import as_dtype
-from ._lazy import (
-    LazyTiffImage,
-    TiffHandle,
-    axis_targets,
+from ._tiff_meta import (
     compression_name,
+    is_parse_error,
     is_rgb,
-    open_levels,
+    lazy_reason,
+    spacing_of,
     tczyx_shape,
+    to_tczyx,
 )
+from .storage.lazy_tiff import LazyTiffStorage, TiffHandle, open_levels
+from .storage.mapped import MappedStorage
 
 __all__ = ["TiffSeriesInfo", "open_tiff", "tiff_series", "to_tczyx"]
-
-
-def to_tczyx(array: np.ndarray, axes: str) -> np.ndarray:
-    """A (t, c, z, y, x) *view* of ``array`` whose axes are ``axes``.
-
-    Axes that map to the same position (e.g. ``"QZYX"``) are merged when
-    they are adjacent; other letters become planes (z), frames (t) or
-    channels (c), whichever is free.  Raises ValueError if no view exists.
-    """
-    targets = axis_targets(axes)
-    # merge adjacent axes with the same target
-    shape: list[int] = []
-    merged: list[int] = []
-    for size, tgt in zip(array.shape, targets, strict=True):
-        if merged and merged[-1] == tgt:
-            shape[-1] *= size
-        else:
-            shape.append(size)
-            merged.append(tgt)
-    if len(set(merged)) != len(merged) or 3 not in merged or 4 not in merged:
-        raise ValueError(f"cannot map TIFF axes {axes!r} to (t, c, z, y, x)")
-    view = array.view()
-    try:
-        view.shape = tuple(shape)  # raises rather than copy
-    except AttributeError as exc:
-        raise ValueError(f"cannot map TIFF axes {axes!r} without a copy") from exc
-    order = sorted(range(len(merged)), key=lambda i: merged[i])
-    view = view.transpose(order)
-    present = sorted(merged)
-    full = [1] * 5
-    for size, tgt in zip(view.shape, present, strict=True):
-        full[tgt] = size
-    strides = [0] * 5
-    for stride, tgt in zip(view.strides, present, strict=True):
-        strides[tgt] = stride
-    return np.lib.stride_tricks.as_strided(
-        view, shape=tuple(full), strides=tuple(strides), writeable=view.flags.writeable
-    )
-
-
-# --- physical pixel size ------------------------------------------------
-# metres per unit, for converting OME sizes given in different units
-_METRES = {
-    "m": 1.0,
-    "cm": 1e-2,
-    "mm": 1e-3,
-    "um": 1e-6,
-    "nm": 1e-9,
-    "pm": 1e-12,
-    "Å": 1e-10,
-    "angstrom": 1e-10,
-}
-
-
-def _unit(name: Any) -> str | None:
-    """A unit name as napari-diskimage spells it (``"um"`` for microns)."""
-    if not isinstance(name, str) or not name.strip():
-        return None
-    name = name.strip()
-    if name in ("micron", "microns", "µm", "μm", "\\u00B5m", "um"):
-        return "um"
-    if name.lower() in ("pixel", "pixels", "px"):
-        return None
-    return name
-
-
-def _positive(value: Any, default: float = 1.0) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return default
-    return v if v > 0 and math.isfinite(v) else default
-
-
-def _ome_spacing(
-    tif: tifffile.TiffFile, index: int, series: tifffile.TiffPageSeries
-) -> tuple[tuple[float, float, float], str | None] | None:
-    """Physical size (z, y, x) and unit from the OME-XML of series ``index``."""
-    try:
-        root = ET.fromstring(tif.ome_metadata or "")
-    except ET.ParseError:
-        return None
-    images = [el for el in root if el.tag.endswith("Image")]
-    if len(images) != len(tif.series):  # tifffile skipped some: match by name
-        images = [el for el in images if el.attrib.get("Name") == series.name]
-        index = 0
-    if index >= len(images):
-        return None
-    pixels = next((el for el in images[index] if el.tag.endswith("Pixels")), None)
-    if pixels is None:
-        return None
-    attr = pixels.attrib
-    sizes, units = [], []
-    for axis in "ZYX":
-        sizes.append(_positive(attr.get(f"PhysicalSize{axis}")))
-        units.append(_unit(attr.get(f"PhysicalSize{axis}Unit", "µm")))
-    if not any(f"PhysicalSize{a}" in attr for a in "ZYX"):
-        return None
-    unit = units[2]
-    if unit is not None and unit in _METRES:  # y and z in the unit of x
-        for i in (0, 1):
-            other = units[i]
-            if (
-                other is not None
-                and other in _METRES
-                and f"PhysicalSize{'ZYX'[i]}" in attr
-            ):
-                sizes[i] *= _METRES[other] / _METRES[unit]
-    return (sizes[0], sizes[1], sizes[2]), unit
-
-
-def _spacing(
-    tif: tifffile.TiffFile, index: int, series: tifffile.TiffPageSeries
-) -> tuple[tuple[float, float, float], str | None]:
-    """Physical pixel size (z, y, x) and unit: OME, ImageJ, tifffile, tags."""
-    page = series.keyframe
-    try:
-        if tif.is_ome:
-            found = _ome_spacing(tif, index, series)
-            if found is not None:
-                return found
-        z = y = x = 1.0
-        unit = None
-        res = page.tags.get("XResolution"), page.tags.get("YResolution")
-        if res[0] is not None and res[1] is not None:
-            rx = res[0].value[0] / res[0].value[1]
-            ry = res[1].value[0] / res[1].value[1]
-            if rx > 0 and ry > 0 and math.isfinite(rx) and math.isfinite(ry):
-                x, y = 1.0 / rx, 1.0 / ry
-        ij = tif.imagej_metadata if tif.is_imagej else None
-        shaped = None
-        if series.kind == "shaped" and page.description.startswith("{"):
-            with contextlib.suppress(ValueError):
-                shaped = json.loads(page.description)
-            if not isinstance(shaped, dict):
-                shaped = None
-        meta = ij or shaped
-        if meta and ("spacing" in meta or "unit" in meta):
-            z = _positive(meta.get("spacing", 1.0))
-            unit = _unit(meta.get("unit"))
-        elif ij:
-            unit = _unit(ij.get("unit"))
-        elif res[0] is not None:
-            ru = page.tags.get("ResolutionUnit")
-            if ru is not None and ru.value == 3:  # centimeter
-                x, y, unit = x * 1e4, y * 1e4, "um"
-            elif ru is not None and ru.value == 2 and (x, y) != (1.0, 1.0):
-                x, y, unit = x * 25400, y * 25400, "um"
-    except (TypeError, ValueError, ZeroDivisionError, IndexError, AttributeError):
-        return (1.0, 1.0, 1.0), None
-    return (z, y, x), unit
-
-
-# --- opening ------------------------------------------------------------
-#: Packages whose exceptions, raised while parsing a file, mean the file
-#: is bad (tifffile raises ValueError, KeyError, RuntimeError ... on
-#: corrupt headers).  An exception raised in this package's own code is a
-#: bug and is not disguised as a bad file.
-_PARSERS = ("tifffile", "imagecodecs", "zarr", "numcodecs", "struct")
-
-
-def _is_parse_error(exc: BaseException) -> bool:
-    """True if ``exc`` was raised while a parser read the file."""
-    if isinstance(exc, (tifffile.TiffFileError, struct.error)):
-        return True
-    if not isinstance(exc, Exception) or isinstance(exc, (OSError, MemoryError)):
-        return False
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_globals.get("__name__", "")
-        tb = tb.tb_next
-    return bool(last) and str(last).split(".")[0] in _PARSERS
 
 
 def _open_handle(p: Path) -> TiffHandle:
     try:
         return TiffHandle(p)
     except Exception as exc:  # tifffile raises many types on corrupt headers
-        if not _is_parse_error(exc):
+        if not is_parse_error(exc):
             raise
         raise CorruptFileError(
             f"{str(p)!r} is not a valid TIFF file ({type(exc).__name__}: {exc}); "
@@ -223,7 +49,7 @@ def _all_series(handle: TiffHandle, p: Path) -> list[tifffile.TiffPageSeries]:
     try:
         all_series = handle.tif.series
     except Exception as exc:  # tifffile raises many types on corrupt IFDs
-        if not _is_parse_error(exc):
+        if not is_parse_error(exc):
             raise
         raise CorruptFileError(
             f"{str(p)!r} has a corrupt TIFF structure ({type(exc).__name__}: "
@@ -276,8 +102,8 @@ def _check_complete(s: tifffile.TiffPageSeries, p: Path, size: int) -> None:
 
 def _open_mapped(
     p: Path, handle: TiffHandle, s: tifffile.TiffPageSeries, mode: str, size: int
-) -> DiskImage | None:
-    """A memory-mapped DiskImage of ``s``, or None if it cannot be mapped."""
+) -> MappedStorage | None:
+    """The memory-mapped storage of ``s``, or None if it cannot be mapped."""
     offset = s.dataoffset
     if offset is None or np.dtype(s.dtype) in (np.dtype(bool), np.dtype("f2")):
         return None
@@ -301,28 +127,12 @@ def _open_mapped(
         view = to_tczyx(base, s.axes)
     except ValueError:
         return None  # e.g. channels and samples apart ("CYXS"): decode lazily
-    return DiskImage(p, view, base=base, mode=mode, kind="tiff")
+    return MappedStorage(p, view, base=base, writable=mode == "r+")
 
 
 def _check_series_type(series: Any) -> None:
     if isinstance(series, bool) or not isinstance(series, (int, np.integer)):
         raise TypeError(f"series must be an integer, got {series!r}")
-
-
-def _lazy_reason(s: tifffile.TiffPageSeries) -> str | None:
-    """Why pixels are decoded rather than mapped, if not for their storage."""
-    dtype = np.dtype(s.dtype)
-    extra = ""
-    if dtype == np.dtype(bool):
-        extra = "1 bit per pixel (shown as uint8 0 and 1)"
-    elif dtype == np.dtype(np.float16):
-        extra = "16-bit floats (shown as float32)"
-    if s.dataoffset is None:  # compressed, tiled ...
-        storage = compression_name(s)
-        if extra and storage.startswith("stored in pieces"):
-            return extra  # 1-bit pixels are never "contiguous" to tifffile
-        return f"{storage}, {extra}" if extra else storage
-    return extra or f"laid out as {s.axes!r}, which has no (t, c, z, y, x) view"
 
 
 def _select(
@@ -419,7 +229,7 @@ def open_tiff(
     Other pixels (LZW, Deflate, Zstd, JPEG ... compression, tiles, scattered
     strips, predictors, separate colour planes) are decoded lazily, a strip
     or tile at a time when read, with a bounded cache: the result is a
-    read-only :class:`~napari_diskimage._lazy.LazyTiffImage`; copy it
+    read-only disk image (:mod:`napari_diskimage.storage.lazy_tiff`); copy it
     (:func:`copy`) to edit it.
 
     A pyramidal TIFF (SubIFDs, OME or SVS levels) lists its stored levels in
@@ -462,9 +272,10 @@ def open_tiff(
         s = _select(all_series, series, p)
         _check_declared_size(handle.tif, s, int(series), p)
         _check_pixel_type(s, p)
-        spacing, unit = _spacing(handle.tif, int(series), s)
-        image = _open_mapped(p, handle, s, mode, size)
-        if image is None:
+        spacing, unit = spacing_of(handle.tif, int(series), s)
+        storage: MappedStorage | LazyTiffStorage | None
+        storage = _open_mapped(p, handle, s, mode, size)
+        if storage is None:
             if mode == "r+":
                 raise PermissionError(
                     errno.EACCES,
@@ -474,21 +285,24 @@ def open_tiff(
                     str(p),
                 )
             _check_complete(s, p, size)
-            image = LazyTiffImage(
-                handle, s, spacing=spacing, unit=unit, storage=_lazy_reason(s)
-            )
-        else:
-            image.spacing, image.unit = spacing, unit
-            if is_rgb(s.axes, s.shape, s.dtype):
-                image.rgb = True
-        # the series a viewer shows as layers (not pyramid levels or
-        # thumbnails), read by the napari reader without parsing again
-        image._shown_series = tuple(
-            i for i, s in enumerate(all_series) if i == 0 or not _is_reduced(s)
-        )
+            storage = LazyTiffStorage(handle, s, description=lazy_reason(s))
         sources = _level_sources(all_series, int(series))
-        if sources:
-            image._levels = open_levels(handle, sources, image.shape, spacing, unit)
+        levels = open_levels(handle, sources, storage.shape, spacing, unit)
+        image = DiskImage(
+            p,
+            storage,
+            mode=mode,
+            kind="tiff",
+            spacing=spacing,
+            unit=unit,
+            rgb=is_rgb(s.axes, s.shape, s.dtype),
+            levels=levels,
+            # the series a viewer shows as layers (not pyramid levels or
+            # thumbnails), read by the napari reader without parsing again
+            shown_series=tuple(
+                i for i, s in enumerate(all_series) if i == 0 or not _is_reduced(s)
+            ),
+        )
     except OSError:  # mode 'r+' refused, no memory
         handle.close()
         raise
@@ -499,18 +313,18 @@ def open_tiff(
         raise _corrupt(p, exc) from exc
     except Exception as exc:  # tifffile and zarr raise many types on bad headers
         handle.close()
-        if not _is_parse_error(exc):
+        if not is_parse_error(exc):
             raise
         raise _corrupt(p, exc) from exc
     except BaseException:
         handle.close()
         raise
-    if image.is_mapped and not image._levels:
+    if image.is_mapped and not levels:
         handle.close()  # the map does not need the file handle
     elif image.is_mapped:
-        level = image._levels[0]
-        assert isinstance(level, LazyTiffImage)
-        level._owns_handle = True  # closed with the mapped image
+        level_storage = levels[0].storage
+        assert isinstance(level_storage, LazyTiffStorage)
+        level_storage.owns_handle = True  # closed with the mapped image
     return image
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .._files import RAW_SUFFIXES, TIFF_SUFFIXES
 from .._geometry import Geometry
 from .._pyramid import display_axes, display_levels, sample_contrast_limits
 from .._raw import open_raw
+from .._sequence import SequenceGapWarning, find_slices, open_tiff_sequence
 from .._tiff import open_tiff
 
 __all__ = ["disk_image_layers", "napari_get_reader", "open_disk_image"]
@@ -112,6 +114,8 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
 def _try_open(path: str | os.PathLike[str]) -> list[tuple[DiskImage, str]] | None:
     """The images of ``path`` to show and their layer names, or None."""
     p = Path(path)
+    if p.is_dir():
+        return _try_folder(p)
     suffix = p.suffix.lower()
     if suffix not in (*TIFF_SUFFIXES, *RAW_SUFFIXES) or not p.is_file():
         return None
@@ -120,7 +124,7 @@ def _try_open(path: str | os.PathLike[str]) -> list[tuple[DiskImage, str]] | Non
     except (OSError, ValueError) as exc:
         _hint(f"napari-diskimage did not open {p.name}: {exc}")
         return None
-    shown = first._shown_series
+    shown = first.shown_series
     if len(shown) == 1:
         return [(first, p.stem)]
     if len(shown) > MAX_SERIES_LAYERS:
@@ -131,6 +135,37 @@ def _try_open(path: str | os.PathLike[str]) -> list[tuple[DiskImage, str]] | Non
         )
         return [(first, p.stem)]
     return [(first, f"{p.stem} [series 0]"), *_open_series(p, shown[1:])]
+
+
+def _try_folder(p: Path) -> list[tuple[DiskImage, str]] | None:
+    """A folder of TIFF slices as one image; None if it holds none (napari's
+    own reader may take it).  Gaps in the numbering are notified."""
+    try:
+        _, files, _ = find_slices(p)
+    except OSError:
+        return None
+    if not files:
+        return None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SequenceGapWarning)
+            image = open_tiff_sequence(p)
+    except (OSError, ValueError) as exc:
+        _hint(f"napari-diskimage did not open the folder {p.name}: {exc}")
+        return None
+    for w in caught:
+        if issubclass(w.category, SequenceGapWarning):
+            _warn(str(w.message))
+    return [(image, p.name)]
+
+
+def _warn(message: str) -> None:
+    logger.warning(message)
+    if "napari" in sys.modules:
+        with contextlib.suppress(Exception):
+            from napari.utils.notifications import show_warning
+
+            show_warning(message)
 
 
 def _open_series(p: Path, indices: Sequence[int]) -> list[tuple[DiskImage, str]]:

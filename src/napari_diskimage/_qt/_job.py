@@ -181,18 +181,51 @@ class JobTool(Container):
     """A tool that starts a :class:`StepsJob`: start and Cancel buttons and a
     status line.  Subclasses implement :meth:`make_job` (return a started
     job, or None after telling the user why not) and may extend
-    :meth:`job_ended`."""
+    :meth:`job_ended`.
+
+    When ``widgets`` starts with a layer drop-down (``layer``), a one-line
+    hint under it says why the tool cannot act on the chosen layer
+    (:meth:`unavailable_reason`), and the start button is disabled then.
+    """
 
     def __init__(self, start_text: str, widgets: list[Any]) -> None:
         self.start_button = PushButton(text=start_text)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = status_label()
+        self.hint = status_label()
+        self.hint.visible = False
         super().__init__(
-            widgets=[*widgets, self.start_button, self.cancel_button, self.status]
+            widgets=[
+                *widgets[:1],
+                self.hint,
+                *widgets[1:],
+                self.start_button,
+                self.cancel_button,
+                self.status,
+            ]
         )
         self.job: StepsJob | None = None
         self.start_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
+        layer = getattr(self, "layer", None)
+        if layer is not None and hasattr(layer, "changed"):
+            layer.changed.connect(self.fit_layer)
+            self.fit_layer()
+
+    def unavailable_reason(self) -> str:
+        """Why the tool cannot act on the chosen layer ("" if it can)."""
+        if getattr(self, "layer", None) is not None and self.layer.value is None:
+            return "no image layer: open an image (File > Open) or choose one above"
+        return ""
+
+    def fit_layer(self, _value: Any = None) -> None:
+        """Show the hint for the chosen layer; enable the start button."""
+        reason = self.unavailable_reason()
+        self.hint.value = reason
+        self.hint.visible = bool(reason)
+        self.start_button.enabled = not reason and not (
+            self.job is not None and self.job.running
+        )
 
     def make_job(self) -> StepsJob | None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -219,8 +252,8 @@ class JobTool(Container):
 
     def job_ended(self) -> None:
         """Called in the GUI thread when the job has ended, however."""
-        self.start_button.enabled = True
         self.cancel_button.enabled = False
+        self.start_button.enabled = not self.unavailable_reason()
         job = self.job
         if job is None:
             return

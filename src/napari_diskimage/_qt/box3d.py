@@ -22,7 +22,7 @@ from .._box import BOX_VOXELS, Box, fit_box, iter_read_box
 from .._napari.layers import disk_image_of, image_sizes, view_region, world_voxel
 from .._napari.notify import notify_error, show_info, show_warning
 from .._scratch import format_bytes
-from ._common import LayerChoice, apply_saved_settings, status_label, unwrap
+from ._common import LayerChoice, apply_saved_settings, unwrap
 from ._job import JobTool, StepsJob
 
 __all__ = ["Box3D"]
@@ -40,51 +40,45 @@ class Box3D(JobTool):
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
         self.layer = LayerChoice(viewer, disk_images_only=True)
-        self.hint = status_label()
         self.z_first = SpinBox(label="z from", min=0, max=0)
         self.z_last = SpinBox(label="z to", min=0, max=0)
         self.follow = CheckBox(text="Follow the 2D view", value=False)
         self.follow.tooltip = (
             "move the box with the view and the slice while browsing in 2D"
         )
-        super().__init__(
-            "Show region in 3D",
-            [self.layer, self.hint, self.z_first, self.z_last, self.follow],
-        )
         self.box_layer: Image | None = None
         self._timer: Any = None
-        self.layer.changed.connect(self._fit_layer)
-        viewer.layers.selection.events.active.connect(self._fit_layer)
+        super().__init__(
+            "Show region in 3D",
+            [self.layer, self.z_first, self.z_last, self.follow],
+        )
+        self.layer.changed.connect(self.prefill)
+        viewer.layers.selection.events.active.connect(self.fit_layer)
         viewer.dims.events.current_step.connect(self._view_moved)
         viewer.scene.camera.events.center.connect(self._view_moved)
         viewer.scene.camera.events.zoom.connect(self._view_moved)
         viewer.layers.events.removed.connect(self._layer_removed)
-        self._fit_layer()
+        self.prefill()
 
     # --- fields --------------------------------------------------------
-    def _fit_layer(self, _value: Any = None) -> None:
+    def unavailable_reason(self) -> str:
         layer = self.layer.value
-        reason = ""
         if layer is None:
             active = self.viewer.layers.selection.active
             if active is not None and disk_image_of(active) is None:
-                reason = (
+                return (
                     f"{active.name!r} is in memory: napari shows it in 3D "
                     "at full resolution already"
                 )
-            else:
-                reason = "no disk image: open a volume with this plugin"
-        elif image_sizes(layer)["z"] < 2:
-            reason = f"{layer.name!r} has a single z plane: no 3D view"
-        self.hint.value = reason
-        self.start_button.enabled = not reason and not (
-            self.job is not None and self.job.running
-        )
-        if not reason:
-            self.prefill()
+            return "no disk image: open a volume with this plugin"
+        if image_sizes(layer)["z"] < 2:
+            return f"{layer.name!r} has a single z plane: no 3D view"
+        return ""
 
     def prefill(self, _value: Any = None) -> None:
         """z range around the current slice that keeps the box in budget."""
+        if self.unavailable_reason():
+            return
         box = self._fit(quiet=True)
         if box is None:
             return

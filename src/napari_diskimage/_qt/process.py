@@ -65,6 +65,8 @@ class ProcessImage(Container):
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
         self.layer = LayerChoice(viewer, label="input")
+        self.hint = status_label()
+        self.hint.visible = False
         self.operation = ComboBox(
             label="operation",
             choices=[(op.title, key) for key, op in process.OPERATIONS.items()],
@@ -77,6 +79,7 @@ class ProcessImage(Container):
         super().__init__(
             widgets=[
                 self.layer,
+                self.hint,
                 self.operation,
                 self.parameters,
                 self.run_button,
@@ -90,10 +93,22 @@ class ProcessImage(Container):
         self.result_layers: list[Layer] = []
         self._last_refresh = 0.0
         self.operation.changed.connect(self._build_fields)
+        self.layer.changed.connect(self._fit_layer)
         self.layer.changed.connect(self._prefill)
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self._build_fields()
+        self._fit_layer()
+
+    def _fit_layer(self, _value: Any = None) -> None:
+        """Say in one line why nothing can run on the chosen layer, if so."""
+        reason = ""
+        if self.layer.value is None:
+            reason = "no image layer: open an image (File > Open) or choose one above"
+        self.hint.value = reason
+        self.hint.visible = bool(reason)
+        running = self.job is not None and self.job.running
+        self.run_button.enabled = not reason and not running
 
     # --- fields ----------------------------------------------------------
     def _build_fields(self, _value: Any = None) -> None:
@@ -305,7 +320,7 @@ class ProcessImage(Container):
             self.job.cancel()
 
     def _ended(self) -> None:
-        self.run_button.enabled = True
+        self.run_button.enabled = not self.hint.value
         self.cancel_button.enabled = False
         job = self.job
         if job is None:

@@ -40,6 +40,18 @@ class SaveImage(JobTool):
         self.save_button = self.start_button
         self.layer.changed.connect(self._suggest_name)
 
+    def unavailable_reason(self) -> str:
+        reason = super().unavailable_reason()
+        layer = self.layer.value
+        if reason or layer is None:
+            return reason
+        if layer.rgb and disk_image_of(layer) is None:
+            return (
+                f"{layer.name!r} is an in-memory RGB layer: save it with "
+                "napari's File > Save Selected Layers"
+            )
+        return ""
+
     def _suggest_name(self, _value: Any = None) -> None:
         layer = self.layer.value
         img = disk_image_of(layer)

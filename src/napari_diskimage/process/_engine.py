@@ -41,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from .._diskimage import DiskImage, Steps, _truncated_error, new_disk_image
+from .._diskimage import DiskImage, Steps, new_disk_image
 from .._geometry import Geometry
 from .._io import _read_box, _Source
+from ..storage.mapped import MappedStorage
 
 __all__ = [
     "BLOCK_BYTES",
@@ -146,16 +147,9 @@ def block_grid(
 
 
 def read_tile(image: DiskImage, key: Any) -> np.ndarray:
-    """A box of a mapped image (unit-step slices over t, c, z, y, x) by pread.
+    """A box of a mapped image (unit-step slices over t, c, z, y, x).
 
-    A box of whole rows is one ``preadv`` per plane, straight into the
-    result: no SIGBUS if the file shrinks (an ``OSError`` instead).  A box
-    of partial rows (a tile) is copied from the memory map after checking
-    that the file still holds all of it: a ``pread`` per row would release
-    and retake the GIL hundreds of thousands of times per GiB, which makes
-    threads convoy (measured 2x slower than the filter itself).  Only a
-    file truncated during the few milliseconds of that copy could still
-    raise SIGBUS.
+    See :meth:`MappedStorage.read_box`; other steps go plane by plane.
     """
     ranges = []
     for k, n in zip(
@@ -165,44 +159,9 @@ def read_tile(image: DiskImage, key: Any) -> np.ndarray:
         if step != 1:
             return _read_box(image, key)
         ranges.append(range(start, max(start, stop)))
-    file_dtype = image._file_dtype
-    out = np.empty([len(r) for r in ranges], dtype=file_dtype)
-    if out.size == 0:
-        return out.astype(image.dtype)
-    st = image._strides
-    item = file_dtype.itemsize
-    rt, rc, rz, ry, rx = ranges
-    whole_rows = len(rx) == image.shape[4] and st[4] == item and st[3] == len(rx) * item
-    fd = image._fd()
-    if not whole_rows:
-        last = image._offset(rt[-1], rc[-1], rz[-1], ry[-1], rx[-1]) + item
-        size = os.fstat(fd).st_size
-        if size < last:
-            raise _truncated_error(image.path, size, last)
-        box = tuple(slice(r.start, r.stop) for r in ranges)
-        out[...] = image.array[box]
-        image.bytes_read += out.nbytes
-        return out.astype(image.dtype, copy=False)
-    for i, t in enumerate(rt):
-        for j, c in enumerate(rc):
-            for k, z in enumerate(rz):
-                base = image._offset(t, c, z, ry.start, rx.start)
-                plane = memoryview(out[i, j, k]).cast("B")
-                _pread_exactly(image, fd, plane, base)
-    image.bytes_read += out.nbytes
-    if file_dtype != image.dtype:  # big-endian file: to native order
-        return out.astype(image.dtype)
-    return out
-
-
-def _pread_exactly(image: DiskImage, fd: int, buf: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(buf):
-        got = os.preadv(fd, [buf[done:]], offset + done)
-        if got == 0:
-            size = os.fstat(fd).st_size
-            raise _truncated_error(image.path, size, offset + len(buf))
-        done += got
+    storage = image.storage
+    assert isinstance(storage, MappedStorage)
+    return storage.read_box(ranges)
 
 
 def shape_of(image: Any) -> tuple[int, int, int, int, int]:
@@ -270,11 +229,14 @@ class BlockWriter:
     """
 
     def __init__(self, image: DiskImage, token: str) -> None:
+        storage = image.storage
+        if not isinstance(storage, MappedStorage):
+            raise TypeError(f"{image!r} is not a mapped file: it cannot be written")
         self.path = str(image.path)
-        self.offset = image._file_offset
+        self.offset = storage.file_offset
         self.shape = image.shape
-        self.dtype = image._file_dtype
-        self.strides = image._strides
+        self.dtype = storage.file_dtype
+        self.strides = storage.strides
         self.token = token
         expected = self.dtype.itemsize
         for axis in (4, 3, 2, 1, 0):

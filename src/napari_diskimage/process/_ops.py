@@ -32,6 +32,7 @@ from .._diskimage import DiskImage, Steps, run_steps
 from .._errors import closed_error
 from .._geometry import Geometry, as_dtype
 from .._io import _kernel_copy, _Source
+from ..storage.mapped import MappedStorage
 from . import _engine
 from ._engine import (
     BlockWriter,
@@ -781,10 +782,11 @@ def _kernel_source(
     """(path, offset, strides) if the crop's rows can be copied by the kernel."""
     if not isinstance(image, DiskImage) or not image.is_mapped or nx != x_n:
         return None
-    if image._file_dtype != writer.dtype:
+    storage = image.storage
+    if not isinstance(storage, MappedStorage) or storage.file_dtype != writer.dtype:
         return None
-    st = image._strides
-    item = image._file_dtype.itemsize
+    st = storage.strides
+    item = storage.file_dtype.itemsize
     if st[4] != item or st[3] != x_n * item:
         return None
-    return image.path, image._file_offset, st
+    return image.path, storage.file_offset, st

@@ -8,7 +8,7 @@ and decoded chunks are kept in a bounded LRU cache (:data:`CACHE_BYTES` per
 open file).  Opening parses the header only.
 
 A lazily decoded image is still a disk image (opened, not loaded) but it is
-read-only: :meth:`LazyTiffImage.write_pixel` raises PermissionError; copy it
+read-only: ``write_pixel`` raises PermissionError; copy it
 (:func:`napari_diskimage.copy`) to get a writable, memory-mapped scratch
 image.
 """
@@ -25,73 +25,30 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
 
-from ._diskimage import DiskImage, _check_index
-from ._errors import closed_error
-from ._geometry import Geometry
+from .._errors import closed_error
+from .._tiff_meta import WIDEN, axis_targets, compression_name, is_rgb, tczyx_shape
+from ._base import Storage
+
+if TYPE_CHECKING:
+    from .._diskimage import DiskImage
 
 __all__ = [
     "CACHE_BYTES",
-    "LazyTiffImage",
+    "LazyTiffStorage",
     "TczyxView",
     "TiffHandle",
-    "axis_targets",
-    "is_rgb",
-    "tczyx_shape",
+    "open_levels",
 ]
 
 #: Decoded strips or tiles kept in memory per open file (all levels).
 CACHE_BYTES = 64 << 20
-
-# tifffile axis letters -> position in (t, c, z, y, x).  S (samples, RGB)
-# is a channel; Q/I (unknown or generic page sequence) are planes.
-_TARGET = {"T": 0, "C": 1, "S": 1, "Z": 2, "Q": 2, "I": 2, "Y": 3, "X": 4}
-
-# Pixel types a disk image cannot hold, and what they are shown as.
-_WIDEN: dict[np.dtype, np.dtype] = {
-    np.dtype(bool): np.dtype(np.uint8),
-    np.dtype(np.float16): np.dtype("f4"),
-}
-
-
-def axis_targets(axes: str) -> list[int]:
-    """Position in (t, c, z, y, x) of each tifffile axis letter in ``axes``.
-
-    Other letters (e.g. ``"E"``, ``"H"``, ``"R"``) become planes (z), frames
-    (t) or channels (c), whichever is free first; several letters may share
-    a position (they are then merged, the first one slowest).
-    """
-    targets = [_TARGET.get(letter, -1) for letter in axes.upper()]
-    for i, tgt in enumerate(targets):
-        if tgt == -1:
-            free = [p for p in (2, 0, 1) if p not in targets]
-            targets[i] = free[0] if free else 2
-    return targets
-
-
-def tczyx_shape(axes: str, shape: tuple[int, ...]) -> tuple[int, int, int, int, int]:
-    """The (t, c, z, y, x) shape of data with tifffile ``axes`` and ``shape``."""
-    full = [1] * 5
-    for tgt, size in zip(axis_targets(axes), shape, strict=True):
-        full[tgt] *= size
-    return (full[0], full[1], full[2], full[3], full[4])
-
-
-def is_rgb(axes: str, shape: tuple[int, ...], dtype: np.dtype) -> bool:
-    """True if the channels are the 3 or 4 samples of an RGB(A) image."""
-    targets = axis_targets(axes)
-    channel_axes = [i for i, tgt in enumerate(targets) if tgt == 1]
-    return (
-        len(channel_axes) == 1
-        and axes.upper()[channel_axes[0]] == "S"
-        and shape[channel_axes[0]] in (3, 4)
-        and np.dtype(dtype) in (np.dtype(np.uint8), np.dtype(np.uint16))
-    )
 
 
 # --- the file -----------------------------------------------------------
@@ -271,7 +228,7 @@ class TczyxView:
             math.prod(source.shape[i] for i in group) for group in self._groups
         )
         dtype = np.dtype(source.dtype)
-        self.dtype: np.dtype = _WIDEN.get(dtype, dtype).newbyteorder("=")
+        self.dtype: np.dtype = WIDEN.get(dtype, dtype).newbyteorder("=")
 
     @property
     def size(self) -> int:
@@ -391,38 +348,15 @@ class TczyxView:
 
 
 # --- the image ----------------------------------------------------------
-def compression_name(series: tifffile.TiffPageSeries) -> str:
-    """How the series' pixels are stored, in words (for messages)."""
-    page = series.keyframe
-    reasons = []
-    if page.compression != 1:
-        reasons.append(f"compressed ({tifffile.COMPRESSION(page.compression).name})")
-    if page.is_tiled:
-        reasons.append("tiled")
-    if page.predictor != 1:
-        reasons.append("stored with a predictor")
-    if page.planarconfig == 2 and page.samplesperpixel > 1:
-        reasons.append("stored in separate colour planes")
-    if not reasons:
-        reasons.append("stored in pieces scattered through the file")
-    return " and ".join(reasons)
-
-
-class LazyTiffImage(DiskImage):
-    """A TIFF whose pixels are decoded on demand (compressed, tiled, ...).
-
-    A disk image like any other (``is_disk_image`` is true: the file is
-    opened, not loaded) except that it is read-only and ``is_mapped`` is
-    False.  Made by :func:`napari_diskimage.open_tiff`, not directly.
+class LazyTiffStorage(Storage):
+    """A TIFF series (or one of its stored levels) decoded on demand.
 
     ``array`` is a :class:`TczyxView`: an array-like indexed ``(t, c, z, y,
     x)`` whose slices decode only the strips or tiles they touch.
-    ``read_region`` and ``load_plane`` work as for a mapped image.
     ``bytes_read`` counts the bytes read from the file, header included,
-    by this image and its resolution levels.
+    by every level sharing the file handle.  Read-only: writing raises
+    PermissionError (copy the image to edit it).
     """
-
-    is_mapped = False
 
     def __init__(
         self,
@@ -430,132 +364,78 @@ class LazyTiffImage(DiskImage):
         series: tifffile.TiffPageSeries,
         *,
         level: int = 0,
-        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-        unit: str | None = None,
         owns_handle: bool = True,
-        storage: str | None = None,
+        description: str | None = None,
     ) -> None:
-        # No memory map: DiskImage.__init__ is not called on purpose; the
-        # attributes its inherited methods use are set here.
         level_series = series.levels[level]
         import zarr
 
         store = _cached_store_class()(series, level, handle.cache)
         source = zarr.open_array(store, mode="r", zarr_format=2)
         view = TczyxView(source, level_series.axes, repr(str(handle.path)))
-        self._handle = handle
-        self._owns_handle = owns_handle
-        self._path = handle.path
-        self._array: Any = view
-        self._geometry = Geometry.from_shape(view.shape, view.dtype)
-        self._mode = "r"
-        self._kind = "tiff"
-        self._scratch = None
-        self._file_dtype = np.dtype(level_series.dtype).newbyteorder(
-            handle.tif.byteorder
-        )
-        self._storage = storage or compression_name(level_series)
-        # what a pickled reference reopens (see __reduce__)
-        self._series_index = next(
+        self.handle = handle
+        self.owns_handle = owns_handle
+        self.path = handle.path
+        self._array: TczyxView | None = view
+        self.shape = view.shape
+        self.file_dtype = np.dtype(view.dtype).newbyteorder(handle.tif.byteorder)
+        self._description = description or compression_name(level_series)
+        # what a pickled reference reopens (see reference)
+        self.series_index = next(
             (i for i, s in enumerate(handle.tif.series) if s is series), None
         )
-        self._level = level
-        self.spacing = tuple(float(s) for s in spacing)
-        self.unit = unit
+        self.level = level
         self.rgb = is_rgb(level_series.axes, level_series.shape, level_series.dtype)
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as a reference (path, series, level): never the pixels."""
-        if self.closed:
-            raise closed_error(self._path)
-        if self._series_index is None:  # pragma: no cover - tifffile contract
-            raise TypeError(f"cannot pickle {self!r}: its series is unknown")
-        return (_reopen_lazy, (str(self._path), self._series_index, self._level))
 
     @property
     def bytes_read(self) -> int:  # type: ignore[override]
         """Bytes read from the file so far (header included)."""
-        return self._handle.bytes_read
+        return self.handle.bytes_read
 
     @property
     def chunks_decoded(self) -> int:
         """Strips or tiles decoded so far (cache misses), all levels."""
-        return self._handle.cache.decoded
+        return self.handle.cache.decoded
 
     @property
-    def storage(self) -> str:
-        """How the pixels are stored, e.g. ``"compressed (LZW) and tiled"``."""
-        return self._storage
+    def chunk_rows(self) -> int:
+        """Rows decoded together: the height of a strip or tile."""
+        return self.array.chunk_rows
+
+    def describe(self) -> str:
+        return self._description
+
+    def summary(self) -> str:
+        return f"{self._description}, decoded lazily"
 
     @property
     def closed(self) -> bool:
-        return self._array is None or self._handle.closed
+        return self._array is None or self.handle.closed
 
     @property
-    def array(self) -> TczyxView:  # type: ignore[override]
+    def array(self) -> TczyxView:
         """Lazy ``(t, c, z, y, x)`` view: slicing it decodes what is sliced."""
-        if self.closed:
-            raise closed_error(self._path)
+        if self._array is None or self.handle.closed:
+            raise closed_error(self.path)
         return self._array
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        if copy is False:
-            raise ValueError("a disk image cannot be converted without a copy")
-        return self.array.__array__(dtype)
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "read-only"
-        return (
-            f"<DiskImage {self._geometry} tiff {self._storage}, decoded lazily, "
-            f"{state} {str(self._path)!r}>"
-        )
-
     def close(self) -> None:
-        """Release the file (an image's levels are closed with it)."""
+        """Release the file (if this level owns it)."""
         self._array = None
-        if self._owns_handle:
-            self._handle.close()
+        if self.owns_handle:
+            self.handle.close()
 
-    def flush(self) -> None:
-        """Nothing to do: a lazily decoded image is never written."""
-
-    def write_pixel(
-        self, value: Any, x: int, y: int, z: int = 0, c: int = 0, t: int = 0
-    ) -> None:
-        """Refuse: the pixels are compressed or tiled (PermissionError).
-
-        Coordinates are checked first (IndexError), as for a mapped image.
-        """
-        if self.closed:
-            raise closed_error(self._path)
-        sizes = dict(zip("xyzct", self._geometry.sizes, strict=True))
-        for axis, v in {"x": x, "y": y, "z": z, "c": c, "t": t}.items():
-            _check_index(v, axis, sizes[axis])
-        raise PermissionError(
-            errno.EACCES,
-            f"{str(self._path)!r} is a TIFF whose pixels are {self._storage}: "
-            "they are decoded on demand and cannot be written in place. Copy "
-            "it first (napari_diskimage.copy(image)) to get a writable disk "
-            "image, then save that copy",
-            str(self._path),
-        )
+    def reference(self, image: DiskImage) -> tuple[Callable[..., Any], tuple]:
+        """A reference (path, series, level): never the pixels."""
+        if self.series_index is None:  # pragma: no cover - tifffile contract
+            raise TypeError(f"cannot pickle {image!r}: its series is unknown")
+        return (reopen_lazy, (str(self.path), self.series_index, self.level))
 
     def read_region(
-        self,
-        t: int,
-        c: int,
-        z: int,
-        y0: int,
-        ny: int,
-        sy: int,
-        x0: int,
-        nx: int,
-        sx: int,
-    ) -> np.ndarray:
-        """Rows ``y0 + j*sy`` (j < ny), columns ``x0 + i*sx`` (i < nx).
-
-        Decodes only the strips or tiles that hold them (cached).
-        """
+        self, t: int, c: int, z: int,
+        y0: int, ny: int, sy: int, x0: int, nx: int, sx: int,
+    ) -> np.ndarray:  # fmt: skip
+        """Decodes only the strips or tiles that hold the rows (cached)."""
         view = self.array
         if ny == 0 or nx == 0:
             return np.empty((ny, nx), dtype=self.dtype)
@@ -564,9 +444,9 @@ class LazyTiffImage(DiskImage):
         return view[t, c, z, ys, xs]
 
 
-def _reopen_lazy(path: str, series: int, level: int) -> DiskImage:
+def reopen_lazy(path: str, series: int, level: int) -> DiskImage:
     """Open a lazily decoded TIFF again from a pickled reference."""
-    from ._tiff import open_tiff
+    from .._tiff import open_tiff
 
     image = open_tiff(path, series=series)
     if level == 0:
@@ -580,13 +460,16 @@ def open_levels(
     base_shape: tuple[int, ...],
     spacing: tuple[float, float, float],
     unit: str | None,
-) -> tuple[LazyTiffImage, ...]:
+) -> tuple[DiskImage, ...]:
     """Images of the coarser stored levels ``(series, level)``, for display.
 
     Levels with other t, c, z sizes, or not smaller in y and x than the
     previous one, are skipped.  Each level's spacing is scaled to its size.
+    The levels share ``handle`` and do not close it.
     """
-    levels: list[LazyTiffImage] = []
+    from .._diskimage import DiskImage
+
+    levels: list[DiskImage] = []
     previous = tuple(base_shape)
     for series, level in sources:
         stored = series.levels[level]
@@ -595,10 +478,18 @@ def open_levels(
             shape[3] <= previous[3] and shape[4] <= previous[4] and shape != previous
         ):
             continue
-        image = LazyTiffImage(handle, series, level=level, owns_handle=False)
+        storage = LazyTiffStorage(handle, series, level=level, owns_handle=False)
         z, y, x = spacing
-        image.spacing = (z, y * base_shape[3] / shape[3], x * base_shape[4] / shape[4])
-        image.unit = unit
-        levels.append(image)
+        scaled = (z, y * base_shape[3] / shape[3], x * base_shape[4] / shape[4])
+        levels.append(
+            DiskImage(
+                handle.path,
+                storage,
+                kind="tiff",
+                spacing=scaled,
+                unit=unit,
+                rgb=storage.rgb,
+            )
+        )
         previous = shape
     return tuple(levels)
