@@ -405,7 +405,7 @@ class Viewer:
         elif method == "plugin_direct":
             # The same reader without viewer.open's own work (progress bar,
             # plugin lookup): what the reader and add_image cost.
-            from napari_diskimage._reader import napari_get_reader
+            from napari_diskimage._napari.reader import napari_get_reader
 
             for data, kwargs, _ in napari_get_reader(path)(path):
                 self.viewer.add_image(data, **kwargs)

@@ -150,3 +150,19 @@ def test_a_box_outside_the_volume_or_of_a_single_plane_is_refused(tmp_path):
     single = pytest.raises(ValueError, match=r"single z plane.*2D")
     with ndi.open_raw(flat) as img, single:
         fit_box(img, y=(0, 50), x=(0, 50), z=0)
+
+
+def test_every_channel_and_processing_outputs_get_the_overview(tmp_path):
+    path = tmp_path / "vol_2048x2048x256x3_UInt16.raw"
+    with open(path, "wb") as fh:
+        fh.truncate(2048 * 2048 * 256 * 3 * 2)
+    with ndi.open_raw(path) as img:
+        for c in range(3):
+            coarsest = display_levels(img, c)[-1]
+            assert coarsest.zfactor > 1 and coarsest.channel == c
+            before = img.bytes_read
+            np.asarray(coarsest)
+            assert img.bytes_read - before <= OVERVIEW_BYTES
+    out = ndi.new_disk_image(ndi.Geometry("uint16", 2048, 2048, 256))
+    with out:  # a processing result is a scratch disk image like this one
+        assert display_levels(out)[-1].zfactor > 1

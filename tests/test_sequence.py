@@ -268,3 +268,18 @@ def test_the_napari_reader_takes_a_folder(tmp_path):
     lo, hi = kwargs["contrast_limits"]
     assert vol.min() <= lo < hi <= vol.max()
     kwargs["metadata"]["disk_image"].close()
+
+
+def test_the_terminal_takes_a_folder(tmp_path, capsys):
+    from napari_diskimage._cli import main
+
+    vol = _volume(z=5)
+    folder = _write(tmp_path / "scan", vol, compression="lzw")
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "a folder of 5 TIFF slices" in out and "rec_00000.tif ... rec_00004.tif" in out
+    )
+    target = tmp_path / "one.tif"
+    assert main(["copy", str(folder), str(target)]) == 0
+    np.testing.assert_array_equal(tifffile.imread(target), vol)

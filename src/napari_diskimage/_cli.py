@@ -239,6 +239,8 @@ def _open(path: Path, args: argparse.Namespace) -> Any:
 
     from ._files import format_of
 
+    if path.is_dir() or any(ch in path.name for ch in "*?["):
+        return ndi.open_tiff_sequence(path)
     kind = format_of(path)
     if kind == "tiff":
         return ndi.open_tiff(path)
@@ -269,20 +271,34 @@ def describe_file(image: Any) -> str:
         f"shape (t, c, z, y, x): {image.shape}",
         f"pixel type: {image.dtype} "
         f"({'big' if image.byte_order == '>' else 'little'}-endian in the file)",
-        f"pixels: {format_bytes(image.nbytes)}; file: "
-        f"{format_bytes(image.path.stat().st_size)}",
+        f"pixels: {format_bytes(image.nbytes)}; "
+        f"{'files' if len(image.files) > 1 else 'file'}: "
+        f"{format_bytes(sum(f.stat().st_size for f in image.files))}",
     ]
     if image.spacing != (1.0, 1.0, 1.0) or image.unit:
         z, y, x = image.spacing
         lines.append(f"pixel size (x, y, z): {x:g} x {y:g} x {z:g} {image.unit or ''}")
-    if image.is_mapped:
+    if image.kind == "tiff sequence":
+        files = image.files
+        lines.append(
+            f"storage: {image.storage.describe()} ({files[0].name} ... "
+            f"{files[-1].name})"
+        )
+        lines.append(
+            "napari-diskimage: opens it at once (the first slice's header "
+            "only), reads each slice when shown and checks its header then; "
+            "read-only (copy it into one file to edit it)"
+        )
+    elif image.is_mapped:
         lines.append("storage: uncompressed and contiguous: memory-mapped")
         lines.append(
             "napari-diskimage: opens it at once without reading the pixels; "
             "shows strided planes on demand; edits in place only with mode 'r+'"
         )
     else:
-        lines.append(f"storage: {image.storage}: decoded lazily, chunk by chunk")
+        lines.append(
+            f"storage: {image.storage.describe()}: decoded lazily, chunk by chunk"
+        )
         lines.append(
             "napari-diskimage: opens it at once, decodes only the strips or "
             "tiles shown; read-only (copy it to edit)"

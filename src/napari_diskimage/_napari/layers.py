@@ -261,7 +261,7 @@ def describe_layer(layer: Layer | None) -> str:
     if img.closed:
         return f"layer: {layer.name}\ndisk image: closed ({img.path})"
     try:
-        on_disk = format_bytes(img.path.stat().st_size)
+        on_disk = format_bytes(sum(f.stat().st_size for f in img.files))
     except OSError as exc:
         on_disk = f"unknown ({error_message(exc)})"
     if img.is_scratch:
@@ -278,6 +278,7 @@ def describe_layer(layer: Layer | None) -> str:
         f"dtype: {img.dtype} ({'big' if img.byte_order == '>' else 'little'}-endian"
         " in the file)",
         f"pixels: {format_bytes(img.nbytes)}, size on disk: {on_disk}",
+        f"storage: {img.storage.describe()}",
     ]
     if layer.metadata.get("channel") is not None and img.shape[1] > 1:
         lines.append(f"channel: {layer.metadata['channel']} of {img.shape[1]}")
