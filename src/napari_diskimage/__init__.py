@@ -32,6 +32,7 @@ from ._io import (
     save_raw,
     save_tiff,
 )
+from ._labels import check_labels, new_labels, open_labels
 from ._raw import open_raw
 from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
 from ._sequence import SequenceGapWarning, open_tiff_sequence
@@ -60,6 +61,7 @@ __all__ = [
     "SequenceGapWarning",
     "TiffSeriesInfo",
     "apply",
+    "check_labels",
     "copy",
     "get_disk_image_dir",
     "is_disk_image",
@@ -68,6 +70,8 @@ __all__ = [
     "iter_save_raw",
     "iter_save_tiff",
     "new_disk_image",
+    "new_labels",
+    "open_labels",
     "open_raw",
     "open_tiff",
     "open_tiff_sequence",

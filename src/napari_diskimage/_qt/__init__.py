@@ -17,6 +17,7 @@ from .copy import CopyToDiskImage, start_copy
 from .disk_image_dir import DiskImageDir
 from .extract_plane import ExtractPlane
 from .image_info import ImageInfo
+from .labels import LabelsTool
 from .open_raw import OpenRaw
 from .process import ProcessImage
 from .save import SaveImage
@@ -30,6 +31,7 @@ __all__ = [
     "ExtractPlane",
     "ImageInfo",
     "JobTool",
+    "LabelsTool",
     "LayerChoice",
     "OpenRaw",
     "ProcessImage",
@@ -47,6 +49,7 @@ __all__ = [
 TOOLS = (
     ("Image info", ImageInfo),
     ("Process (out of core)", ProcessImage),
+    ("Labels (paint on disk)", LabelsTool),
     ("Copy to disk image", CopyToDiskImage),
     ("Write pixel", WritePixel),
     ("Extract plane", ExtractPlane),
