@@ -54,7 +54,7 @@ def test_labels_that_do_not_fit_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"29 x 20 x 5.*30 x 20 x 5"):
         ndi.open_labels(tmp_path / "small.tif", img)
     tifffile.imwrite(tmp_path / "float.tif", np.zeros((5, 20, 30), np.float32))
-    with pytest.raises(ValueError, match="float32 pixels.*uint8, uint16"):
+    with pytest.raises(ValueError, match=r"float32 pixels.*uint8, uint16"):
         ndi.open_labels(tmp_path / "float.tif", img)
     tifffile.imwrite(
         tmp_path / "rgb.tif", np.zeros((20, 30, 3), np.uint8), photometric="rgb"
@@ -85,7 +85,7 @@ def scan(make_napari_viewer):
 
 @pytest.mark.gui
 def test_paint_fill_polygon_and_undo_go_into_the_file(scan):
-    viewer, image_layer, tool = scan
+    viewer, _, tool = scan
     layer = tool.new_labels()
     labels = layer.metadata["disk_image"]
     assert isinstance(layer.data, np.memmap) or isinstance(layer.data.base, np.memmap)
@@ -115,7 +115,7 @@ def test_paint_fill_polygon_and_undo_go_into_the_file(scan):
 
 @pytest.mark.gui
 def test_a_brush_stroke_with_the_mouse_lands_in_the_file(scan, qtbot):
-    viewer, image_layer, tool = scan
+    viewer, _, tool = scan
     layer = tool.new_labels()
     labels = layer.metadata["disk_image"]
     layer.mode = "paint"
@@ -145,7 +145,7 @@ def test_a_brush_stroke_with_the_mouse_lands_in_the_file(scan, qtbot):
     QApplication.processEvents()
     stored = _in_file(labels)[0, 0]
     z = viewer.dims.current_step[0]
-    plane = int(round((viewer.dims.point[0] - 4.0) / 2.0))
+    plane = round((viewer.dims.point[0] - 4.0) / 2.0)
     assert (stored == 4).sum() > 20, "the stroke is not in the file"
     assert set(np.nonzero(stored == 4)[0]) == {plane}, z
     layer.undo()
@@ -154,7 +154,7 @@ def test_a_brush_stroke_with_the_mouse_lands_in_the_file(scan, qtbot):
 
 @pytest.mark.gui
 def test_3d_shows_a_bounded_overview_and_refuses_3d_fill(scan):
-    viewer, image_layer, tool = scan
+    viewer, _, tool = scan
     layer = tool.new_labels()
     labels = layer.metadata["disk_image"]
     layer.paint((2, 10, 10), 6)
@@ -171,7 +171,7 @@ def test_3d_shows_a_bounded_overview_and_refuses_3d_fill(scan):
 
 @pytest.mark.gui
 def test_save_reopen_and_removal(scan, tmp_path):
-    viewer, image_layer, tool = scan
+    viewer, _, tool = scan
     layer = tool.new_labels()
     labels = layer.metadata["disk_image"]
     layer.paint((1, 5, 5), 2)
