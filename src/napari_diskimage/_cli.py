@@ -497,19 +497,23 @@ def show_processing(viewer: Any, layer: Any, panel: Any) -> None:
     (shown,) = add_disk_image(viewer, mask, "pores (threshold of a gaussian)")
     shown.scale, shown.translate = scale, translate
     shown.colormap, shown.opacity, shown.blending = "cyan", 0.35, "additive"
-    labels = process.label(mask)
-    from ._pyramid import display_levels
+    # painted labels: napari's brush writing straight into a disk image
+    import numpy as np
 
-    painted = viewer.add_labels(
-        display_levels(labels, 0),
-        name="pores, labelled",
-        multiscale=True,
-        scale=scale,
-        translate=translate,
-        metadata={"disk_image": labels, "channel": 0},
-        opacity=0.5,
+    import napari_diskimage as ndi
+
+    from ._napari.labels import DiskLabels
+
+    painted = DiskLabels.attach(
+        viewer, ndi.new_labels(image, "uint8"), name="painted labels", like=layer
     )
-    del painted
+    painted.brush_size = max(8, nx // 40)
+    rng = np.random.default_rng(1)
+    for label in (1, 2, 3):
+        y, x = rng.integers(ny // 5, 4 * ny // 5), rng.integers(nx // 5, 4 * nx // 5)
+        for k in range(12):  # a short stroke
+            painted.paint((z, y + k * ny // 200, x + k * nx // 150), label)
+    painted.opacity = 0.7
     viewer.layers.selection.active = layer
 
 
