@@ -76,7 +76,8 @@ class DiskLabels:
         self.overview: Any = None
         self.in_3d = False
         self.base_translate = np.asarray(layer.translate, dtype=float)
-        viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
+        # first: before napari slices the layer in 3D (it would load the file)
+        viewer.dims.events.ndisplay.connect(self._ndisplay_changed, position="first")
         layer.events.n_edit_dimensions.connect(self._refuse_3d_edits)
         viewer.layers.events.removed.connect(self._layer_removed)
 
