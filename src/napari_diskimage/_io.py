@@ -181,6 +181,17 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         done += os.pwrite(fd, data[done:], offset + done)
 
 
+def _read_ahead(path: Path, offset: int, nbytes: int) -> None:
+    """Ask the kernel to start reading ``nbytes`` of ``path`` (the next
+    slice of a folder) while the current one is copied."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+
 def _kernel_copy(
     src: Path, src_offset: int, fd: int, offset: int, nbytes: int
 ) -> Generator[int]:
@@ -233,7 +244,9 @@ def _write_pixels(source: _Source, fd: int, offset: int, dtype: np.dtype) -> Ste
     runs = source.byte_runs(dtype)
     if runs is not None and sum(n for _, _, n in runs) == total:
         done = 0
-        for path, src_offset, nbytes in runs:
+        for i, (path, src_offset, nbytes) in enumerate(runs):
+            if i + 1 < len(runs):  # many small files: read the next one ahead
+                _read_ahead(*runs[i + 1])
             for part in _kernel_copy(path, src_offset, fd, offset + done, nbytes):
                 yield done + part, total
             done += nbytes
