@@ -20,7 +20,6 @@ import numpy as np
 
 from ._diskimage import DiskImage, run_steps
 from ._pyramid import OVERVIEW_SIDE
-from .storage.mapped import MappedStorage
 
 __all__ = ["BOX_VOXELS", "Box", "fit_box", "iter_read_box", "read_box"]
 
@@ -172,10 +171,11 @@ def iter_read_box(
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Read ``box`` plane by plane; yields ``(bytes done, bytes total)``.
 
-    Returns the (nz, ny, nx) array.  About the box's own bytes are read:
-    from a mapped file each plane of the box is copied from the map (after
-    checking the file still holds it; :meth:`MappedStorage.read_box`),
-    otherwise read with :meth:`DiskImage.read_region`.
+    Returns the (nz, ny, nx) array.  Each plane is one
+    :meth:`DiskImage.read_region` of the box's rows and columns: about the
+    box's own bytes are read (whole rows only when the box spans nearly the
+    whole width).  (A copy from the memory map instead was measured 1.3-3x
+    slower here: one page fault per 4 KiB.)
     """
     nz, ny, nx = box.shape
     itemsize = np.dtype(image.dtype).itemsize
@@ -183,16 +183,8 @@ def iter_read_box(
     plane_bytes = ny * nx * itemsize
     total = nz * plane_bytes
     yield (0, total)
-    storage = image.storage
     for k, z in enumerate(range(*box.z)):
-        if isinstance(storage, MappedStorage):  # a copy from the map: memcpy speed
-            ranges = [range(box.t, box.t + 1), range(box.c, box.c + 1),
-                      range(z, z + 1), range(*box.y), range(*box.x)]  # fmt: skip
-            out[k] = storage.read_box(ranges)[0, 0, 0]
-        else:
-            out[k] = image.read_region(
-                box.t, box.c, z, box.y[0], ny, 1, box.x[0], nx, 1
-            )
+        out[k] = image.read_region(box.t, box.c, z, box.y[0], ny, 1, box.x[0], nx, 1)
         yield ((k + 1) * plane_bytes, total)
     return out
 
