@@ -221,6 +221,19 @@ def test_truncated_and_corrupt_slices_fail_alone(tmp_path):
         np.testing.assert_array_equal(img.load_plane(z=0), vol[0])
 
 
+def test_a_corrupt_header_is_named_whichever_slice_it_is(tmp_path):
+    vol = _volume(z=3)
+    folder = _write(tmp_path / "s", vol)
+    bad_ifd = b"MM\x00*\x00\x00\x00\x08\x00\x05" + b"\x01" * 40  # tifffile raises
+    (folder / "rec_00001.tif").write_bytes(bad_ifd)
+    corrupt = pytest.raises(ndi.CorruptFileError, match=r"rec_00001\.tif.*not a valid")
+    with ndi.open_tiff_sequence(folder) as img, corrupt:
+        img.load_plane(z=1)
+    (folder / "rec_00000.tif").write_bytes(bad_ifd)
+    with pytest.raises(ndi.CorruptFileError, match=r"rec_00000\.tif.*not a valid"):
+        ndi.open_tiff_sequence(folder)
+
+
 def test_gaps_in_the_numbering_are_warned(tmp_path):
     vol = _volume(z=8)
     folder = _write(tmp_path / "s", vol)

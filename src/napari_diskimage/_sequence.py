@@ -197,10 +197,8 @@ def open_slice_files(
             layout, pages = layout_of(tif, first_path)
             first = slice_info(first_path, sizes[0], layout, pages, None, tif)
             spacing, unit = spacing_of(tif, 0, tif.series[0])
-    except (OSError, ValueError):
-        raise
-    except Exception as exc:
-        if not is_parse_error(exc):
+    except Exception as exc:  # tifffile's own errors name no file: wrap them
+        if isinstance(exc, OSError) or not is_parse_error(exc):
             raise
         raise CorruptFileError(
             f"slice {str(first_path)!r} is not a valid TIFF file "

@@ -263,9 +263,7 @@ class SequenceStorage(Storage):
                 return slice_info(path, stamp, layout, pages, self.layout, tif)
         except OSError as exc:
             raise _slice_error(path, exc) from exc
-        except (ValueError, CorruptFileError):
-            raise
-        except Exception as exc:
+        except Exception as exc:  # tifffile's TiffFileError (a ValueError) too
             if not is_parse_error(exc):
                 raise
             raise CorruptFileError(
