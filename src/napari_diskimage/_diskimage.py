@@ -18,11 +18,7 @@ from ._errors import closed_error
 from ._geometry import AXES, Geometry
 from ._scratch import ScratchFile, create_scratch
 from .storage._base import Storage
-from .storage.mapped import MappedStorage, bytes_of, truncated_error
-
-#: Kept for the modules that import them from here.
-_bytes_of = bytes_of
-_truncated_error = truncated_error
+from .storage.mapped import MappedStorage
 
 __all__ = [
     "DiskImage",

@@ -34,13 +34,13 @@ from ._diskimage import (
     DiskImage,
     ProgressCallback,
     Steps,
-    _bytes_of,
     map_scratch,
     run_steps,
 )
 from ._errors import closed_error
 from ._geometry import Geometry
 from ._scratch import check_free_space, create_scratch, format_bytes, remove_orphan
+from .storage.mapped import bytes_of
 
 __all__ = [
     "copy",
@@ -254,7 +254,7 @@ def _write_pixels(source: _Source, fd: int, offset: int, dtype: np.dtype) -> Ste
     done = 0
     for key in _blocks(source.shape, dtype.itemsize):
         block = np.ascontiguousarray(source.block(key), dtype=dtype)
-        _pwrite_all(fd, _bytes_of(block), offset + done)
+        _pwrite_all(fd, bytes_of(block), offset + done)
         done += block.nbytes
         yield done, total
     if done != total:  # pragma: no cover - a bug in _blocks

@@ -16,6 +16,7 @@ from .._scratch import sweep_orphans
 
 __all__ = [
     "MAX_INT",
+    "NO_IMAGE_LAYER",
     "LayerChoice",
     "add_disk_image",
     "apply_saved_settings",
@@ -26,6 +27,8 @@ __all__ = [
 ]
 
 MAX_INT = 2**31 - 1  # Qt spin boxes hold 32-bit ints
+#: Why a tool that takes an image layer cannot act when there is none.
+NO_IMAGE_LAYER = "no image layer: open an image (File > Open) or choose one above"
 
 
 def unwrap(viewer: Any) -> Viewer:

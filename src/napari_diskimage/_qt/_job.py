@@ -23,7 +23,7 @@ from superqt.utils import create_worker
 from .._diskimage import drive_steps
 from .._napari.notify import error_message, notify_error, show_info
 from .._scratch import format_bytes
-from ._common import status_label
+from ._common import NO_IMAGE_LAYER, status_label
 
 __all__ = ["JobTool", "StepsJob", "cancel_all_jobs"]
 
@@ -215,7 +215,7 @@ class JobTool(Container):
     def unavailable_reason(self) -> str:
         """Why the tool cannot act on the chosen layer ("" if it can)."""
         if getattr(self, "layer", None) is not None and self.layer.value is None:
-            return "no image layer: open an image (File > Open) or choose one above"
+            return NO_IMAGE_LAYER
         return ""
 
     def fit_layer(self, _value: Any = None) -> None:

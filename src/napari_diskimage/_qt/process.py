@@ -42,6 +42,7 @@ from .._napari.layers import (
 from .._napari.notify import error_message, notify_error
 from .._pyramid import sample_values
 from ._common import (
+    NO_IMAGE_LAYER,
     LayerChoice,
     add_disk_image,
     apply_saved_settings,
@@ -104,7 +105,7 @@ class ProcessImage(Container):
         """Say in one line why nothing can run on the chosen layer, if so."""
         reason = ""
         if self.layer.value is None:
-            reason = "no image layer: open an image (File > Open) or choose one above"
+            reason = NO_IMAGE_LAYER
         self.hint.value = reason
         self.hint.visible = bool(reason)
         running = self.job is not None and self.job.running
