@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import sys
+import textwrap
 import time
 
 import numpy as np
@@ -11,6 +13,7 @@ import tifffile
 from qtpy.QtWidgets import QApplication
 
 import napari_diskimage as ndi
+from _memcap import run_capped, unavailable_reason
 from napari_diskimage._napari.labels import KEY, WINDOW_SIDE
 from napari_diskimage._qt.labels import LabelsTool
 
@@ -153,7 +156,7 @@ def test_a_brush_stroke_with_the_mouse_lands_in_the_file(scan, qtbot):
 
 
 @pytest.mark.gui
-def test_3d_shows_a_bounded_overview_and_refuses_3d_fill(scan):
+def test_3d_is_read_only_keeps_undo_and_refuses_3d_fill(scan):
     viewer, _, tool = scan
     layer = tool.new_labels()
     labels = layer.metadata["disk_image"]
@@ -161,12 +164,62 @@ def test_3d_shows_a_bounded_overview_and_refuses_3d_fill(scan):
     layer.n_edit_dimensions = 3
     assert layer.n_edit_dimensions == 2  # refused, with a notification
     viewer.dims.ndisplay = 3
-    assert not isinstance(layer.data, np.memmap) and not layer.editable
-    assert layer.data.nbytes <= labels.nbytes
+    assert not layer.editable and layer.mode == "pan_zoom"
+    # a small volume is its own overview: napari shows the file's labels
+    assert layer._slice.image.raw.shape == (6, 64, 80)
+    assert layer._slice.image.raw[2, 10, 10] == 6
     viewer.dims.ndisplay = 2
     assert layer.editable and layer.data.shape == (6, 64, 80)
+    layer.undo()  # the stroke made before 3D is still in the history
+    assert not _in_file(labels).any()
     layer.paint((2, 30, 30), 8)
     assert _in_file(labels)[0, 0, 2, 30, 30] == 8
+
+
+def _sparse_labels(tmp_path, x, y, z, dtype="UInt16"):
+    path = tmp_path / f"labels_{x}x{y}x{z}_{dtype}.raw"
+    with open(path, "wb") as fh:
+        fh.truncate(x * y * z * np.dtype(dtype.lower()).itemsize)
+    return path
+
+
+@pytest.mark.gui
+def test_3d_shows_the_overview_in_place(make_napari_viewer, tmp_path):
+    """A 2 GiB labels volume in 3D: napari is given the bounded overview,
+    placed where the labels are, and the status bar reads it."""
+    from napari_diskimage import _pyramid
+    from napari_diskimage._napari.labels import DiskLabels
+
+    viewer = make_napari_viewer(show=True)
+    path = _sparse_labels(tmp_path, 2048, 2048, 256)
+    labels = ndi.open_labels(path, mode="r+")
+    labels.array[0, 0, 96:160, 900:1100, 1000:1200] = 9  # a block, on disk
+    labels.array.flush()
+    layer = DiskLabels.attach(viewer, labels, name="cells")
+    layer.scale = (2.0, 0.5, 0.5)
+    overview = _pyramid.display_levels(labels, 0)[-1]
+    assert overview.zfactor > 1 and overview.nbytes <= _pyramid.OVERVIEW_BYTES
+    viewer.dims.ndisplay = 3
+    raw = layer._slice.image.raw
+    assert raw.shape == overview.shape, "napari was not given the overview"
+    assert isinstance(layer.data, np.memmap) or isinstance(layer.data.base, np.memmap)
+    f, fz = overview.factor, overview.zfactor
+    assert raw[128 // fz, 1000 // f, 1100 // f] == 9 and raw[0, 0, 0] == 0
+    # the block is drawn where it is: the status bar's ray hits it
+    centre = layer.data_to_world((128, 1000, 1100))
+    start = np.array(centre) - (600.0, 0, 0)
+    value = layer.get_value(
+        start, view_direction=(1, 0, 0), dims_displayed=[0, 1, 2], world=True
+    )
+    assert value == 9
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+    assert shot.max() > 0, "the 3D view is blank"
+    viewer.dims.ndisplay = 2
+    viewer.dims.set_point(0, layer.data_to_world((128, 0, 0))[0])
+    assert layer._slice.image.raw.shape == (2048, 2048)
+    assert layer._slice.image.raw[1000, 1100] == 9  # the exact file plane again
+    layer.paint((128, 50, 50), 3)
+    assert np.memmap(path, np.uint16, "r", shape=(256, 2048, 2048))[128, 50, 50] == 3
 
 
 @pytest.mark.gui
@@ -224,3 +277,82 @@ def test_a_32768_squared_plane_is_painted_through_a_window(
         layer.data_to_world((1000 - ys.start, 30000 - xs.start)), (1000, 30000)
     )
     del stored
+
+
+@pytest.mark.gui
+def test_undo_after_the_window_moved_restores_the_right_pixels(
+    make_napari_viewer, tmp_path, monkeypatch
+):
+    """napari keeps undo in layer-data indices; the paint window's data is
+    replaced when it moves, so the history is kept in file coordinates."""
+    from napari_diskimage._napari import labels as disk_labels
+
+    monkeypatch.setattr(disk_labels, "WHOLE_PLANE_PIXELS", 1024 * 1024)
+    monkeypatch.setattr(disk_labels, "WINDOW_SIDE", 1024)
+    viewer = make_napari_viewer(show=True)
+    path = _sparse_labels(tmp_path, 4096, 4096, 1)
+    stored = np.memmap(path, np.uint16, "r", shape=(4096, 4096))
+    labels = ndi.open_labels(path, mode="r+")
+    layer = disk_labels.DiskLabels.attach(viewer, labels, name="big")
+    controller = layer.metadata[KEY]
+    (y0, _), (x0, _) = [(s.start, s.stop) for s in controller.window]
+    layer.paint((5, 5), 7)
+    assert stored[y0 + 5, x0 + 5] == 7
+    other = np.array(np.nonzero(stored == 7)).T
+    viewer.scene.camera.center = (3900.0, 3900.0)
+    viewer.scene.camera.zoom = 2.0
+    ys, xs = controller.move_window()
+    assert ys.start > y0 + 5 and xs.start > x0 + 5
+    layer.paint((3900 - ys.start, 3900 - xs.start), 8)
+    layer.undo()
+    assert not (stored == 8).any()
+    layer.undo()  # the first stroke is outside the window now
+    assert not (stored == 7).any() and not stored.any()
+    layer.redo()
+    np.testing.assert_array_equal(np.array(np.nonzero(stored == 7)).T, other)
+    del stored
+
+
+CAPPED_3D = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import napari
+    import napari_diskimage as ndi
+    from napari_diskimage._napari.labels import DiskLabels
+
+    path = sys.argv[1]
+    viewer = napari.Viewer(show=True)
+    labels = ndi.open_labels(path, mode="r+")
+    layer = DiskLabels.attach(viewer, labels, name="labels")
+    viewer.dims.set_point(0, 512)
+    layer.brush_size = 20
+    layer.paint((512, 100, 100), 5)
+    layer.fill((512, 1500, 900), 2)
+    layer.undo()
+    for _ in range(2):
+        viewer.dims.ndisplay = 3
+        assert viewer.screenshot(canvas_only=True, flash=False).shape[0] > 0
+        viewer.dims.ndisplay = 2
+    layer.paint((512, 300, 300), 6)
+    layer.undo()
+    stored = np.memmap(path, np.uint16, "r", shape=(1024, 2048, 1024))
+    assert stored[512, 100, 100] == 5 and stored[512, 300, 300] == 0
+    assert stored[512, 1500, 900] == 0
+    viewer.close()
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_3d_on_labels_four_times_the_memory_cap(tmp_path):
+    path = _sparse_labels(tmp_path, 1024, 2048, 1024)  # 4 GiB of labels
+    result = run_capped(
+        1 << 30, [sys.executable, "-c", CAPPED_3D, str(path)], timeout=300
+    )
+    assert result.returncode != 137, "killed by the memory cap"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok"), result.stdout

@@ -13,8 +13,11 @@ true at any size:
   in view (``move_window``), placed exactly by the layer's translate,
   beside a read-only multiscale overview of the whole labels plane;
 - in 3D the layer shows the labels' bounded 3D overview (the coarsest level
-  of the display pyramid, strided in z, y and x), read-only, and the file
-  view comes back in 2D: the volume is never loaded;
+  of the display pyramid, strided in z, y and x), read-only: the layer is a
+  :class:`~.labels_layer.DiskLabelsLayer`, whose 3D slices come from the
+  overview, so the volume is never loaded, not even by napari's own
+  callbacks; its undo history is kept in file coordinates, so undo works
+  after the window moved and after a visit to 3D;
 - a 3D fill (``n_edit_dimensions = 3``) would flood the whole volume in
   memory, so it is refused with a notification saying why.
 """
@@ -74,11 +77,10 @@ class DiskLabels:
         self.windowed = ny * nx > WHOLE_PLANE_PIXELS
         self.window: tuple[slice, slice] = (slice(0, ny), slice(0, nx))
         self.overview: Any = None
-        self.in_3d = False
         self.base_translate = np.asarray(layer.translate, dtype=float)
-        # first: before napari slices the layer in 3D (it would load the file)
-        viewer.dims.events.ndisplay.connect(self._ndisplay_changed, position="first")
+        viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
         layer.events.n_edit_dimensions.connect(self._refuse_3d_edits)
+        layer.events.history_replayed.connect(self._refresh_overview)
         viewer.layers.events.removed.connect(self._layer_removed)
 
     def _layer_removed(self, event: Any) -> None:
@@ -107,12 +109,21 @@ class DiskLabels:
             z, y, x = labels.spacing
             scale = {"t": 1.0, "z": z, "y": y, "x": x}
             kwargs["scale"] = tuple(scale[a] for a in axes)
+        from .labels_layer import DiskLabelsLayer
+
         windowed = labels.shape[3] * labels.shape[4] > WHOLE_PLANE_PIXELS
-        data = file_view(labels, *(_first_window(labels) if windowed else ()))
-        layer = viewer.add_labels(
-            data, metadata={"disk_image": labels, "channel": 0}, **kwargs
+        window = _first_window(labels) if windowed else ()
+        layer = DiskLabelsLayer(
+            file_view(labels, *window),
+            metadata={"disk_image": labels, "channel": 0},
+            **kwargs,
         )
+        layer.disk_labels = labels
+        if window:
+            layer.file_offset = (window[0].start, window[1].start)
         controller = cls(viewer, layer, labels)
+        viewer.add_layer(layer)
+        controller._ndisplay_changed()
         layer.metadata[KEY] = controller
         if windowed:
             controller._add_overview(kwargs)
@@ -140,7 +151,7 @@ class DiskLabels:
     def move_window(self) -> tuple[slice, slice]:
         """Put the paint window over the region in view (a plane larger than
         :data:`WHOLE_PLANE_PIXELS`); returns its (y, x) slices."""
-        if not self.windowed:
+        if not self.windowed or self.viewer.dims.ndisplay == 3:
             return self.window
         _, _, _, ny, nx = self.labels.shape
         region = view_region(self.viewer, self.layer)
@@ -159,11 +170,12 @@ class DiskLabels:
         translate[-2] += y0 * scale[-2]
         translate[-1] += x0 * scale[-1]
         self.layer.data = file_view(self.labels, *self.window)
+        self.layer.file_offset = (y0, x0)
         self.layer.translate = tuple(translate)
         self._refresh_overview()
         return self.window
 
-    def _refresh_overview(self) -> None:
+    def _refresh_overview(self, event: Any = None) -> None:
         if self.overview is not None:
             from .._pyramid import clear_cache
 
@@ -173,28 +185,10 @@ class DiskLabels:
 
     # --- 3D ----------------------------------------------------------------
     def _ndisplay_changed(self, event: Any = None) -> None:
-        if self.layer not in self.viewer.layers:
-            return
-        if self.viewer.dims.ndisplay == 3 and not self.in_3d:
-            self.in_3d = True
-            coarsest = display_levels(self.labels, 0)[-1]
-            data = np.asarray(coarsest)  # bounded: the 3D overview
-            self.layer.data = data
-            factors = [1.0] * self.layer.ndim
-            factors[-1] = factors[-2] = float(coarsest.factor)
-            if self.layer.ndim >= 3 and coarsest.zfactor > 1:
-                factors[-3] = float(coarsest.zfactor)
-            self._shown_scale = tuple(self.layer.scale)
-            self._shown_translate = tuple(self.layer.translate)
-            self.layer.scale = tuple(np.multiply(self.layer.scale, factors))
-            self.layer.translate = tuple(self.base_translate)
-            self.layer.editable = False
-        elif self.viewer.dims.ndisplay == 2 and self.in_3d:
-            self.in_3d = False
-            self.layer.scale = self._shown_scale
-            self.layer.data = file_view(self.labels, *self.window)
-            self.layer.translate = self._shown_translate
-            self.layer.editable = True
+        """Read-only in 3D (the layer shows the overview there, see
+        :class:`~.labels_layer.DiskLabelsLayer`), editable again in 2D."""
+        if self.layer in self.viewer.layers or event is None:
+            self.layer.editable = self.viewer.dims.ndisplay == 2
 
     def _refuse_3d_edits(self, event: Any = None) -> None:
         if self.layer.n_edit_dimensions > 2:

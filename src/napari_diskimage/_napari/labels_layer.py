@@ -1,0 +1,236 @@
+"""The napari Labels layer of disk-image labels (no Qt).
+
+:class:`DiskLabelsLayer` is a napari ``Labels`` layer (its controls, its
+paint brush, fill, polygon, picker, eraser, undo and redo are napari's)
+whose data is a numpy view of a mapped labels file, so napari's edits
+write straight into the file.  It changes three things napari would do
+with such a layer, each of which would load or corrupt a volume larger
+than memory:
+
+- **3D slices come from the labels' 3D overview.**  napari slices a
+  non-multiscale layer whole in 3D (and converts it to a texture: a copy
+  of the volume in memory), and it does so in its own ``ndisplay``
+  callbacks, before any plugin can swap the data.  Here the layer's
+  slicing state asks the 3D overview (the coarsest level of the labels'
+  display pyramid, strided in z, y and x) instead, and places it with the
+  tile-to-data transform napari uses for multiscale levels.  The layer's
+  data never changes, so 2D shows the file again on the way back.
+- **The undo history is kept in file coordinates.**  A plane too large to
+  show whole is painted through a window of the file (``layer.data`` is
+  replaced when the window moves); napari's history holds layer-data
+  indices, which would land in the wrong place once the window moved.
+  Here each committed edit is stored with the window's offset added, and
+  undo and redo write into the whole file view.
+- **Leaving 2D keeps the history.**  The layer is read-only in 3D
+  (napari's 3D painting writes through the displayed slice, which is the
+  overview here); napari clears the history whenever a layer stops being
+  editable, which would lose the user's undo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from napari.layers import Labels
+from napari.layers.labels._labels_constants import Mode
+from napari.layers.labels._slice import _LabelsSliceRequest
+from napari.layers.labels.labels import _LabelsSlicingState, _MaskedPaintAtom
+from napari.layers.utils._slice_input import _ThickNDSlice
+from napari.utils.geometry import clamp_point_to_bounding_box
+from napari.utils.transforms import Affine
+
+from .._diskimage import DiskImage
+from .._pyramid import clear_cache, display_levels
+
+__all__ = ["DiskLabelsLayer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _OverviewSliceRequest(_LabelsSliceRequest):
+    """A 3D slice request over the labels' overview; the response carries
+    the overview's placement in the layer's data coordinates."""
+
+    overview_to_data: Affine | None = None
+
+    def __call__(self) -> Any:
+        response = super().__call__()
+        return dataclasses.replace(response, tile_to_data=self.overview_to_data)
+
+
+class _DiskLabelsSlicingState(_LabelsSlicingState):
+    layer: DiskLabelsLayer
+
+    def _make_slice_request_internal(self, **kwargs: Any) -> Any:
+        request = super()._make_slice_request_internal(**kwargs)
+        if request.slice_input.ndisplay != 3:
+            return request
+        overview = self.layer._overview_3d()
+        if overview is None:
+            return request
+        data, scale, translate = overview
+        # non-displayed axes (t; z when it is not shown) in overview indices
+        bounds = request.data_slice.as_array()
+        bounds[0] = np.clip(
+            (bounds[0] - translate) / scale, 0, np.asarray(data.shape) - 1
+        )
+        bounds[1:] /= scale
+        ndim = len(scale)
+        fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+        fields.update(
+            data_at_data_level=data,
+            data_at_thumbnail_level=data,
+            data_slice=_ThickNDSlice.from_array(bounds),
+            level_shapes=np.array([data.shape]),
+            downsample_factors=np.ones((1, ndim)),
+            overview_to_data=Affine(
+                scale=scale, translate=translate, ndim=ndim, name="tile2data"
+            ),
+        )
+        return _OverviewSliceRequest(**fields)
+
+
+class DiskLabelsLayer(Labels):
+    """A napari Labels layer painting into a labels disk image.
+
+    Made by :meth:`napari_diskimage._napari.labels.DiskLabels.attach`,
+    which sets :attr:`disk_labels` and keeps :attr:`file_offset` (where
+    ``data[..., 0, 0]`` is in the file's y and x) up to date.
+    """
+
+    #: The labels disk image whose file ``data`` is a view of.
+    disk_labels: DiskImage | None = None
+    #: (y, x) of the layer data's first pixel in the file.
+    file_offset: tuple[int, int] = (0, 0)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # after undo or redo, which may write outside the data shown
+        self.events.add(history_replayed=None)
+
+    @property
+    def _type_string(self) -> str:
+        # napari's writers, layer icons and menus know layers by this name
+        return "labels"
+
+    def _get_layer_slicing_state(self, data: Any, cache: bool) -> Any:
+        return _DiskLabelsSlicingState(self, data, cache)
+
+    # --- 3D: the overview ----------------------------------------------
+    def _overview_3d(self) -> tuple[Any, np.ndarray, np.ndarray] | None:
+        """The 3D overview of the labels, its scale and its translate in
+        layer-data coordinates; None for labels shown whole in 3D."""
+        labels = self.disk_labels
+        if labels is None:
+            return None
+        coarsest = display_levels(labels, 0)[-1]
+        ndim = self.ndim
+        scale = np.ones(ndim)
+        scale[-2:] = coarsest.factor
+        if ndim >= 3 and labels.shape[2] > 1:
+            scale[-3] = coarsest.zfactor
+        if (scale == 1).all() and not any(self.file_offset):
+            return None  # the labels are their own overview: small enough
+        translate = np.zeros(ndim)
+        translate[-2:] = np.negative(self.file_offset)
+        return coarsest, scale, translate
+
+    def _get_value_ray(
+        self,
+        start_point: np.ndarray | None,
+        end_point: np.ndarray | None,
+        dims_displayed: list[int],
+    ) -> int | None:
+        """The first label along a ray in 3D, read from the overview shown
+        (napari's version assumes the slice covers the layer data)."""
+        if start_point is None or end_point is None or len(dims_displayed) != 3:
+            return super()._get_value_ray(start_point, end_point, dims_displayed)
+        raw = self._slice.image.raw
+        to_tile = self._transforms["tile2data"].inverse
+        start = np.asarray(to_tile(start_point))[dims_displayed]
+        end = np.asarray(to_tile(end_point))[dims_displayed]
+        n_points = max(int(2 * np.linalg.norm(end - start)), 2)
+        points = np.linspace(start, end, n_points, endpoint=True)
+        box = np.zeros((3, 2))
+        box[:, 1] = raw.shape[:3]
+        inside = clamp_point_to_bounding_box(points, box).astype(int)
+        return self._calculate_value_from_ray(raw[tuple(inside.T)])
+
+    def _in_3d(self) -> bool:
+        return self._slice_input.ndisplay == 3
+
+    def _refresh_caches_from_region(self, *args: Any, **kwargs: Any) -> None:
+        if not self._in_3d():  # in 3D the shown slice is the overview
+            super()._refresh_caches_from_region(*args, **kwargs)
+
+    def _partial_labels_refresh(self) -> None:
+        if not self._in_3d():
+            super()._partial_labels_refresh()
+            return
+        # an edit made by a script in 3D: show it in the overview
+        self._updated_slice = None
+        self.refresh_from_file()
+
+    def refresh_from_file(self) -> None:
+        """Show the file's current labels (after it was written elsewhere)."""
+        if self.disk_labels is not None:
+            clear_cache(self.disk_labels)
+        self.refresh()
+
+    def _on_editable_changed(self) -> None:
+        # napari resets the history here; the file still holds what undo
+        # restores, so keep it (read-only only stops the tools)
+        if not self.editable:
+            self.mode = Mode.PAN_ZOOM
+
+    # --- undo and redo in file coordinates -----------------------------
+    def _file_view(self) -> np.ndarray:
+        """The whole labels file with the layer's axes (writes go to disk)."""
+        from .labels import file_view
+
+        if self.disk_labels is None:
+            return self.data
+        return file_view(self.disk_labels)
+
+    def _to_file(self, atom: Any) -> Any:
+        dy, dx = self.file_offset
+        if not (dy or dx):
+            return atom
+        if isinstance(atom, _MaskedPaintAtom):
+            key = list(atom.slice_key)
+            for axis, d in ((-2, dy), (-1, dx)):
+                s = key[axis]
+                key[axis] = slice(s.start + d, s.stop + d, s.step)
+            return atom._replace(slice_key=tuple(key))
+        indices, before, after = atom
+        indices = list(indices)
+        indices[-2] = np.asarray(indices[-2]) + dy
+        indices[-1] = np.asarray(indices[-1]) + dx
+        return (tuple(indices), before, after)
+
+    def _append_to_undo_history(self, item: list[Any]) -> None:
+        self._undo_history.append([self._to_file(atom) for atom in item])
+        self.events.paint(value=item)
+
+    def _load_history(self, before: Any, after: Any, undoing: bool = True) -> None:
+        if len(before) == 0:
+            return
+        item = before.pop()
+        after.append(list(reversed(item)))
+        target = self._file_view()
+        for atom in reversed(item):
+            if isinstance(atom, _MaskedPaintAtom):
+                values = atom.old_values if undoing else atom.new_value
+                if atom.mask is None:
+                    target[atom.slice_key] = values
+                else:
+                    target[atom.slice_key][atom.mask] = values
+                continue
+            indices, old, new = atom
+            target[indices] = old if undoing else new
+        if self._in_3d():
+            self.refresh_from_file()
+        else:
+            self.refresh()
+        self.events.history_replayed()
