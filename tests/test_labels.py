@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import textwrap
 import time
@@ -176,6 +177,17 @@ def test_3d_is_read_only_keeps_undo_and_refuses_3d_fill(scan):
     assert _in_file(labels)[0, 0, 2, 30, 30] == 8
 
 
+def _resident() -> tuple[int, int]:
+    """(anonymous, file-backed) resident bytes of this process."""
+    fields = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                key, value = line.split(":")
+                fields[key] = int(value.split()[0]) << 10
+    return fields["RssAnon"], fields["RssFile"]
+
+
 def _sparse_labels(tmp_path, x, y, z, dtype="UInt16"):
     path = tmp_path / f"labels_{x}x{y}x{z}_{dtype}.raw"
     with open(path, "wb") as fh:
@@ -259,6 +271,7 @@ def test_a_32768_squared_plane_is_painted_through_a_window(
     labels = ndi.open_labels(path, mode="r+")
     from napari_diskimage._napari.labels import DiskLabels
 
+    before = _resident()
     layer = DiskLabels.attach(viewer, labels, name="big")
     controller = layer.metadata[KEY]
     assert controller.windowed and layer.data.shape == (WINDOW_SIDE, WINDOW_SIDE)
@@ -276,6 +289,18 @@ def test_a_32768_squared_plane_is_painted_through_a_window(
     np.testing.assert_allclose(
         layer.data_to_world((1000 - ys.start, 30000 - xs.start)), (1000, 30000)
     )
+    for cy, cx in ((16000, 16000), (30000, 2000), (5000, 25000)):  # pan and paint
+        viewer.scene.camera.center = (float(cy), float(cx))
+        ys, xs = controller.move_window()
+        layer.paint((cy - ys.start, cx - xs.start), 13)
+        QApplication.processEvents()
+        assert stored[cy, cx] == 13
+    anon, mapped = np.subtract(_resident(), before)
+    assert anon < 512 << 20, f"{anon >> 20} MiB of memory for a 4 GiB plane"
+    # file pages of the map: about the windows visited (6 x 64 MiB), not the
+    # whole rows readahead would bring in (8 x that)
+    window_bytes = WINDOW_SIDE * WINDOW_SIDE * 4
+    assert mapped < 1.5 * 6 * window_bytes, f"{mapped >> 20} MiB mapped"
     del stored
 
 
@@ -356,3 +381,78 @@ def test_3d_on_labels_four_times_the_memory_cap(tmp_path):
     assert result.returncode != 137, "killed by the memory cap"
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("ok"), result.stdout
+
+
+@pytest.fixture
+def notes():
+    """Texts of the napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+    return lambda: [n.message for n in notification_manager.records[start:]]
+
+
+@pytest.mark.gui
+def test_a_read_only_labels_file_is_painted_as_a_copy(scan, notes):
+    import hashlib
+    import subprocess
+
+    from _fs import mount_tmpfs, unmount
+
+    viewer, _, tool = scan
+    folder = mount_tmpfs("size=4m")
+    try:
+        path = folder / "cells.tif"
+        tifffile.imwrite(path, np.full((6, 64, 80), 2, np.uint16))
+        before = hashlib.sha256(path.read_bytes()).hexdigest()
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        layer = tool.open_labels(path)
+        assert layer is not None
+        assert any("read-only" in n and "copy" in n for n in notes()), notes()
+        labels = layer.metadata["disk_image"]
+        assert labels.is_scratch and labels.path.parent != folder
+        layer.paint((1, 5, 5), 9)
+        assert _in_file(labels)[0, 0, 1, 5, 5] == 9
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+        viewer.layers.remove(layer)
+        del layer, labels
+        gc.collect()
+    finally:
+        unmount(folder)
+
+
+@pytest.mark.gui
+def test_a_full_disk_when_creating_or_saving_labels(scan, notes, tmp_path):
+    from _fs import mount_tmpfs, unmount
+
+    viewer, _, tool = scan
+    folder = mount_tmpfs("size=2m")  # the labels need 6 x 64 x 80 x 4 = 120 KiB
+    try:
+        filler = folder / "filler.bin"
+        with open(filler, "wb") as fh:
+            fh.truncate(0)
+            os.posix_fallocate(fh.fileno(), 0, (2 << 20) - (64 << 10))
+        ndi.set_disk_image_dir(folder / "disk-images")
+        tool.dtype.value = "uint32"
+        assert tool.new_labels() is None  # refused, with the numbers
+        assert any("new labels" in n and "disk" in n.lower() for n in notes()), notes()
+        assert os.listdir(folder / "disk-images") == []
+        ndi.set_disk_image_dir(tmp_path / "disk-images")
+        layer = tool.new_labels()
+        layer.paint((1, 5, 5), 4)
+        target = folder / "saved.tif"
+        target.write_bytes(b"the previous version")
+        job = tool.save(target)
+        deadline = time.monotonic() + 30
+        while not job.done and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.01)
+        assert job.done and job.error is not None
+        assert any("save labels" in n and "saved.tif" in n for n in notes()), notes()
+        assert target.read_bytes() == b"the previous version"
+        assert sorted(os.listdir(folder)) == ["disk-images", "filler.bin", "saved.tif"]
+        viewer.layers.remove(layer)
+        del layer
+        gc.collect()
+    finally:
+        unmount(folder)

@@ -51,7 +51,7 @@ def new_labels(image: Any, dtype: Any = "uint32") -> DiskImage:
     d = _label_dtype(dtype)
     if isinstance(image, DiskImage):
         t, _, z, y, x = image.shape
-        what = f"labels for {str(image.path)!r}"
+        what = f"the labels of image {str(image.path)!r}"
     else:
         t, _, z, y, x = Geometry.from_shape(tuple(image.shape), np.uint8).shape
         what = "labels"

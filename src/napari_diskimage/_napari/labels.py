@@ -113,14 +113,20 @@ class DiskLabels:
 
         windowed = labels.shape[3] * labels.shape[4] > WHOLE_PLANE_PIXELS
         window = _first_window(labels) if windowed else ()
+        if window:
+            # a window reads parts of long rows: no readahead of whole rows
+            # into the map, each plane's window rows announced instead
+            advise = getattr(labels.storage, "advise_random", None)
+            if advise is not None:
+                advise()
         layer = DiskLabelsLayer(
             file_view(labels, *window),
+            disk_labels=labels,
+            file_offset=(window[0].start, window[1].start) if window else (0, 0),
+            prefetch_planes=bool(window),
             metadata={"disk_image": labels, "channel": 0},
             **kwargs,
         )
-        layer.disk_labels = labels
-        if window:
-            layer.file_offset = (window[0].start, window[1].start)
         controller = cls(viewer, layer, labels)
         viewer.add_layer(layer)
         controller._ndisplay_changed()
@@ -169,8 +175,8 @@ class DiskLabels:
         translate = self.base_translate.copy()
         translate[-2] += y0 * scale[-2]
         translate[-1] += x0 * scale[-1]
+        self.layer.file_offset = (y0, x0)  # first: the new data is sliced at once
         self.layer.data = file_view(self.labels, *self.window)
-        self.layer.file_offset = (y0, x0)
         self.layer.translate = tuple(translate)
         self._refresh_overview()
         return self.window

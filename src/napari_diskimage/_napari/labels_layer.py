@@ -29,6 +29,7 @@ than memory:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -42,7 +43,7 @@ from napari.utils.geometry import clamp_point_to_bounding_box
 from napari.utils.transforms import Affine
 
 from .._diskimage import DiskImage
-from .._pyramid import clear_cache, display_levels
+from .._pyramid import clear_cache, display_axes, display_levels
 
 __all__ = ["DiskLabelsLayer"]
 
@@ -65,6 +66,7 @@ class _DiskLabelsSlicingState(_LabelsSlicingState):
     def _make_slice_request_internal(self, **kwargs: Any) -> Any:
         request = super()._make_slice_request_internal(**kwargs)
         if request.slice_input.ndisplay != 3:
+            self.layer._prefetch(request)
             return request
         overview = self.layer._overview_3d()
         if overview is None:
@@ -103,9 +105,24 @@ class DiskLabelsLayer(Labels):
     disk_labels: DiskImage | None = None
     #: (y, x) of the layer data's first pixel in the file.
     file_offset: tuple[int, int] = (0, 0)
+    #: Announce the rows of each 2D slice to the kernel before napari reads
+    #: them (a paint window, whose map does no readahead).
+    prefetch_planes: bool = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        data: Any,
+        *,
+        disk_labels: DiskImage | None = None,
+        file_offset: tuple[int, int] = (0, 0),
+        prefetch_planes: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # before napari's first slice, which the constructor makes
+        self.disk_labels = disk_labels
+        self.file_offset = file_offset
+        self.prefetch_planes = prefetch_planes
+        super().__init__(data, **kwargs)
         # after undo or redo, which may write outside the data shown
         self.events.add(history_replayed=None)
 
@@ -116,6 +133,29 @@ class DiskLabelsLayer(Labels):
 
     def _get_layer_slicing_state(self, data: Any, cache: bool) -> Any:
         return _DiskLabelsSlicingState(self, data, cache)
+
+    def _prefetch(self, request: Any) -> None:
+        """Start reading the rows of the plane ``request`` will read."""
+        labels = self.disk_labels
+        ndim = self.ndim
+        if (
+            not self.prefetch_planes
+            or labels is None
+            or list(request.slice_input.displayed) != [ndim - 2, ndim - 1]
+        ):
+            return
+        t, _, z, _, _ = labels.shape
+        axes = display_axes(labels)
+        sizes, index = {"t": t, "z": z}, {"t": 0, "z": 0}
+        for axis, point in zip(axes, request.data_slice.point, strict=False):
+            if axis in index and np.isfinite(point):
+                index[axis] = int(min(max(round(point), 0), sizes[axis] - 1))
+        ny, nx = self.data.shape[-2:]
+        y0, x0 = self.file_offset
+        storage = labels.storage
+        if hasattr(storage, "prefetch_rows"):
+            with contextlib.suppress(OSError):
+                storage.prefetch_rows(index["t"], 0, index["z"], y0, ny, x0, nx)
 
     # --- 3D: the overview ----------------------------------------------
     def _overview_3d(self) -> tuple[Any, np.ndarray, np.ndarray] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import threading
 import weakref
@@ -87,6 +88,7 @@ class MappedStorage(Storage):
         self._fds: dict[str, int] = {}
         self._fd_lock = threading.Lock()
         self.bytes_read = 0
+        self._base = base
         self._finalizer = weakref.finalize(self, _release, scratch, self._fds)
 
     # --- the contract ----------------------------------------------------
@@ -185,6 +187,35 @@ class MappedStorage(Storage):
                 os.fsync(fd)
         if self.scratch is not None:
             os.fsync(self.scratch.fd)
+
+    def advise_random(self) -> None:
+        """Map only the pages touched through :attr:`array`, without
+        readahead (``MADV_RANDOM``).
+
+        For views of partial rows of long rows (a paint window of a large
+        plane): readahead would map whole rows, 8 x the window of a 32768
+        pixel wide uint32 plane (measured: 1.3 GiB of mapped pages after five
+        4096 x 4096 windows, against 340 MiB).  Page-at-a-time faults are
+        slow from disk, so announce what will be read with
+        :meth:`prefetch_rows` first.
+        """
+        mapping = getattr(self._base, "_mmap", None)
+        if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
+            with contextlib.suppress(OSError, ValueError):
+                mapping.madvise(mmap.MADV_RANDOM)
+
+    def prefetch_rows(
+        self, t: int, c: int, z: int, y0: int, ny: int, x0: int, nx: int
+    ) -> None:
+        """Ask the kernel to read rows ``y0 .. y0+ny-1``, columns ``x0 ..
+        x0+nx-1`` of plane (t, c, z) at once (nothing if already cached)."""
+        if ny < 2 or nx < 1 or self.strides[4] != self.file_dtype.itemsize:
+            return
+        span = nx * self.strides[4]
+        prefetch(
+            self.fd(), self.offset_of(t, c, z, y0, x0), span, self.strides[3], ny,
+            bytearray(span),
+        )  # fmt: skip
 
     def read_box(self, ranges: list[range]) -> np.ndarray:
         """The box ``ranges`` (unit-step ranges over t, c, z, y, x), native order.
