@@ -456,3 +456,32 @@ def test_a_full_disk_when_creating_or_saving_labels(scan, notes, tmp_path):
         gc.collect()
     finally:
         unmount(folder)
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("preserve", [False, True])
+def test_fill_matches_napari_fill(scan, contiguous, preserve):
+    """The disk layer's fill (scipy) changes the same pixels as napari's own
+    fill (skimage flood) on an in-memory copy, and undo restores them."""
+    from napari.layers import Labels
+
+    viewer, _, tool = scan
+    layer = tool.new_labels()
+    labels = layer.metadata["disk_image"]
+    rng = np.random.default_rng(1)
+    start = rng.integers(0, 4, (6, 64, 80)).astype(np.uint32)
+    start[:, 30:33, :] = 7  # a wall: two regions of 0 to fill one of
+    labels.array[0, 0] = start
+    reference = viewer.add_layer(Labels(start.copy(), scale=layer.scale))
+    for lay in (layer, reference):
+        lay.contiguous, lay.preserve_labels = contiguous, preserve
+        lay.selected_label = 5
+    for seed in [(2, 10, 10), (2, 50, 70), (4, 31, 40), (1, 0, 0)]:
+        value = int(start[seed])
+        layer.fill(seed, 5 if value != 5 else 6)
+        reference.fill(seed, 5 if value != 5 else 6)
+        np.testing.assert_array_equal(_in_file(labels)[0, 0], reference.data)
+    for _ in range(4):
+        layer.undo()
+    np.testing.assert_array_equal(_in_file(labels)[0, 0], start)
