@@ -530,9 +530,11 @@ def _execute_threads(run: Run, tasks: list[Any], weight: float) -> TaskSteps:
             if n >= 0:
                 yield run.advance(n * weight)
     finally:
-        if thread.is_alive():  # cancelled: stop the blocks, wait for them
-            run.cancel_event.set()
-            thread.join()
+        if thread.is_alive() and "value" not in outcome and "error" not in outcome:
+            run.cancel_event.set()  # cancelled: stop the blocks
+        # wait for the thread even when it is done: until it returns, its
+        # frame holds the tasks, and with them the images' files
+        thread.join()
     if "error" in outcome:
         raise _user_error(outcome["error"], run)
     return [np.asarray(v) for v in outcome["value"]]

@@ -88,8 +88,10 @@ class MappedStorage(Storage):
         self._fds: dict[str, int] = {}
         self._fd_lock = threading.Lock()
         self.bytes_read = 0
-        self._base = base
-        self._finalizer = weakref.finalize(self, _release, scratch, self._fds)
+        self._base: np.memmap | None = base
+        self._finalizer = weakref.finalize(
+            self, _release, scratch, self._fds, self._fd_lock
+        )
 
     # --- the contract ----------------------------------------------------
     @property
@@ -111,6 +113,7 @@ class MappedStorage(Storage):
 
     def close(self) -> None:
         self._array = None
+        self._base = None  # the map holds a descriptor of the file
         self._finalizer()
 
     def reference(self, image: DiskImage) -> tuple[Callable[..., Any], tuple]:
@@ -140,6 +143,8 @@ class MappedStorage(Storage):
             raise closed_error(self.path)
         key = "w" if write else "r"
         with self._fd_lock:
+            if self._array is None:  # closed by another thread meanwhile
+                raise closed_error(self.path)
             fd = self._fds.get(key)
             if fd is None:
                 if self.scratch is not None:
@@ -349,11 +354,14 @@ def prefetch(
             os.posix_fadvise(fd, offset + k * step, span, os.POSIX_FADV_WILLNEED)
 
 
-def _release(scratch: ScratchFile | None, fds: dict[str, int]) -> None:
-    for fd in fds.values():
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    fds.clear()
+def _release(
+    scratch: ScratchFile | None, fds: dict[str, int], lock: threading.Lock
+) -> None:
+    with lock:  # no descriptor opened by another thread while closing
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        fds.clear()
     if scratch is not None:
         scratch.release()
 
