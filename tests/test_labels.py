@@ -485,3 +485,25 @@ def test_fill_matches_napari_fill(scan, contiguous, preserve):
     for _ in range(4):
         layer.undo()
     np.testing.assert_array_equal(_in_file(labels)[0, 0], start)
+
+
+@pytest.mark.gui
+def test_ctrl_z_and_shift_ctrl_z_undo_and_redo_in_the_file(scan):
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer, _, tool = scan
+    layer = tool.new_labels()
+    labels = layer.metadata["disk_image"]
+    viewer.layers.selection.active = layer
+    layer.paint((1, 10, 10), 5)
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QApplication.processEvents()
+    ctrl, shift = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
+    QTest.keyClick(canvas, Qt.Key.Key_Z, ctrl)
+    QApplication.processEvents()
+    assert _in_file(labels)[0, 0, 1, 10, 10] == 0
+    QTest.keyClick(canvas, Qt.Key.Key_Z, ctrl | shift)
+    QApplication.processEvents()
+    assert _in_file(labels)[0, 0, 1, 10, 10] == 5
