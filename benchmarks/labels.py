@@ -32,6 +32,7 @@ DOCS = HERE.parent / "docs"
 sys.path.insert(0, str(HERE))
 
 from process import log, machine  # noqa: E402
+from report import write_section  # noqa: E402
 
 GiB = 1 << 30
 
@@ -228,15 +229,7 @@ def write_report(r: dict) -> None:
             f"cgroup peak {c['cgroup_peak'] / 2**20:.0f} MiB (page cache included).",
         ]
     text = "\n".join(lines) + "\n"
-    md = DOCS / "benchmarks.md"
-    doc = md.read_text()
-    begin, end = "<!-- labels:begin -->", "<!-- labels:end -->"
-    if begin in doc:
-        head, rest = doc.split(begin, 1)
-        doc = f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}"
-    else:
-        doc += f"\n## Painting labels\n\n{begin}\n{text}{end}\n"
-    md.write_text(doc)
+    write_section(DOCS / "benchmarks.md", "labels", "Painting labels", text)
 
 
 if __name__ == "__main__":

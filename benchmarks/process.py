@@ -33,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
 sys.path.insert(0, str(HERE))
 
+from report import write_section  # noqa: E402
+
 GiB, MiB = 1 << 30, 1 << 20
 PLANE = (2048, 4096)
 CAP = 512 * MiB
@@ -365,16 +367,7 @@ def write_report(results: dict) -> None:
                     + " |"
                 )
     text = "\n".join(lines) + "\n"
-    md = DOCS / "benchmarks.md"
-    doc = md.read_text()
-    begin, end = "<!-- process:begin -->", "<!-- process:end -->"
-    if begin in doc:
-        head, rest = doc.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        doc = f"{head}{begin}\n{text}{end}{tail}"
-    else:
-        doc += f"\n## Processing\n\n{begin}\n{text}{end}\n"
-    md.write_text(doc)
+    write_section(DOCS / "benchmarks.md", "process", "Processing", text)
     plot(results)
 
 

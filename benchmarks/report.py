@@ -470,6 +470,20 @@ def plot(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def write_section(md: Path, key: str, heading: str, text: str) -> None:
+    """Put ``text`` between the ``<!-- key:begin -->`` and ``<!-- key:end -->``
+    markers of ``md``, or append them under ``## heading`` the first time.
+    Each benchmark script (process, view3d, sequence, labels) owns one."""
+    doc = md.read_text()
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    if begin in doc:
+        head, rest = doc.split(begin, 1)
+        doc = f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}"
+    else:
+        doc += f"\n## {heading}\n\n{begin}\n{text}{end}\n"
+    md.write_text(doc)
+
+
 def write(res: dict[str, Any], out: Path) -> None:
     doc = out / "benchmarks.md"
     section = markdown(res)

@@ -35,6 +35,7 @@ DOCS = HERE.parent / "docs"
 sys.path.insert(0, str(HERE))
 
 from process import log, machine  # noqa: E402
+from report import write_section  # noqa: E402
 from worker import drop_caches  # noqa: E402
 
 MiB = 1 << 20
@@ -201,15 +202,7 @@ def write_report(r: dict) -> None:
         "of two cold runs each, in turn).",
     ]
     text = "\n".join(lines) + "\n"
-    md = DOCS / "benchmarks.md"
-    doc = md.read_text()
-    begin, end = "<!-- sequence:begin -->", "<!-- sequence:end -->"
-    if begin in doc:
-        head, rest = doc.split(begin, 1)
-        doc = f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}"
-    else:
-        doc += f"\n## Folders of slices\n\n{begin}\n{text}{end}\n"
-    md.write_text(doc)
+    write_section(DOCS / "benchmarks.md", "sequence", "Folders of slices", text)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ DOCS = HERE.parent / "docs"
 sys.path.insert(0, str(HERE))
 
 from process import AnonPeak, fmt_mem, log, machine  # noqa: E402
+from report import write_section  # noqa: E402
 
 GiB, MiB = 1 << 30, 1 << 20
 CAP = 1 * GiB
@@ -227,15 +228,7 @@ def write_report(results: dict) -> None:
                 f"{fmt_mem(r['switch_3d_anon_added'])} | {box} |"
             )
     text = "\n".join(lines) + "\n"
-    md = DOCS / "benchmarks.md"
-    doc = md.read_text()
-    begin, end = "<!-- view3d:begin -->", "<!-- view3d:end -->"
-    if begin in doc:
-        head, rest = doc.split(begin, 1)
-        doc = f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}"
-    else:
-        doc += f"\n## 3D views\n\n{begin}\n{text}{end}\n"
-    md.write_text(doc)
+    write_section(DOCS / "benchmarks.md", "view3d", "3D views", text)
 
 
 if __name__ == "__main__":
