@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from magicgui.widgets import Container, PushButton
@@ -25,7 +26,7 @@ from .._napari.notify import error_message, notify_error, show_info
 from .._scratch import format_bytes
 from ._common import NO_IMAGE_LAYER, status_label
 
-__all__ = ["JobTool", "StepsJob", "cancel_all_jobs"]
+__all__ = ["JobTool", "StepsJob", "cancel_all_jobs", "start_save"]
 
 
 def _percent(done: int, total: int) -> int:
@@ -175,6 +176,31 @@ def cancel_all_jobs(timeout: float = 10.0) -> None:
 
         QApplication.processEvents()
     StepsJob.running_jobs.clear()
+
+
+def start_save(
+    source: Any,
+    path: Path,
+    what: str,
+    on_done: Callable[[Any], None],
+    on_end: Callable[[], None] | None = None,
+    byte_order: str = "<",
+) -> StepsJob | None:
+    """Start streaming ``source`` to ``path`` (:func:`napari_diskimage.iter_save`:
+    atomic, progress, Cancel); None, with a notification, when ``path``'s
+    suffix is refused (checked before any work)."""
+    from .. import _io
+
+    try:
+        _io.iter_save(source, path, byte_order).close()
+    except ValueError as exc:
+        notify_error(what, exc)
+        return None
+
+    def steps() -> Any:
+        return _io.iter_save(source, path, byte_order)
+
+    return StepsJob(steps, what, on_done, on_end).start()
 
 
 class JobTool(Container):

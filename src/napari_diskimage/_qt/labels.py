@@ -28,7 +28,7 @@ from .._napari.layers import disk_image_of, image_sizes
 from .._napari.notify import notify_error, show_info, show_warning
 from .._scratch import format_bytes
 from ._common import LayerChoice, apply_saved_settings, status_label, unwrap
-from ._job import StepsJob
+from ._job import StepsJob, start_save
 
 __all__ = ["LabelsTool"]
 
@@ -183,11 +183,6 @@ class LabelsTool(Container):
         labels: DiskImage = layer.metadata["disk_image"]
         labels.flush()
         what = f"save labels {layer.name!r} to {str(p)!r}"
-        try:
-            ndi.iter_save(labels, p).close()  # checks the suffix early
-        except ValueError as exc:
-            notify_error(what, exc)
-            return None
 
         def done(saved: Path) -> None:
             show_info(f"saved labels {layer.name!r} to {str(saved)!r}")
@@ -197,9 +192,8 @@ class LabelsTool(Container):
         def ended() -> None:
             self.job = None  # the finished job must not keep the labels alive
 
-        job = StepsJob(lambda: ndi.iter_save(labels, p), what, done, ended)
-        self.job = job.start()
-        return job
+        self.job = start_save(labels, p, what, done, ended)
+        return self.job
 
     def move_window(self) -> Any:
         """Move the paint window of a large plane to the region in view."""

@@ -13,12 +13,10 @@ from typing import Any
 import napari.viewer
 from magicgui.widgets import ComboBox, FileEdit
 
-import napari_diskimage as ndi
-
 from .._napari.layers import disk_image_of, layer_source
 from .._napari.notify import notify_error, show_info, show_warning
 from ._common import LayerChoice, apply_saved_settings, unwrap
-from ._job import JobTool, StepsJob
+from ._job import JobTool, StepsJob, start_save
 
 __all__ = ["SaveImage"]
 
@@ -79,17 +77,11 @@ class SaveImage(JobTool):
             notify_error(f"save {layer.name!r}", exc)
             return None
         what = f"save {layer.name!r} to {str(path)!r}"
-        try:
-            ndi.iter_save(source, path).close()  # checks the suffix early
-        except ValueError as exc:
-            notify_error(what, exc)
-            return None
-        byte_order = self.byte_order.value
 
         def done(saved: Path) -> None:
             show_info(f"saved {layer.name!r} to {str(saved)!r}")
             self.status.value = f"saved {saved.name}"
 
-        return StepsJob(
-            lambda: ndi.iter_save(source, path, byte_order), what, done, self.job_ended
-        ).start()
+        return start_save(
+            source, path, what, done, self.job_ended, self.byte_order.value
+        )
