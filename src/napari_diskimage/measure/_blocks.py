@@ -107,7 +107,7 @@ def block_stats(
     structured array: ``id`` (the label) and ``v`` (the columns of
     ``layout``), one row per label > 0 present, sorted by id.
     """
-    nz, ny, nx = labels.shape
+    _nz, ny, nx = labels.shape
     flat = labels.reshape(-1)
     ids_dtype = id_dtype(labels.dtype)
     size = flat.size
@@ -252,9 +252,9 @@ def surface_block(
     if not fg.any():
         return result
     ids, rows = _rows(flat[fg])
-    compact = np.zeros(flat.shape, dtype=np.int32)
-    compact[fg] = rows + 1
-    compact = compact.reshape(labels.shape)
+    compact_flat = np.zeros(flat.shape, dtype=np.int32)
+    compact_flat[fg] = rows + 1
+    compact = compact_flat.reshape(labels.shape)
     boxes = ndimage.find_objects(compact)
     areas = np.zeros(ids.size)
     for i, box in enumerate(boxes):

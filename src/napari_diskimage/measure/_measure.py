@@ -484,7 +484,7 @@ def porosity_run(mask: Any, axis: int | None = None, *, block_shape: Any = None)
     dtype = np.dtype(getattr(mask, "dtype", object))
     if dtype.kind not in "iufb":
         raise TypeError(f"porosity: {name_of(mask)} holds {dtype} values, not a mask")
-    t, c, z, y, x = shape_of(mask)
+    t, c, z, _y, _x = shape_of(mask)
     if t > 1 or c > 1:
         raise ValueError(
             f"porosity: {name_of(mask)} has {c} channels and {t} time points; "
