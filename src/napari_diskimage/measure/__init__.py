@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .._diskimage import run_steps
+from ._csv import save_csv
 from ._measure import PROPERTIES, measure_run, porosity_run
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "porosity_profile",
     "porosity_run",
     "regionprops_table",
+    "save_csv",
 ]
 
 ProgressCallback = Callable[[int, int], Any]
