@@ -54,7 +54,9 @@ examples:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # usage, then exit status 2
         if message.endswith("required: COMMAND"):
-            message += " (info, copy, save, process, measure, porosity or demo; see --help)"
+            message += (
+                " (info, copy, save, process, measure, porosity or demo; see --help)"
+            )
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -419,8 +421,7 @@ def _measure_parsers(commands: Any) -> None:
         help="a table (CSV) of every labelled object, out of core",
         description="Measure every object of LABELS (0 = background) block by "
         "block, as skimage.measure.regionprops_table, and write the table to a "
-        "CSV file (complete or not at all). Properties: "
-        + ", ".join(PROPERTIES),
+        "CSV file (complete or not at all). Properties: " + ", ".join(PROPERTIES),
         epilog="example:\n  napari-diskimage measure labels.tif --intensity "
         "scan.tif --properties label area centroid intensity_mean -o pores.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -476,9 +477,7 @@ def measure_file(args: argparse.Namespace) -> int:
     with labels:
         intensity = None if args.intensity is None else _open(args.intensity, args)
         try:
-            run = measure_run(
-                labels, intensity, args.properties, spacing=args.spacing
-            )
+            run = measure_run(labels, intensity, args.properties, spacing=args.spacing)
             table = _run(iter(run), f"measure {args.labels.name}")
         finally:
             if intensity is not None:
