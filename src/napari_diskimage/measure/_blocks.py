@@ -79,7 +79,7 @@ def _rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         offsets = (values - lo).astype(np.intp)
         present = np.bincount(offsets, minlength=span + 1) > 0
         rows = np.cumsum(present) - 1
-        ids = (np.flatnonzero(present) + int(lo)).astype(values.dtype)
+        ids = np.flatnonzero(present).astype(values.dtype) + lo
         return ids, rows[offsets]
     ids, inverse = np.unique(values, return_inverse=True)
     return ids, inverse.reshape(-1)
@@ -268,7 +268,7 @@ def surface_block(
         if mask.all():  # inside the object: no surface in this block
             continue
         verts, faces, _, _ = marching_cubes(
-            mask.astype(np.float32), 0.5, spacing=tuple(spacing)
+            mask.astype(np.float64), 0.5, spacing=tuple(spacing)
         )
         areas[i] = mesh_surface_area(verts, faces)
     result = np.zeros(ids.size, dtype=result.dtype)
