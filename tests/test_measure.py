@@ -232,6 +232,36 @@ def test_porosity_and_profile_are_the_fractions_of_nonzero_voxels():
         measure.porosity_profile(mask, 3)
 
 
+@pytest.mark.slow
+def test_a_distributed_cluster_measures_in_its_workers(data_dir):
+    """Workers of a LocalCluster read the blocks of the file themselves and
+    send back partial tables only."""
+    distributed = pytest.importorskip("distributed")
+    from napari_diskimage import process
+
+    labels, intensity = porous((10, 24, 30), seed=37, dtype=np.uint16)
+    tifffile.imwrite(data_dir / "labels.tif", labels)
+    tifffile.imwrite(data_dir / "image.tif", intensity)
+    props = ["label", "area", "centroid", "intensity_mean", "surface_area"]
+    with (
+        ndi.open_tiff(data_dir / "labels.tif") as lab,
+        ndi.open_tiff(data_dir / "image.tif") as img,
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        here = process.stats()["bytes_read"]
+        table = measure.regionprops_table(lab, img, props, block_shape=BLOCK)
+        assert process.stats()["bytes_read"] == here  # nothing read here
+    expected = measure.regionprops_table(labels, intensity, props, block_shape=BLOCK)
+    pd.testing.assert_frame_equal(table, expected)
+
+
 # --- bad input ------------------------------------------------------------------
 def test_bad_input_is_refused_with_a_clear_message():
     labels, intensity = porous((6, 10, 12), seed=19)
