@@ -143,7 +143,8 @@ def make_big(labels_path: Path, work: Path) -> tuple[Path, int, int]:
     n = int(src.max())
     rng = np.random.default_rng(1)
     ids = rng.choice(4_000_000_000, 4 * n, replace=False).astype(np.uint32) + 1
-    maps = [np.concatenate([[0], ids[i * n : (i + 1) * n]]) for i in range(4)]
+    zero = np.zeros(1, np.uint32)
+    maps = [np.concatenate([zero, ids[i * n : (i + 1) * n]]) for i in range(4)]
     out = work / "big.tif"
     z, _y, _x = src.shape
     with tifffile.TiffWriter(out, bigtiff=True) as tw:
