@@ -231,6 +231,41 @@ def merge(parts: Sequence[np.ndarray], kinds: np.ndarray) -> np.ndarray:
     return out
 
 
+def merge_into(
+    table: np.ndarray | None, rows: np.ndarray, kinds: np.ndarray
+) -> np.ndarray:
+    """``table`` with ``rows`` merged in; both sorted by id, ids unique.
+
+    Rows of ids already in the table update it in place; new ids are
+    inserted in one copy of the table (a merge of the concatenation would
+    hold three).
+    """
+    if table is None or not table.size:
+        return rows
+    if not rows.size:
+        return table
+    ids = table["id"]
+    pos = np.minimum(np.searchsorted(ids, rows["id"]), ids.size - 1)
+    found = ids[pos] == rows["id"]
+    at = pos[found]
+    values, extra = table["v"], rows["v"][found]
+    for kind, ufunc in ((0, np.add), (1, np.minimum), (2, np.maximum)):
+        cols = np.flatnonzero(kinds == kind)
+        if cols.size:
+            block = np.ix_(at, cols)
+            values[block] = ufunc(values[block], extra[:, cols])
+    new = rows[~found]
+    if not new.size:
+        return table
+    out = np.empty(table.size + new.size, dtype=table.dtype)
+    where = np.searchsorted(ids, new["id"]) + np.arange(new.size)
+    old = np.ones(out.size, dtype=bool)
+    old[where] = False
+    out[where] = new
+    out[old] = table
+    return out
+
+
 # --- surface area ------------------------------------------------------------
 def surface_block(
     labels: np.ndarray, spacing: Sequence[float], id_type: np.dtype

@@ -23,7 +23,7 @@ from ..process._engine import (
     report,
     shape_of,
 )
-from ._blocks import Layout, block_stats, id_dtype, merge, surface_block
+from ._blocks import Layout, block_stats, id_dtype, merge, merge_into, surface_block
 
 #: Properties :func:`regionprops_table` computes, with what each one is.
 PROPERTIES: dict[str, str] = {
@@ -251,7 +251,7 @@ def _batched_pass(
     table: np.ndarray | None = None
     for i in range(0, len(tasks), _BATCH):
         parts = yield from run.execute(tasks[i : i + _BATCH], sizes[i : i + _BATCH])
-        table = merge(([table] if table is not None else []) + list(parts), kinds)
+        table = merge_into(table, merge(list(parts), kinds), kinds)
     assert table is not None
     return table
 
