@@ -11,7 +11,7 @@ statistics (counts, sums of coordinates and of their products, boxes,
 intensity sums), and the partials are merged by label.  Objects that
 cross block borders are measured whole.  Memory holds the table and a few
 blocks; nothing is indexed by the label's value, so ids up to 2**32 - 1
-(or 2**63 - 1) cost nothing.  IPSDK calls this ``analyzeShape3d``.
+(or 2**63 - 1) cost nothing.  (IPSDK sells this step as its shape analysis.)
 
 Axes are numpy's: (z, y, x) for a volume, (y, x) for a 2D image, both for
 ``spacing`` and for the columns (``centroid-0`` is z in a volume).
