@@ -210,3 +210,18 @@ def test_the_tool_is_in_the_panel_and_fits_1280x800(make_napari_viewer, qtbot):
     canvas = tool.plot.native
     assert canvas.isVisible() and canvas.width() >= 180 and canvas.height() >= 150
     _qt.cancel_all_jobs()
+
+
+def test_without_labels_the_tool_says_why(viewer, qtbot):
+    tool = MeasureLabels(viewer)
+    assert not tool.start_button.enabled
+    assert "no labels layer" in tool.hint.value and "\n" not in tool.hint.value
+    viewer.add_image(np.zeros((4, 8, 8), np.uint16), name="image")
+    assert not tool.start_button.enabled  # an image is not labels
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint16), name="labels")
+    assert tool.start_button.enabled and tool.hint.value == ""
+    tool.measure()  # empty labels: an empty table, not an error
+    wait(qtbot, tool)
+    assert tool.job.error is None
+    assert len(tool.table) == 0 and "label" in tool.table.columns
+    assert tool.status.value == "0 objects measured"
