@@ -102,9 +102,19 @@ def test_a_row_click_centres_the_view_on_the_object_and_selects_it(viewer, qtbot
     wait(qtbot, tool)
     view = tool.table_view
     area_column = list(tool.table.columns).index("area")
+    view.sortByColumn(area_column, Qt.SortOrder.DescendingOrder)  # a header click
+    area = tool.table["area"].to_numpy()
+    n = len(area)
+    shown = [view.frame_row(i) for i in range(n)]
+    assert shown == sorted(range(n), key=lambda i: (-area[i], i))  # ties stable
+    model = view.model()
+    assert model.data(model.index(0, area_column)) == f"{area.max():.5g}"
+    view.sortByColumn(area_column, Qt.SortOrder.AscendingOrder)
+    assert [view.frame_row(i) for i in range(n)] == sorted(
+        range(n), key=lambda i: (area[i], i)
+    )
     view.sortByColumn(area_column, Qt.SortOrder.DescendingOrder)
-    biggest = tool.table.sort_values("area", ascending=False).iloc[0]
-    assert view.frame_row(0) == tool.table.index[tool.table["area"].argmax()]
+    biggest = tool.table.iloc[int(area.argmax())]
     view.click_row(0)
     assert layer.selected_label == int(biggest["label"])
     z = biggest["centroid-0"]

@@ -53,9 +53,7 @@ class PlotCanvas:
         heights, edges = np.histogram(values[finite], bins=40, weights=w)
         if w is not None and w.sum() > 0:
             heights = heights / w.sum()
-        self.axes.bar(
-            edges[:-1], heights, width=np.diff(edges), align="edge", color="#5fa8d3"
-        )
+        self.axes.stairs(heights, edges, fill=True, color="#5fa8d3")
         self.axes.set_xlabel(xlabel, fontsize=9)
         self.axes.set_ylabel(ylabel, fontsize=9)
         self.native.draw_idle()
