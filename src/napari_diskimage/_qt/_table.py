@@ -49,10 +49,10 @@ class FrameModel(QAbstractTableModel):
         self.order = np.arange(len(frame))
         self.endResetModel()
 
-    def rowCount(self, parent: Any = None) -> int:  # Qt names it
+    def rowCount(self, parent: Any = None) -> int:
         return 0 if parent is not None and parent.isValid() else self.order.size
 
-    def columnCount(self, parent: Any = None) -> int:  # Qt names it
+    def columnCount(self, parent: Any = None) -> int:
         return 0 if parent is not None and parent.isValid() else len(self._columns)
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -62,7 +62,7 @@ class FrameModel(QAbstractTableModel):
             return _RIGHT
         return None
 
-    def headerData(  # Qt names it
+    def headerData(
         self,
         section: int,
         orientation: Qt.Orientation,
