@@ -273,7 +273,7 @@ def surface_block(
     """Marching-cubes surface area of each object's part in a padded block.
 
     ``labels`` is the block with the halo that makes the cells of
-    neighbouring blocks a partition (see ``_measure.surface_boxes``); every
+    neighbouring blocks a partition (see ``_measure._surface_task``); every
     cell (2 x 2 x 2 voxels) lies in exactly one block, and the marching
     cubes' triangles of a cell depend only on its 8 voxels, so the areas of
     an object's parts add up to the area of its whole mesh.
