@@ -9,6 +9,10 @@ as the Python API, with a terminal progress bar (tqdm) on stderr:
   into a new TIFF or RAW file DST (by its suffix), streamed and atomic;
 * ``napari-diskimage process OPERATION SRC DST [--param value ...]``: an
   operation of :mod:`napari_diskimage.process`, its result saved to DST;
+* ``napari-diskimage measure LABELS -o table.csv``: a table of every
+  labelled object (:func:`napari_diskimage.measure.regionprops_table`);
+* ``napari-diskimage porosity MASK [--profile AXIS]``: the porosity (and
+  the per-slice profile as CSV);
 * ``napari-diskimage demo``: napari on a large synthetic scan.
 
 Exit status as a Unix tool's: 0 done, 1 failed (the message on stderr
@@ -41,6 +45,8 @@ examples:
   napari-diskimage copy scan_2048x2048x900_UInt16.raw scan.tif
   napari-diskimage process gaussian scan.tif smooth.tif --sigma 2
   napari-diskimage process threshold smooth.tif mask.tif --low 1200
+  napari-diskimage measure labels.tif --intensity scan.tif -o pores.csv
+  napari-diskimage porosity mask.tif --profile 0
   napari-diskimage demo --screenshot demo.png
 """
 
@@ -48,7 +54,9 @@ examples:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # usage, then exit status 2
         if message.endswith("required: COMMAND"):
-            message += " (info, copy, save, process or demo; see --help)"
+            message += (
+                " (info, copy, save, process, measure, porosity or demo; see --help)"
+            )
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -140,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     otsu.add_argument("src", type=Path)
     _raw_options(otsu)
 
+    _measure_parsers(commands)
+
     demo = commands.add_parser(
         "demo",
         help="open napari on a large synthetic scan with the plugin's panel",
@@ -214,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "process":
             return process_file(args)
+        if args.command == "measure":
+            return measure_file(args)
+        if args.command == "porosity":
+            return porosity_file(args)
     except KeyboardInterrupt:
         print(f"\n{name}: cancelled; no partial file was left", file=sys.stderr)
         return 130
@@ -396,6 +410,95 @@ def process_file(args: argparse.Namespace) -> int:
             for other in others:
                 other.close()
     print(f"wrote {saved}", file=sys.stderr)
+    return 0
+
+
+def _measure_parsers(commands: Any) -> None:
+    from .measure import PROPERTIES
+
+    measure = commands.add_parser(
+        "measure",
+        help="a table (CSV) of every labelled object, out of core",
+        description="Measure every object of LABELS (0 = background) block by "
+        "block, as skimage.measure.regionprops_table, and write the table to a "
+        "CSV file (complete or not at all). Properties: " + ", ".join(PROPERTIES),
+        epilog="example:\n  napari-diskimage measure labels.tif --intensity "
+        "scan.tif --properties label area centroid intensity_mean -o pores.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    measure.add_argument("labels", type=Path, help="a TIFF or RAW labels image")
+    measure.add_argument(
+        "--intensity", type=Path, metavar="IMAGE", help="image of the same sizes"
+    )
+    measure.add_argument(
+        "--properties",
+        nargs="+",
+        choices=list(PROPERTIES),
+        default=["label", "area", "bbox", "centroid", "equivalent_diameter_area"],
+        metavar="NAME",
+        help="properties to measure (default: label area bbox centroid "
+        "equivalent_diameter_area)",
+    )
+    measure.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="voxel size along z y x (y x for a 2D image); default 1",
+    )
+    measure.add_argument(
+        "-o", "--output", type=Path, required=True, help="the CSV file to write"
+    )
+    _raw_options(measure)
+
+    porosity = commands.add_parser(
+        "porosity",
+        help="print the porosity of a mask (fraction of nonzero voxels)",
+        description="Print the fraction of nonzero voxels of MASK, read block "
+        "by block; with --profile, that fraction for each slice along AXIS as "
+        "CSV (slice,porosity).",
+        epilog="example:\n  napari-diskimage porosity mask.tif --profile 0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    porosity.add_argument("mask", type=Path, help="a TIFF or RAW mask")
+    porosity.add_argument(
+        "--profile",
+        type=int,
+        metavar="AXIS",
+        help="print the profile along AXIS (0 = z, 1 = y, 2 = x of a volume)",
+    )
+    _raw_options(porosity)
+
+
+def measure_file(args: argparse.Namespace) -> int:
+    from .measure import measure_run, save_csv
+
+    labels = _open(args.labels, args)
+    with labels:
+        intensity = None if args.intensity is None else _open(args.intensity, args)
+        try:
+            run = measure_run(labels, intensity, args.properties, spacing=args.spacing)
+            table = _run(iter(run), f"measure {args.labels.name}")
+        finally:
+            if intensity is not None:
+                intensity.close()
+    saved = save_csv(table, args.output)
+    print(f"wrote {saved} ({len(table)} objects)", file=sys.stderr)
+    return 0
+
+
+def porosity_file(args: argparse.Namespace) -> int:
+    from .measure import porosity_run
+
+    mask = _open(args.mask, args)
+    with mask:
+        value = _run(iter(porosity_run(mask, args.profile)), "porosity")
+    if args.profile is None:
+        print(f"{value:.6g}")
+    else:
+        print("slice,porosity")
+        for i, v in enumerate(value):
+            print(f"{i},{v:.6g}")
     return 0
 
 

@@ -18,6 +18,7 @@ from .disk_image_dir import DiskImageDir
 from .extract_plane import ExtractPlane
 from .image_info import ImageInfo
 from .labels import LabelsTool
+from .measure import MeasureLabels
 from .open_raw import OpenRaw
 from .process import ProcessImage
 from .save import SaveImage
@@ -33,6 +34,7 @@ __all__ = [
     "JobTool",
     "LabelsTool",
     "LayerChoice",
+    "MeasureLabels",
     "OpenRaw",
     "ProcessImage",
     "SaveImage",
@@ -50,6 +52,7 @@ TOOLS = (
     ("Image info", ImageInfo),
     ("Process (out of core)", ProcessImage),
     ("Labels (paint on disk)", LabelsTool),
+    ("Measure (objects, porosity)", MeasureLabels),
     ("Copy to disk image", CopyToDiskImage),
     ("Write pixel", WritePixel),
     ("Extract plane", ExtractPlane),
