@@ -241,6 +241,7 @@ class Session:
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._config: Any = None
 
     # --- opening ---
     def open(self) -> Session:
@@ -251,6 +252,14 @@ class Session:
                 f"running on a cluster needs dask.distributed ({exc}): pip "
                 "install 'napari-diskimage[cluster]'"
             ) from exc
+        import dask
+
+        # distributed keeps each connection's last 1000 messages for
+        # debugging; in this process (the SLURM cluster's scheduler, the
+        # client) their tasks hold references to the images, whose files
+        # would stay open after close (a deleted scratch file's space
+        # not freed) until the session ends.
+        self._config = dask.config.set({"distributed.admin.low-level-log-length": 0})
         try:
             if self.spec.kind == "slurm":
                 self.cluster = _slurm_cluster(self.spec)
@@ -416,6 +425,9 @@ class Session:
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close()  # cancels the SLURM jobs
+        config, self._config = self._config, None
+        if config is not None:
+            config.__exit__(None, None, None)
 
     # --- reporting ---
     def _describe_worker(self, address: str) -> str:
