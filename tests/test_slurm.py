@@ -176,6 +176,68 @@ def test_a_worker_that_cannot_see_the_input_names_it(slurm, data_dir, disk_image
     assert not (data_dir / "out.tif").exists()
 
 
+# --- the panel, with its own jobs ------------------------------------------------
+@pytest.fixture
+def panel(slurm, make_napari_viewer, tmp_path, monkeypatch):
+    """The Process tool on a layer of ``volume()``, set to run on 1 SLURM job."""
+    import dask
+
+    from napari_diskimage import _qt, _settings
+    from napari_diskimage._qt.process import ProcessImage
+
+    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(tmp_path / "config"))
+    viewer = make_napari_viewer()
+    _qt.add_disk_image(viewer, ndi.copy(volume()), "vol")
+    widget = ProcessImage(viewer)
+    widget.operation.value = "gaussian"
+    widget.fields["sigma"].value = SIGMA
+    widget.run_on.kind.value = "slurm"
+    widget.run_on.jobs.value = 1
+    widget.run_on.memory.value = "1GB"
+    logs = str(tmp_path / "logs")
+    _cluster._import_dask_jobqueue()  # its defaults first: set() restores them
+    with dask.config.set(
+        {"jobqueue.slurm.interface": "lo", "jobqueue.slurm.log-directory": logs}
+    ):
+        yield widget
+    _qt.cancel_all_jobs()
+
+
+@pytest.mark.gui
+def test_panel_runs_on_slurm_and_remembers_the_choice(panel, qtbot):
+    from napari_diskimage._qt.run_on import RunOn
+
+    before = queued_jobs()
+    panel.run_button.native.click()
+    job = panel.job
+    qtbot.waitUntil(lambda: job.done, timeout=90000)
+    assert job.error is None and not job.cancelled
+    (result,) = panel.result_layers
+    expected = sndi.gaussian_filter(volume(), SIGMA)
+    np.testing.assert_array_equal(pixels(result.metadata["disk_image"]), expected)
+    assert "(SLURM job " in panel.status.value, panel.status.value
+    assert _cluster_client() is None  # the session ended with the run
+    wait_for(lambda: queued_jobs() <= before, 30, "the panel's job leaves the queue")
+    again = RunOn()  # a new napari session: the choice was saved
+    assert again.kind.value == "slurm" and again.memory.value == "1GB"
+    assert not again.jobs.native.isHidden() and again.address.native.isHidden()
+
+
+@pytest.mark.gui
+def test_panel_cancel_ends_the_slurm_jobs(panel, qtbot, disk_image_dir):
+    before = queued_jobs()
+    panel.run_button.native.click()
+    job = panel.job
+    qtbot.waitUntil(lambda: bool(queued_jobs() - before), timeout=30000)
+    (new,) = queued_jobs() - before
+    panel.cancel_button.native.click()
+    qtbot.waitUntil(lambda: job.done, timeout=30000)
+    assert job.cancelled
+    assert not panel.result_layers or panel.result_layers[0] not in panel.viewer.layers
+    wait_for(lambda: new not in queued_jobs(), 30, "the cancelled job ends")
+    assert panel.status.value.startswith("cancelled")
+
+
 # --- two jobs for several tests ------------------------------------------------
 @pytest.fixture(scope="class")
 def reference(tmp_path_factory):
@@ -225,6 +287,7 @@ def session(slurm, reference, tmp_path_factory):
 class TestTwoJobs:
     def test_gaussian_and_label_equal_the_threaded_run(self, session, reference):
         src, ref = reference
+        assert _cluster_client() is session.client
         with ndi.open_tiff(src) as image:
             smooth = process.gaussian(image, SIGMA, block_shape=BLOCKS)
             mask = process.threshold(smooth, 30000, block_shape=BLOCKS)
@@ -269,6 +332,7 @@ class TestTwoJobs:
         self, session, reference
     ):
         src, ref = reference
+        assert _cluster_client() is session.client
         victim = session.job_ids()[0]
         with ndi.open_tiff(src) as image:
             run = process._ops.apply_run(
@@ -290,6 +354,7 @@ class TestTwoJobs:
         import dask
 
         src, _ref = reference
+        assert _cluster_client() is session.client
         with (
             dask.config.set({"napari-diskimage.no-workers-timeout": 2}),
             ndi.open_tiff(src) as image,

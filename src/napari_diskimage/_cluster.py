@@ -48,6 +48,7 @@ __all__ = [
     "completed",
     "no_workers_timeout",
     "session",
+    "steps_on",
     "worker_identity",
 ]
 
@@ -476,9 +477,30 @@ class Session:
         return head + ", work done by:\n" + "\n".join(lines)
 
 
+def _import_dask_jobqueue() -> Any:
+    """``dask_jobqueue``, imported without its SIGINT handler.
+
+    dask-jobqueue 0.9's ``runner`` module, imported by its package, calls
+    ``signal.signal(SIGINT, lambda *_: sys.exit())`` at import: Ctrl+C would
+    then exit with status 0 instead of cancelling (130), and the import
+    fails outside the main thread (the panel's worker thread).
+    """
+    import signal
+
+    if "dask_jobqueue" in sys.modules:
+        return sys.modules["dask_jobqueue"]
+    real = signal.signal
+    signal.signal = lambda *_args, **_kwargs: None
+    try:
+        import dask_jobqueue
+    finally:
+        signal.signal = real
+    return dask_jobqueue
+
+
 def _slurm_cluster(spec: ClusterSpec) -> Any:
     try:
-        from dask_jobqueue import SLURMCluster
+        SLURMCluster = _import_dask_jobqueue().SLURMCluster
     except ImportError as exc:
         raise ImportError(
             f"running on SLURM needs dask-jobqueue ({exc}): pip install "
@@ -509,16 +531,47 @@ def session(
         yield opened
 
 
+def steps_on(
+    spec: ClusterSpec | None,
+    steps: Any,
+    *,
+    paths: Sequence[str | os.PathLike[str]] = (),
+    cancelled: Callable[[], bool] | None = None,
+    say: Callable[[str], Any] | None = None,
+) -> Any:
+    """The steps of ``steps`` (a generator) run on the cluster of ``spec``.
+
+    Opens the session first (its jobs, a first worker), checks that the
+    workers see ``paths``, and closes it at the end, however the steps
+    end (closing this generator, a cancel, ends the SLURM jobs).  ``say``
+    gets the session's messages and, at the end, its report.  Returns
+    what ``steps`` returns.
+    """
+    with session(spec, say=say, cancelled=cancelled) as opened:
+        if opened is not None:
+            opened.check_paths(paths)
+        result = yield from steps
+        if opened is not None and say is not None:
+            say(opened.report())
+    return result
+
+
 # --- the engine's wait on a cluster ----------------------------------------------
-def completed(futures: Sequence[Any], client: Any) -> Iterator[Any]:
+def completed(
+    futures: Sequence[Any], client: Any, cancelled: Callable[[], bool] | None = None
+) -> Iterator[Any]:
     """``futures`` as they complete, like ``distributed.as_completed``.
 
     Workers may come and go: dask reruns the blocks of a worker that died.
     When the cluster has had no worker at all for
     :func:`no_workers_timeout` seconds, raises ``TimeoutError`` (the
-    engine then cancels the futures and removes the output).
+    engine then cancels the futures and removes the output).  When
+    ``cancelled()`` turns True, raises ``Cancelled`` without waiting for
+    the next block.
     """
     from distributed import as_completed
+
+    from .process._engine import Cancelled
 
     timeout = no_workers_timeout()
     pending = as_completed(futures)
@@ -529,6 +582,8 @@ def completed(futures: Sequence[Any], client: Any) -> Iterator[Any]:
         if batch:
             yield from batch
             continue
+        if cancelled is not None and cancelled():
+            raise Cancelled("the run was cancelled")
         now = time.monotonic()
         if now >= next_check:
             next_check = now + 0.5

@@ -549,7 +549,7 @@ def _execute_distributed(
     order = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     try:
-        for future in completed(futures, client):
+        for future in completed(futures, client, run.cancel_event.is_set):
             value = future.result()  # raises the worker's exception
             i = order[future.key]
             results[i] = value
