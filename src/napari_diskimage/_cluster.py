@@ -575,28 +575,35 @@ def completed(
 
     timeout = no_workers_timeout()
     pending = as_completed(futures)
+    idle_since = time.monotonic()
     none_since: float | None = None
     next_check = 0.0
-    while pending.count():
-        batch = pending.next_batch(block=False)
-        if batch:
-            yield from batch
+    while True:
+        if not pending.queue.empty():
+            yield next(pending)
+            idle_since = time.monotonic()
+            continue
+        if pending.is_empty():
+            return
+        with pending.thread_condition:  # as as_completed's own iteration
+            pending.thread_condition.wait(timeout=0.1)
+        if not pending.queue.empty():
             continue
         if cancelled is not None and cancelled():
             raise Cancelled("the run was cancelled")
         now = time.monotonic()
-        if now >= next_check:
-            next_check = now + 0.5
-            if client.scheduler_info(n_workers=-1).get("workers"):
-                none_since = None
-            elif none_since is None:
-                none_since = now
-            elif now - none_since > timeout:
-                raise TimeoutError(
-                    errno.ETIMEDOUT,
-                    f"every dask worker is gone (SLURM jobs cancelled, past "
-                    f"their walltime or on a failed node) and none came back "
-                    f"in {timeout:g} s; the run was stopped. Start workers "
-                    "again (a longer --slurm-walltime, more jobs) and rerun",
-                )
-        time.sleep(0.02)
+        if now - idle_since < 1 or now < next_check:
+            continue  # blocks are landing: no need to ask the scheduler
+        next_check = now + 0.5
+        if client.scheduler_info(n_workers=-1).get("workers"):
+            none_since = None
+        elif none_since is None:
+            none_since = now
+        elif now - none_since > timeout:
+            raise TimeoutError(
+                errno.ETIMEDOUT,
+                f"every dask worker is gone (SLURM jobs cancelled, past "
+                f"their walltime or on a failed node) and none came back "
+                f"in {timeout:g} s; the run was stopped. Start workers "
+                "again (a longer --slurm-walltime, more jobs) and rerun",
+            )
