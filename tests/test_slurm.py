@@ -176,6 +176,40 @@ def test_a_worker_that_cannot_see_the_input_names_it(slurm, data_dir, disk_image
     assert not (data_dir / "out.tif").exists()
 
 
+def test_readme_slurm_recipe_runs(slurm, data_dir, disk_image_dir):
+    """README's Python recipe, with this machine's paths and sizes."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    (code,) = [b for b in blocks if "SLURMCluster(" in b]
+    src = write_tiff(data_dir / "scan.tif", volume())
+    dst = data_dir / "scan-smooth.tif"
+    for old, new in [
+        ("/shared/scratch/disk-images", str(disk_image_dir)),
+        ("/shared/data/scan.tif", str(src)),
+        ("/shared/data/scan-smooth.tif", str(dst)),
+        ("cores=16", "cores=1"),
+        ('memory="64GB"', 'memory="1GB"'),
+        ("jobs=8", "jobs=2"),
+    ]:
+        assert old in code
+        code = code.replace(old, new)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, **slurm_env(data_dir / "logs")},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(
+        tifffile.imread(dst), sndi.gaussian_filter(volume(), 2)
+    )
+    assert list((data_dir / "logs").glob("*.err"))  # it ran in SLURM jobs
+
+
 # --- the panel, with its own jobs ------------------------------------------------
 @pytest.fixture
 def panel(slurm, make_napari_viewer, tmp_path, monkeypatch):
