@@ -173,6 +173,19 @@ class ClusterSpec:
             options["memory"] = DEFAULT_MEMORY
         if "python" not in options and config.get("python") is None:
             options["python"] = sys.executable  # the nodes must see this Python
+        # A worker reads tiles through a memory map of the input: the file's
+        # pages it touched count in its RSS, which dask's nanny holds
+        # against the memory limit, so a worker that read more of a file
+        # than its memory was restarted (both workers of a 1 GiB gaussian
+        # with memory="2GB", measured).  Those pages are the kernel's page
+        # cache, reclaimable, and the engine keeps no data in the workers:
+        # no pausing, spilling or restarts by RSS.
+        prologue = list(config.get("job-script-prologue") or [])
+        prologue += [
+            f"export DASK_DISTRIBUTED__WORKER__MEMORY__{key}=False"
+            for key in ("TARGET", "SPILL", "PAUSE", "TERMINATE")
+        ]
+        options["job_script_prologue"] = prologue
         scheduler = dict(config.get("scheduler-options") or {})
         # several runs on one machine: no fight over port 8787
         scheduler.setdefault("dashboard_address", ":0")
