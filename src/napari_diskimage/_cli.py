@@ -462,7 +462,9 @@ def _on_cluster(args: argparse.Namespace, paths: Sequence[Path] = ()) -> Iterato
 
     with _cluster.Session(spec, say=say) as session:
         # the workers open the input and write into the disk-image directory
-        seen = [args.src, get_disk_image_dir(), *paths]
+        folder = get_disk_image_dir()
+        folder.mkdir(parents=True, exist_ok=True)  # checked before any work
+        seen = [args.src, folder, *paths]
         session.check_paths([p for p in seen if Path(p).exists()])
         yield session
         say(session.report())
