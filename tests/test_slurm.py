@@ -210,6 +210,24 @@ def test_readme_slurm_recipe_runs(slurm, data_dir, disk_image_dir):
     assert list((data_dir / "logs").glob("*.err"))  # it ran in SLURM jobs
 
 
+def test_jobs_that_end_before_their_worker_starts_say_where_their_log_is(
+    slurm, data_dir, disk_image_dir
+):
+    src = write_tiff(data_dir / "in.tif", volume())
+    logs = data_dir / "logs"
+    proc = cli(
+        "process", "gaussian", str(src), str(data_dir / "out.tif"),
+        "--slurm", "1", "--slurm-walltime", "00:05:00",
+        NAPARI_DISKIMAGE_DIR=str(disk_image_dir),
+        DASK_JOBQUEUE__SLURM__PYTHON="/bin/false",  # no Python on the "node"
+        **slurm_env(logs),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "ended before any dask worker started" in proc.stderr
+    assert str(logs) in proc.stderr and "(/bin/false)" in proc.stderr
+    assert not (data_dir / "out.tif").exists()
+
+
 # --- the panel, with its own jobs ------------------------------------------------
 @pytest.fixture
 def panel(slurm, make_napari_viewer, tmp_path, monkeypatch):
@@ -361,6 +379,16 @@ class TestTwoJobs:
         jobs = {line.split("(SLURM job ")[1].split(",")[0] for line in worked}
         assert jobs and jobs <= set(session.job_ids()), proc.stderr
         assert set(session.job_ids()) <= queued_jobs()  # not ours to end
+
+    def test_cli_copy_on_a_worker(self, session, reference, data_dir):
+        src, _ref = reference
+        dst = data_dir / "copy.tif"
+        address = session.cluster.scheduler_address
+        proc = cli("copy", str(src), str(dst), "--scheduler", address)
+        assert proc.returncode == 0, proc.stderr
+        np.testing.assert_array_equal(tifffile.imread(dst), tifffile.imread(src))
+        (line,) = [x for x in proc.stderr.splitlines() if "copied by" in x]
+        assert line.split("(SLURM job ")[1].split(",")[0] in session.job_ids()
 
     def test_a_job_cancelled_mid_run_does_not_change_the_result(
         self, session, reference

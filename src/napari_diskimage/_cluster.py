@@ -368,13 +368,15 @@ class Session:
             return
         if self._n_workers():
             return
-        logs = self.spec.log_directory or os.getcwd()
+        job = self.cluster._dummy_job  # the job script's settings
+        logs = getattr(job, "log_directory", None) or os.getcwd()
+        command = getattr(job, "_command_template", "").split(" -m ")[0]
         raise OSError(
             errno.ECHILD,
             f"SLURM jobs {', '.join(ids)} ended before any dask worker started; "
             f"see their output (slurm-JOBID.out or dask-worker-*.err) in {logs!r}. "
             "The nodes must see this Python and its packages "
-            f"({self.spec.python or sys.executable})",
+            f"({command or sys.executable})",
         )
 
     # --- during the run ---
