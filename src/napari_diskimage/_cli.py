@@ -23,10 +23,11 @@ cancelled or failed command leaves no partial file and never changes SRC.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ examples:
   napari-diskimage process threshold smooth.tif mask.tif --low 1200
   napari-diskimage measure labels.tif --intensity scan.tif -o pores.csv
   napari-diskimage porosity mask.tif --profile 0
+  napari-diskimage process gaussian scan.tif smooth.tif --sigma 2 --slurm 8
   napari-diskimage demo --screenshot demo.png
 """
 
@@ -85,6 +87,32 @@ def _raw_options(parser: argparse.ArgumentParser) -> None:
         default="<",
         help="of the RAW input (and output): < little-endian (default), > big",
     )
+
+
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--slurm JOBS / --scheduler ADDRESS (process, copy, measure)."""
+    group = parser.add_argument_group(
+        "cluster",
+        "run on SLURM jobs or a dask scheduler instead of this machine (the "
+        "input and the disk-image directory must be on a file system every "
+        "node sees); SLURM sizes not given here come from dask-jobqueue's "
+        "config, ~/.config/dask/jobqueue.yaml",
+    )
+    where = group.add_mutually_exclusive_group()
+    where.add_argument(
+        "--slurm",
+        type=int,
+        metavar="JOBS",
+        help="start JOBS SLURM jobs of dask workers (dask-jobqueue), run, end them",
+    )
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on this dask scheduler"
+    )
+    group.add_argument("--slurm-cores", type=int, metavar="N", help="cores per job")
+    group.add_argument("--slurm-memory", metavar="SIZE", help="per job, e.g. 16GB")
+    group.add_argument("--slurm-walltime", metavar="HH:MM:SS", help="per job")
+    group.add_argument("--slurm-queue", metavar="NAME", help="partition")
+    group.add_argument("--slurm-account", metavar="NAME", help="account")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("src", type=Path, help="a TIFF or RAW file")
     copy.add_argument("dst", type=Path, help="the new file (.tif, .tiff, .raw)")
     _raw_options(copy)
+    _cluster_options(copy)
 
     proc = commands.add_parser(
         "process",
@@ -144,9 +173,11 @@ def _parser() -> argparse.ArgumentParser:
         for p in op.parameters:
             _add_parameter(sub, p)
         _raw_options(sub)
+        _cluster_options(sub)
     otsu = ops.add_parser("otsu", help="print Otsu's threshold of the whole image")
     otsu.add_argument("src", type=Path)
     _raw_options(otsu)
+    _cluster_options(otsu)
 
     _measure_parsers(commands)
 
@@ -220,14 +251,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(describe_file(_open(args.file, args)))
             return 0
         if args.command in ("copy", "save"):
-            copy_file(args)
+            with _on_cluster(args, [args.src, args.dst.absolute().parent]) as session:
+                copy_file(args, session)
             return 0
         if args.command == "process":
-            return process_file(args)
+            with _on_cluster(args, [args.src]):
+                return process_file(args)
         if args.command == "measure":
-            return measure_file(args)
+            inputs = [args.labels] + ([args.intensity] if args.intensity else [])
+            with _on_cluster(args, inputs):
+                return measure_file(args)
         if args.command == "porosity":
-            return porosity_file(args)
+            with _on_cluster(args, [args.mask]):
+                return porosity_file(args)
     except KeyboardInterrupt:
         print(f"\n{name}: cancelled; no partial file was left", file=sys.stderr)
         return 130
@@ -369,14 +405,18 @@ def _run(steps: Any, what: str) -> Any:
         bar.close()
 
 
-def copy_file(args: argparse.Namespace) -> Path:
+def copy_file(args: argparse.Namespace, session: Any = None) -> Path:
     import napari_diskimage as ndi
 
     image = _open(args.src, args)
     with image:
-        saved = _run(
-            ndi.iter_save(image, args.dst, args.byte_order), f"copy to {args.dst.name}"
-        )
+        if session is not None:  # one streamed copy on a worker
+            saved = session.copy(image, args.dst, args.byte_order)
+        else:
+            saved = _run(
+                ndi.iter_save(image, args.dst, args.byte_order),
+                f"copy to {args.dst.name}",
+            )
     print(f"wrote {saved} ({format_bytes(image.nbytes)})", file=sys.stderr)
     return saved
 
@@ -450,6 +490,7 @@ def _measure_parsers(commands: Any) -> None:
         "-o", "--output", type=Path, required=True, help="the CSV file to write"
     )
     _raw_options(measure)
+    _cluster_options(measure)
 
     porosity = commands.add_parser(
         "porosity",
@@ -468,6 +509,7 @@ def _measure_parsers(commands: Any) -> None:
         help="print the profile along AXIS (0 = z, 1 = y, 2 = x of a volume)",
     )
     _raw_options(porosity)
+    _cluster_options(porosity)
 
 
 def measure_file(args: argparse.Namespace) -> int:
@@ -500,6 +542,40 @@ def porosity_file(args: argparse.Namespace) -> int:
         for i, v in enumerate(value):
             print(f"{i},{v:.6g}")
     return 0
+
+
+@contextlib.contextmanager
+def _on_cluster(args: argparse.Namespace, paths: Sequence[Path] = ()) -> Iterator[Any]:
+    """The cluster of --slurm / --scheduler while the command runs (None
+    without them); at the end, which workers and SLURM jobs did the work.
+    Closing it ends the SLURM jobs, also on failure and Ctrl+C."""
+    from . import _cluster
+
+    if args.slurm is None and args.scheduler is None:
+        yield None
+        return
+    spec = _cluster.ClusterSpec(
+        kind="slurm" if args.slurm is not None else "scheduler",
+        address=args.scheduler or "",
+        jobs=args.slurm or 0,
+        cores=args.slurm_cores,
+        memory=args.slurm_memory,
+        walltime=args.slurm_walltime,
+        queue=args.slurm_queue,
+        account=args.slurm_account,
+    )
+
+    def say(text: str) -> None:
+        print(f"napari-diskimage: {text}", file=sys.stderr, flush=True)
+
+    with _cluster.Session(spec, say=say) as session:
+        # the workers open the input and write into the disk-image directory
+        folder = get_disk_image_dir()
+        folder.mkdir(parents=True, exist_ok=True)  # checked before any work
+        seen = [folder, *paths]
+        session.check_paths([p for p in seen if Path(p).exists()])
+        yield session
+        say(session.report())
 
 
 def _image_or_number(text: str, args: argparse.Namespace) -> tuple[Any, list[Any]]:

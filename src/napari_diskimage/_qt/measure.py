@@ -22,13 +22,15 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Select
 from napari.layers import Image, Labels, Layer
 
-from .. import measure
+from .. import _cluster, measure
+from .._diskimage import DiskImage
 from .._napari.layers import copy_source, disk_image_of, level0
 from .._napari.notify import notify_error, show_info
 from ._common import apply_saved_settings, status_label, unwrap
 from ._job import JobTool, StepsJob
 from ._plot import PlotCanvas
 from ._table import FrameTable
+from .run_on import RunOn
 
 __all__ = ["DEFAULT_PROPERTIES", "MeasureLabels"]
 
@@ -115,6 +117,7 @@ class MeasureLabels(JobTool):
             if item is not None:
                 item.setToolTip(measure.PROPERTIES[name])
         self.spacing = status_label()
+        self.run_on = RunOn()
         self.table_view = FrameTable()
         self.column = ComboBox(label="histogram of", choices=[])
         self.weighted = CheckBox(text="by volume", value=True)
@@ -124,7 +127,7 @@ class MeasureLabels(JobTool):
         self.export_button = PushButton(text="Export CSV...", enabled=False)
         super().__init__(
             "Measure",
-            [self.layer, self.intensity, self.properties, self.spacing],
+            [self.layer, self.intensity, self.properties, self.spacing, self.run_on],
         )
         self.results = Container(
             labels=False,
@@ -150,6 +153,7 @@ class MeasureLabels(JobTool):
         self.profile: np.ndarray | None = None
         self.measured_layer: Layer | None = None
         self._run: Any = None
+        self.cluster_report: list[str] = []
         self.layer.changed.connect(self._show_spacing)
         self.column.changed.connect(self.draw_histogram)
         self.weighted.changed.connect(self.draw_histogram)
@@ -205,6 +209,7 @@ class MeasureLabels(JobTool):
             ilayer = self.intensity.value
             intensity = None if ilayer is None else _source(ilayer)
             props = self.chosen_properties()
+            spec = self.run_on.spec()
             run = measure.measure_run(
                 labels, intensity, props, spacing=self.layer_spacing(layer)
             )
@@ -213,8 +218,9 @@ class MeasureLabels(JobTool):
             self.status.value = f"not started: {exc}"
             return None
         self._run = run
+        self.cluster_report = []
 
-        def steps() -> Any:
+        def measured() -> Any:
             table = yield from iter(run)
             profile = None
             labels_present = table["label"].to_numpy()
@@ -223,6 +229,18 @@ class MeasureLabels(JobTool):
                 self._run = prun
                 profile = yield from iter(prun)
             return table, profile
+
+        def steps() -> Any:
+            # on this machine, or on the dask scheduler / SLURM jobs of Run on
+            return _cluster.steps_on(
+                spec,
+                measured(),
+                paths=[i.path for i in (labels, intensity) if isinstance(i, DiskImage)],
+                cancelled=lambda: (
+                    self._run is not None and self._run.cancel_event.is_set()
+                ),
+                say=self.cluster_report.append,
+            )
 
         self.measured_layer = layer
         return StepsJob(
@@ -266,7 +284,7 @@ class MeasureLabels(JobTool):
             self.porosity.value = ""
             self.profile_plot.native.setVisible(False)
         message = f"{len(table)} objects measured"
-        self.status.value = message
+        self.status.value = "\n".join([message, *self.cluster_report[-1:]])
         _refit_section(self.native)
         show_info(f"{self.job.what if self.job else 'Measure'}: {message}")
 

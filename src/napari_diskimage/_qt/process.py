@@ -30,7 +30,7 @@ from magicgui.widgets import (
 from napari.layers import Layer
 from napari.utils.notifications import show_info, show_warning
 
-from .. import process
+from .. import _cluster, process
 from .._diskimage import DiskImage
 from .._napari.layers import (
     copy_source,
@@ -51,6 +51,7 @@ from ._common import (
     unwrap,
 )
 from ._job import StepsJob
+from .run_on import RunOn
 
 __all__ = ["ProcessImage"]
 
@@ -74,6 +75,7 @@ class ProcessImage(Container):
             value="gaussian",
         )
         self.parameters = Container(labels=True)
+        self.run_on = RunOn()
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = status_label()
@@ -83,6 +85,7 @@ class ProcessImage(Container):
                 self.hint,
                 self.operation,
                 self.parameters,
+                self.run_on,
                 self.run_button,
                 self.cancel_button,
                 self.status,
@@ -241,6 +244,7 @@ class ProcessImage(Container):
         what = f"{op.title} of {layer.name!r}"
         try:
             source = copy_source(layer)
+            spec = self.run_on.spec()
             run = op.make_run(source, **self.parameter_values())
         except (OSError, ValueError, TypeError, IndexError) as exc:
             notify_error(what, exc)
@@ -250,8 +254,17 @@ class ProcessImage(Container):
         self.run = run
         name = f"{layer.name} {key}"
         self.result_layers = self._add_result(run.output, name, layer, key)
+        self.cluster_report: list[str] = []
         self.job = StepsJob(
-            lambda: iter(run),
+            lambda: _cluster.steps_on(
+                spec,
+                iter(run),
+                paths=[
+                    i.path for i in (source, run.output) if isinstance(i, DiskImage)
+                ],
+                cancelled=run.cancel_event.is_set,
+                say=self.cluster_report.append,
+            ),
             what,
             self._done,
             self._ended,
@@ -313,7 +326,7 @@ class ProcessImage(Container):
             extra = f", {run.info['n_labels']} components"
         what = self.job.what if self.job else "run"
         message = f"{what} done in {seconds:.1f} s{extra}"
-        self.status.value = message
+        self.status.value = "\n".join([message, *self.cluster_report[-1:]])
         show_info(message)
 
     def cancel(self, _value: Any = None) -> None:

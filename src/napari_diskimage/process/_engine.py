@@ -543,13 +543,13 @@ def _execute_threads(run: Run, tasks: list[Any], weight: float) -> TaskSteps:
 def _execute_distributed(
     run: Run, tasks: list[Any], task_bytes: Sequence[int], weight: float, client: Any
 ) -> TaskSteps:
-    from distributed import as_completed
+    from .._cluster import completed  # fails after a while with no worker
 
     futures = client.compute(tasks)
     order = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     try:
-        for future in as_completed(futures):
+        for future in completed(futures, client, run.cancel_event.is_set):
             value = future.result()  # raises the worker's exception
             i = order[future.key]
             results[i] = value
