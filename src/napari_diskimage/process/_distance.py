@@ -39,7 +39,7 @@ from ._engine import (
 from ._ops import _check_image, _check_mask
 
 #: float32 bytes of a tile of whole lines in the distance passes.
-DISTANCE_BLOCK_BYTES = 16 << 20
+DISTANCE_BLOCK_BYTES = 8 << 20
 #: float32 bytes of a local-thickness block with its halo.
 THICKNESS_BLOCK_BYTES = 8 << 20
 #: Columns of a tile of the y and z passes (as the engine's TILE_X).
@@ -133,9 +133,7 @@ class _Pass:
         self.last = last  # writes square roots
 
 
-def plan_passes(
-    shape: Sequence[int], user: tuple[int, int, int] | None
-) -> list[_Pass]:
+def plan_passes(shape: Sequence[int], user: tuple[int, int, int] | None) -> list[_Pass]:
     """The passes over a (t, c, z, y, x) volume and their blocks."""
     _t, _c, nz, ny, nx = (int(n) for n in shape)
     voxels = DISTANCE_BLOCK_BYTES // 4
@@ -190,14 +188,20 @@ def _pass_block(
         if "y" in step.axes:
             _along(values, 1, sy, step.last and step.axes[-1] == "y")
     else:
-        values = np.array(block, dtype=np.float32, copy=True)
+        values = block  # a fresh array from the file: computed in place
+        if not (
+            values.dtype == np.float32
+            and values.flags.writeable
+            and values.flags.c_contiguous
+        ):
+            values = np.array(block, dtype=np.float32, copy=True)
         axis = {"y": 1, "z": 0}[step.axes]
         _along(values, axis, sz if axis == 0 else sy, step.last)
     if step.last and step.first and step.axes == "x":  # a 1D line
         np.sqrt(values, out=values)
     writer.write(box, values[None, None])
-    finite = values[np.isfinite(values)]
-    return float(finite.max()) if finite.size else 0.0
+    # the largest distance (inf: no background), wanted after the last pass
+    return float(values.max()) if step.last and values.size else 0.0
 
 
 def _along(values: np.ndarray, axis: int, spacing: float, root: bool) -> None:
@@ -208,9 +212,10 @@ def _along(values: np.ndarray, axis: int, spacing: float, root: bool) -> None:
         if root:
             np.sqrt(values, out=values)
         return
-    moved = np.ascontiguousarray(np.moveaxis(values, axis, -1))
-    _kernels.envelope(moved.reshape(-1, moved.shape[-1]), spacing, root)
-    values[...] = np.moveaxis(moved, -1, axis)
+    shape = values.shape
+    n_a = math.prod(shape[:axis])
+    n_b = math.prod(shape[axis + 1 :])
+    _kernels.envelope(values.reshape(n_a, shape[axis], n_b), spacing, root)
 
 
 def distance_passes(
@@ -236,7 +241,7 @@ def distance_passes(
         tasks = [task(reader, writer, box, step, spacing, what) for box in boxes]
         sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
         found = yield from run.execute(tasks, sizes)
-        largest = max((float(v) for v in found), default=0.0)
+        largest = max((float(v) for v in found if np.isfinite(v)), default=0.0)
         if run.cancel_event.is_set():
             raise Cancelled(f"{what} was cancelled")
     return largest
@@ -250,9 +255,7 @@ def _no_background(mask: Any, what: str) -> ValueError:
     )
 
 
-def distance_run(
-    mask: Any, *, spacing: Any = None, block_shape: Any = None
-) -> Run:
+def distance_run(mask: Any, *, spacing: Any = None, block_shape: Any = None) -> Run:
     """The :class:`Run` of :func:`~napari_diskimage.process.distance`."""
     _check_image(mask, "distance")
     _check_mask(mask, "distance")
@@ -299,13 +302,14 @@ def _thickness_block(
     from . import _kernels
 
     shape = reader.shape
-    ext = [(max(0, a - halo), min(n, b + halo)) for (a, b), n in zip(box, shape)]
+    ext = [
+        (max(0, a - halo), min(n, b + halo))
+        for (a, b), n in zip(box, shape, strict=True)
+    ]
     ext[0], ext[1] = box[0], box[1]
     dt = reader.read(ext)[0, 0]
     floor = np.floor(dt)
-    core = [
-        (a - e0, b - e0) for (a, b), (e0, _) in zip(box[2:], ext[2:], strict=True)
-    ]
+    core = [(a - e0, b - e0) for (a, b), (e0, _) in zip(box[2:], ext[2:], strict=True)]
     result = np.zeros(tuple(b - a for a, b in core), np.float32)
     top = int(floor.max()) if floor.size else 0
     for r in range(top, 0, -1):
@@ -372,7 +376,7 @@ def local_thickness_run(mask: Any, *, block_shape: Any = None) -> Run:
             )
             if not _has_background(dt):
                 raise _no_background(mask, "local_thickness")
-            halo = int(math.floor(largest))
+            halo = math.floor(largest)
             chunks = _thickness_chunks(shape, halo, user)
             reader = BoxReader(dt, run.token)
             writer = BlockWriter(run.image, run.token)

@@ -30,96 +30,75 @@ def rows_from_mask(mask: np.ndarray, out: np.ndarray, spacing: float) -> None:
     """
     n_rows, n = mask.shape
     inf = np.inf
+    far = 2 * n + 2  # farther than any zero of the row
     for i in range(n_rows):
-        last = -1
-        for q in range(n):
+        last = -far
+        for q in range(n):  # forward: steps since the last 0
             if mask[i, q] == 0:
                 last = q
-                out[i, q] = 0.0
-            elif last >= 0:
-                out[i, q] = q - last
-            else:
-                out[i, q] = inf
-        nxt = -1
-        for q in range(n - 1, -1, -1):
+            out[i, q] = q - last
+        nxt = n + far
+        for q in range(n - 1, -1, -1):  # backward: the nearer 0, squared
             if mask[i, q] == 0:
                 nxt = q
-            elif nxt >= 0 and nxt - q < out[i, q]:
-                out[i, q] = nxt - q
-        for q in range(n):
-            d = out[i, q]
-            if d != inf:
+            d = min(out[i, q], nxt - q)
+            if d > n:
+                out[i, q] = inf
+            else:
                 d = d * spacing
                 out[i, q] = d * d
 
 
 @njit(nogil=True, cache=True)
-def envelope(lines: np.ndarray, spacing: float, root: bool) -> None:
-    """One exact pass of the squared distance along the last axis, in place.
+def envelope(block: np.ndarray, spacing: float, root: bool) -> None:
+    """One exact pass of the squared distance along the middle axis, in place.
 
-    ``lines`` (n_lines, n) float32 holds squared distances found by the
-    previous passes (inf: none yet); each becomes
-    ``min_q ((p - q) * spacing)^2 + f(q)`` over its line (the lower
-    envelope of parabolas), or its square root when ``root``.
+    ``block`` (a, n, b) float32, C-contiguous, holds squared distances
+    found by the previous passes (inf: none yet) on lines ``block[i, :, j]``;
+    each value becomes ``min_q ((p - q) * spacing)^2 + f(q)`` over its line
+    (the lower envelope of parabolas), or its square root when ``root``.
+    A line is gathered into a buffer and scattered back: neighbouring
+    lines share cache lines, so a (z, y, x) block is processed along y or
+    z without transposing it.
     """
-    n_lines, n = lines.shape
+    n_a, n, n_b = block.shape
     inf = np.inf
     f = np.empty(n, np.float64)
     v = np.empty(n, np.int64)
     z = np.empty(n + 1, np.float64)
-    for i in range(n_lines):
-        k = -1
-        for q in range(n):
-            fq = np.float64(lines[i, q])
-            f[q] = fq
-            if fq == inf:
-                continue
-            pq = q * spacing
-            if k < 0:
-                k = 0
-                v[0] = q
-                z[0] = -inf
-                z[1] = inf
-                continue
-            while True:
-                p = v[k] * spacing
-                s = ((fq + pq * pq) - (f[v[k]] + p * p)) / (2.0 * (pq - p))
-                if s <= z[k]:
-                    k -= 1
-                else:
-                    break
-            k += 1
-            v[k] = q
-            z[k] = s
-            z[k + 1] = inf
-        if k < 0:  # no finite value on this line: it stays inf
-            continue
-        k = 0
-        for q in range(n):
-            pq = q * spacing
-            while z[k + 1] < pq:
+    for i in range(n_a):
+        for j in range(n_b):
+            k = -1
+            for q in range(n):
+                fq = np.float64(block[i, q, j])
+                f[q] = fq
+                if fq == inf:
+                    continue
+                pq = q * spacing
+                if k < 0:
+                    k = 0
+                    v[0] = q
+                    z[0] = -inf
+                    z[1] = inf
+                    continue
+                while True:
+                    p = v[k] * spacing
+                    s = ((fq + pq * pq) - (f[v[k]] + p * p)) / (2.0 * (pq - p))
+                    if s <= z[k]:
+                        k -= 1
+                    else:
+                        break
                 k += 1
-            d = pq - v[k] * spacing
-            value = d * d + f[v[k]]
-            lines[i, q] = np.sqrt(value) if root else value
-
-
-@njit(nogil=True, cache=True)
-def thickness_at_radius(
-    squared: np.ndarray, result: np.ndarray, radius: float, core: np.ndarray
-) -> int:
-    """Give ``radius`` to the voxels of the core box whose squared distance
-    to a seed is below ``radius^2`` and that have no value yet.
-
-    ``squared`` and ``result`` are 3D; ``core`` is (z0, z1, y0, y1, x0, x1).
-    Returns how many voxels got the value.
-    """
-    r2 = radius * radius
-    n = 0
-    for i in range(core[0], core[1]):
-        for j in range(core[2], core[3]):
-            for k in range(core[4], core[5]):
-                if result[i, j, k] == 0 and squared[i, j, k] < r2:
-                    result[i, j, k] = radius
-                    n += 1
-    return n
+                v[k] = q
+                z[k] = s
+                z[k + 1] = inf
+            if k < 0:  # no finite value on this line: it stays inf
+                continue
+            k = 0
+            for q in range(n):
+                pq = q * spacing
+                while z[k + 1] < pq:
+                    k += 1
+                d = pq - v[k] * spacing
+                value = d * d + f[v[k]]
+                block[i, q, j] = np.sqrt(value) if root else value

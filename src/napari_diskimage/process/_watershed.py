@@ -12,8 +12,8 @@ Here:
 
 1. the distance map is written exactly, out of core (``_distance``);
 2. each block finds the h-maxima of the distance map on itself and a halo
-   of six times the largest distance (plus 2), and writes those of its
-   core into a uint8 marker mask;
+   of six times the largest distance plus 2 (at most 40 voxels: memory),
+   and writes those of its core into a uint8 marker mask;
 3. the marker mask is labelled as one volume (``_label``: one id per
    marker across block borders);
 4. each block floods its core from the labelled markers in it and its
@@ -42,8 +42,15 @@ from ._distance import (
     distance_passes,
     plan_passes,
 )
-from ._engine import BlockWriter, BoxReader, Run, block_grid, name_of, new_output
-from ._engine import shape_of
+from ._engine import (
+    BlockWriter,
+    BoxReader,
+    Run,
+    block_grid,
+    name_of,
+    new_output,
+    shape_of,
+)
 from ._label import label_run
 from ._ops import _check_image, _check_mask
 
@@ -53,12 +60,17 @@ WATERSHED_BLOCK_BYTES = 8 << 20
 _MAX_FILLS = 8
 #: Halo of a block, in multiples of the largest distance.
 _HALO_FACTOR = 6
+#: Largest halo (memory: a block with its halo is at most (3 x 2 x this)^3).
+_MAX_HALO = 40
 
 Box = tuple[tuple[int, int], ...]
 
 
 def _ext(box: Box, halo: int, shape: Any) -> list[tuple[int, int]]:
-    ext = [(max(0, a - halo), min(n, b + halo)) for (a, b), n in zip(box, shape)]
+    ext = [
+        (max(0, a - halo), min(n, b + halo))
+        for (a, b), n in zip(box, shape, strict=True)
+    ]
     ext[0], ext[1] = box[0], box[1]
     return ext
 
@@ -134,10 +146,12 @@ def _chunks(shape: Any, halo: int, user: Any) -> tuple[int, int, int, int, int]:
     else:
         voxels = WATERSHED_BLOCK_BYTES // 4
         if shape[2] > 1:
-            side = max(16, round(voxels ** (1 / 3)) - 2 * halo)
+            # a core of at least twice the halo: a block with its halo is
+            # at most 8 x its core
+            side = max(2 * halo, round(voxels ** (1 / 3)) - 2 * halo)
             bz = by = bx = side
         else:
-            side = max(64, round(voxels ** (1 / 2)) - 2 * halo)
+            side = max(2 * halo, 64, round(voxels ** (1 / 2)) - 2 * halo)
             bz, by, bx = 1, side, side
     return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
 
@@ -192,7 +206,7 @@ def watershed_split_run(
             )
             if not _has_background(dt):
                 raise _no_background(mask, "watershed_split")
-            halo = _HALO_FACTOR * int(math.ceil(largest)) + 2
+            halo = min(_MAX_HALO, _HALO_FACTOR * math.ceil(largest) + 2)
             chunks = _chunks(shape, halo, user)
             boxes = block_grid(shape, chunks)
             dt_reader = BoxReader(dt, run.token)
