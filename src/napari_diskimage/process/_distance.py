@@ -139,7 +139,9 @@ def plan_passes(shape: Sequence[int], user: tuple[int, int, int] | None) -> list
     voxels = DISTANCE_BLOCK_BYTES // 4
     passes: list[_Pass] = []
     has_z = nz > 1
-    if user is None and ny * nx <= voxels:  # whole planes: x and y at once
+    if user is None and ny * nx <= 4 * voxels:  # whole planes: x and y at once
+        # (up to 4 x the tile size: a y pass on tiles of partial rows
+        # reads them through the memory map, slow under a memory cap)
         cz = max(1, min(nz, voxels // (ny * nx)))
         passes.append(_Pass((1, 1, cz, ny, nx), "xy", True, not has_z))
     else:
@@ -154,9 +156,12 @@ def plan_passes(shape: Sequence[int], user: tuple[int, int, int] | None) -> list
             )
     if has_z:
         if user is None:
-            bx = min(nx, _TILE_X)
-            by = max(1, min(ny, voxels // (nz * bx)))
-            if by == 1:  # a deep stack: narrower tiles
+            # whole rows: each plane of a tile is one contiguous read (tiles
+            # of partial rows are copied from the memory map, whose
+            # readahead re-read the file ~30 times under a memory cap)
+            bx = nx
+            by = max(1, min(ny, voxels // (nz * nx)))
+            if nz * nx > voxels:  # a deep stack of long rows: narrower tiles
                 bx = max(1, min(nx, voxels // nz))
         else:
             _, by, bx = user
