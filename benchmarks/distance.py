@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -309,8 +308,11 @@ def main() -> None:
                 )
             log(notes[-1])
             assert va.size == n
-    text = ["| method | volume (z, y, x) | cap | time s | anon peak MiB "
-            "| cgroup peak MiB | result |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    text = [
+        "| method | volume (z, y, x) | cap | time s | anon peak MiB "
+        "| cgroup peak MiB | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         text.append(
             f"| {r['method']} | {' x '.join(map(str, r['shape']))} "
