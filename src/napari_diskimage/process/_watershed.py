@@ -55,7 +55,7 @@ from ._label import label_run
 from ._ops import _check_image, _check_mask
 
 #: float32 bytes of the distance map of a block with its halo.
-WATERSHED_BLOCK_BYTES = 8 << 20
+WATERSHED_BLOCK_BYTES = 4 << 20
 #: Fill passes (step 5) before giving up on unreached voxels.
 _MAX_FILLS = 8
 #: Halo of a block, in multiples of the largest distance.
@@ -211,7 +211,7 @@ def watershed_split_run(
             boxes = block_grid(shape, chunks)
             dt_reader = BoxReader(dt, run.token)
             yield from _markers(run, dt_reader, marks, boxes, halo, float(h))
-            labelled = yield from _label_markers(run, marks, ndim)
+            labelled = yield from _label_markers(run, marks, ndim, chunks)
             marks.close()
             left = yield from _flood(
                 run, dt_reader, labelled, run.image, boxes, halo, conn, False
@@ -249,11 +249,14 @@ def _markers(
     yield from run.execute(tasks, sizes)
 
 
-def _label_markers(run: Run, marks: Any, ndim: int) -> Generator[Any, None, Any]:
+def _label_markers(
+    run: Run, marks: Any, ndim: int, chunks: tuple[int, ...]
+) -> Generator[Any, None, Any]:
     """Step 3: the markers labelled as one volume (all neighbours joined,
     as a regional maximum's plateau is connected under h_maxima's
     footprint); its progress counts into ``run``'s."""
-    inner = label_run(marks, ndim)
+    # blocks as this run's (the label engine's own are 32 MiB of uint32)
+    inner = label_run(marks, ndim, block_shape=(chunks[4], chunks[3], chunks[2]))
     steps = inner.steps()
     last = 0
     try:
