@@ -15,6 +15,9 @@ blocks; nothing is indexed by the label's value, so ids up to 2**32 - 1
 
 Axes are numpy's: (z, y, x) for a volume, (y, x) for a 2D image, both for
 ``spacing`` and for the columns (``centroid-0`` is z in a volume).
+:func:`size_distribution` turns a local-thickness map
+(:func:`napari_diskimage.process.local_thickness`) into the pore-size
+distribution, as ``porespy.metrics.pore_size_distribution``.
 Background is 0; negative labels are background too, as in skimage.
 
 >>> import numpy as np
@@ -38,15 +41,18 @@ import numpy as np
 from .._diskimage import run_steps
 from ._csv import save_csv
 from ._measure import PROPERTIES, measure_run, porosity_run
+from ._pore_sizes import SizeDistribution, size_distribution
 
 __all__ = [
     "PROPERTIES",
+    "SizeDistribution",
     "measure_run",
     "porosity",
     "porosity_profile",
     "porosity_run",
     "regionprops_table",
     "save_csv",
+    "size_distribution",
 ]
 
 ProgressCallback = Callable[[int, int], Any]

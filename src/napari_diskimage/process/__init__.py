@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._diskimage import DiskImage
-from . import _label, _ops
+from . import _distance, _label, _ops, _watershed
 from ._engine import Run, stats
 
 __all__ = [
@@ -53,15 +53,18 @@ __all__ = [
     "convert",
     "crop",
     "dilate",
+    "distance",
     "erode",
     "gaussian",
     "label",
+    "local_thickness",
     "mean",
     "median",
     "opening",
     "otsu",
     "stats",
     "threshold",
+    "watershed_split",
 ]
 
 ProgressCallback = Callable[[int, int], Any]
@@ -355,6 +358,150 @@ def crop(
     return _ops.drive(_ops.crop_run(image, x, y, z, size_x, size_y, size_z), progress)
 
 
+def distance(
+    mask: Any,
+    *,
+    spacing: Any = None,
+    block_shape: _Block = None,
+    progress: ProgressCallback | None = None,
+) -> DiskImage:
+    """The distance map of a mask: float32, for every nonzero voxel the exact
+    Euclidean distance to the nearest zero voxel (0 on zeros).
+
+    Equals ``scipy.ndimage.distance_transform_edt(mask, sampling=spacing)``
+    (within 1e-3, float32) at any block size and any volume size; the
+    volume's edge is not background, as in scipy.  Computed in separable
+    passes (Felzenszwalb and Huttenlocher 2012): the squared distance
+    along x on every row, then the lower envelope of parabolas along y,
+    then along z, each pass streaming tiles of whole lines along its axis
+    through the output file (which holds the squared distances between
+    passes), so memory is a few tiles whatever the size.  IPSDK calls it a
+    distance map.
+
+    Parameters
+    ----------
+    mask : DiskImage or array-like
+        0 = background (solid), 1 = foreground (pores); integer or bool.
+    spacing : float or (z, y, x) floats, optional
+        Voxel size per axis (scipy's ``sampling`` order; (y, x) for a 2D
+        image); default: the image's own spacing (1 for arrays).
+    block_shape : (x, y, z), optional
+        Tile size across the lines of each pass; a pass always reads whole
+        lines along its own axis.
+
+    Returns
+    -------
+    DiskImage
+        float32 distances, in the unit of ``spacing``.
+
+    Raises
+    ------
+    TypeError
+        The mask holds floats.
+    ValueError
+        It holds values other than 0 and 1 (found while running; the
+        output is removed: make a mask with :func:`threshold`), it has no 0
+        at all (no distance is defined), or a spacing is zero, negative or
+        not finite.
+    OSError
+        The disk-image directory has no room for the output (before any
+        work).
+    """
+    return _ops.drive(
+        _distance.distance_run(mask, spacing=spacing, block_shape=block_shape),
+        progress,
+    )
+
+
+def local_thickness(
+    mask: Any,
+    *,
+    block_shape: _Block = None,
+    progress: ProgressCallback | None = None,
+) -> DiskImage:
+    """The local thickness (pore-size map) of a mask, float32 radii in pixels.
+
+    Each foreground voxel gets the radius of the largest ball inside the
+    foreground that covers it, over every integer radius with "smooth"
+    balls: ``porespy.filters.local_thickness(mask)`` with its defaults
+    (for each radius r, largest first, the voxels closer than r to a voxel
+    whose distance to the background is at least r get r).  Its histogram
+    is the pore-size distribution (:func:`napari_diskimage.measure.
+    size_distribution`).  The distance map (exact, see :func:`distance`,
+    in pixels: spacing is not used, as in porespy) is written first into
+    a scratch file; then each block is computed on itself plus a halo of
+    the largest radius found, so memory is bounded by blocks of that
+    margin (the blocks' size shrinks as that radius grows).
+
+    Where it may differ from porespy: nowhere by construction (both use
+    the exact distance map and the same radii and balls; measured equal
+    on every voxel in the tests).  A voxel can differ only where a
+    distance is within float32 rounding of a whole number and the two
+    distance maps round it to different sides (porespy's ``edt`` package
+    and this one both take the square root of an exact integer squared
+    distance, so it has not been seen).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`distance` (not a 0/1 mask, no background).
+    """
+    return _ops.drive(
+        _distance.local_thickness_run(mask, block_shape=block_shape), progress
+    )
+
+
+def watershed_split(
+    mask: Any,
+    h: float = 1.0,
+    *,
+    connectivity: int = 1,
+    block_shape: _Block = None,
+    progress: ProgressCallback | None = None,
+) -> DiskImage:
+    """Separate touching pores: uint32 labels, one id per pore, 0 outside.
+
+    In memory this is::
+
+        dt = scipy.ndimage.distance_transform_edt(mask)
+        markers = scipy.ndimage.label(skimage.morphology.h_maxima(dt, h),
+                                      structure=np.ones((3,) * mask.ndim))[0]
+        skimage.segmentation.watershed(-dt, markers, mask=mask,
+                                       connectivity=connectivity)
+
+    (markers: the connected regional maxima of the distance map whose
+    dynamic is at least ``h`` pixels).  Here the distance map is exact;
+    markers and flooding are computed on blocks with a halo of 6 x the
+    largest distance + 2 (at most 40 pixels, for memory), blocks of at
+    least twice the halo; markers get one id across block borders, and
+    foreground voxels whose marker lies beyond their block's halo are
+    flooded from their neighbours' labels afterwards.  Where blocks meet,
+    a pore's boundary can move by a few voxels, when the flooding path in
+    memory leaves the block's halo: measured on porespy blobs, the
+    adjusted Rand index against the in-memory result inside the mask is
+    >= 0.98 (1.0 with one block).  Ids are the markers' ids (1..N in file
+    order of the markers), not skimage's numbering.
+
+    Parameters
+    ----------
+    h : float
+        Least dynamic of a marker, in pixels of distance, > 0.
+    connectivity : int
+        Of the flooding: 1 (faces) to 3 (all 26 neighbours).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`distance`; ``h`` not > 0; ``connectivity`` out of range.
+    """
+    return _ops.drive(
+        _watershed.watershed_split_run(
+            mask, h, connectivity=connectivity, block_shape=block_shape
+        ),
+        progress,
+    )
+
+
 # --- for the napari widget -------------------------------------------------
 class Parameter:
     """One parameter of an operation, as a widget shows it."""
@@ -474,6 +621,27 @@ OPERATIONS: dict[str, Operation] = {
         "Bin (mean of blocks)",
         _ops.bin_run,
         [Parameter("factor", "int", 2, minimum=1, maximum=1024)],
+    ),
+    "distance": Operation(
+        "Distance map (exact EDT)",
+        _distance.distance_run,
+        [],
+        mask_input=True,
+    ),
+    "local_thickness": Operation(
+        "Local thickness (pore sizes)",
+        _distance.local_thickness_run,
+        [],
+        mask_input=True,
+    ),
+    "watershed_split": Operation(
+        "Watershed split of pores (labels)",
+        _watershed.watershed_split_run,
+        [
+            Parameter("h", "float", 1.0, minimum=0.01, maximum=1000, help="pixels"),
+            Parameter("connectivity", "int", 1, minimum=1, maximum=3),
+        ],
+        mask_input=True,
     ),
     "crop": Operation(
         "Crop",

@@ -1,0 +1,398 @@
+"""Distance maps and local thickness, exact out of core.
+
+The Euclidean distance transform is computed in separable passes (see
+``_kernels``): pass 1 reads the mask and writes, for every voxel, the
+squared distance to the nearest zero along x (and along y too when whole
+(y, x) planes fit in a block) into the float32 output; the next passes
+read tiles of whole lines along y, then z, from the output, take the lower
+envelope of parabolas along that axis and write the tile back in place
+(tiles are disjoint); the last pass writes the square root.  No pass needs
+a halo or a neighbouring block, so the result is exact at any block size
+and memory holds a few tiles whatever the size of the volume.
+
+Local thickness needs, for every radius r, the voxels within r of a voxel
+whose distance is at least r: a halo of the largest radius in the distance
+map, which is known once the distance map is written.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._diskimage import DiskImage, Steps
+from .._geometry import Geometry
+from ._engine import (
+    BlockWriter,
+    BoxReader,
+    Cancelled,
+    Run,
+    block_grid,
+    name_of,
+    new_output,
+    shape_of,
+)
+from ._ops import _check_image, _check_mask
+
+#: float32 bytes of a tile of whole lines in the distance passes.
+DISTANCE_BLOCK_BYTES = 8 << 20
+#: float32 bytes of a local-thickness block with its halo.
+THICKNESS_BLOCK_BYTES = 8 << 20
+#: Columns of a tile of the y and z passes (as the engine's TILE_X).
+_TILE_X = 1024
+
+Box = tuple[tuple[int, int], ...]
+
+
+# --- parameters ----------------------------------------------------------------
+def _spacing(mask: Any, spacing: Any, what: str) -> tuple[float, float, float]:
+    """(z, y, x) spacing: the given one (a number, (y, x) or (z, y, x)) or
+    the image's own."""
+    ndim = 3 if shape_of(mask)[2] > 1 else 2
+    if spacing is None:
+        values = list(getattr(mask, "spacing", (1.0, 1.0, 1.0)))[-3:]
+        values = [1.0] * (3 - len(values)) + values
+    elif isinstance(spacing, (numbers.Real, np.number)) and not isinstance(
+        spacing, bool
+    ):
+        values = [spacing] * 3
+    elif (
+        isinstance(spacing, Sequence)
+        and not isinstance(spacing, str)
+        and len(spacing) in (2, 3)
+        and (len(spacing) == 3 or ndim == 2)
+    ):
+        values = [1.0] * (3 - len(spacing)) + list(spacing)
+    else:
+        raise TypeError(
+            f"{what}: spacing must be a number or (z, y, x) numbers "
+            f"((y, x) for a 2D image), got {spacing!r}"
+        )
+    out = []
+    for axis, v in zip("zyx", values, strict=True):
+        if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.number)):
+            raise TypeError(f"{what}: spacing along {axis} must be a number, got {v!r}")
+        if not math.isfinite(float(v)) or float(v) <= 0:
+            raise ValueError(
+                f"{what}: spacing along {axis} must be a finite number greater "
+                f"than 0, got {v!r}"
+            )
+        out.append(float(v))
+    return out[0], out[1], out[2]
+
+
+def _user_blocks(block_shape: Any) -> tuple[int, int, int] | None:
+    """A block_shape (x, y, z) as (z, y, x), or None."""
+    if block_shape is None:
+        return None
+    if (
+        isinstance(block_shape, str)
+        or not isinstance(block_shape, Sequence)
+        or len(block_shape) != 3
+        or any(
+            isinstance(n, bool)
+            or not isinstance(n, (numbers.Integral, np.integer))
+            or n < 1
+            for n in block_shape
+        )
+    ):
+        raise ValueError(
+            f"block_shape must be 3 whole numbers >= 1 (x, y, z), got {block_shape!r}"
+        )
+    bx, by, bz = (int(n) for n in block_shape)
+    return bz, by, bx
+
+
+def _check_values(values: np.ndarray, box: Box, what: str) -> np.ndarray:
+    """A block of the mask as uint8 0/1, or a ValueError naming the value."""
+    if values.dtype == np.bool_:
+        return values.view(np.uint8)
+    if values.size and (values.max() > 1 or values.min() < 0):
+        bad = values[(values > 1) | (values < 0)].flat[0]
+        raise ValueError(
+            f"{what} expects a mask of 0 (background) and 1 (foreground), "
+            f"found the value {bad} (in the block from x={box[4][0]}, "
+            f"y={box[3][0]}, z={box[2][0]}); make a mask first with "
+            "Threshold (process.threshold(image, low))"
+        )
+    return values.astype(np.uint8, copy=False)
+
+
+# --- the passes --------------------------------------------------------------
+class _Pass:
+    """One pass: blocks spanning whole lines along ``axes`` (of z, y, x)."""
+
+    def __init__(self, chunks: tuple[int, ...], axes: str, first: bool, last: bool):
+        self.chunks = chunks  # (t, c, z, y, x)
+        self.axes = axes  # e.g. "xy": the 1D passes done, in order
+        self.first = first  # reads the mask (else the squared distances)
+        self.last = last  # writes square roots
+
+
+def plan_passes(shape: Sequence[int], user: tuple[int, int, int] | None) -> list[_Pass]:
+    """The passes over a (t, c, z, y, x) volume and their blocks."""
+    _t, _c, nz, ny, nx = (int(n) for n in shape)
+    voxels = DISTANCE_BLOCK_BYTES // 4
+    passes: list[_Pass] = []
+    has_z = nz > 1
+    if user is None and ny * nx <= 4 * voxels:  # whole planes: x and y at once
+        # (up to 4 x the tile size: a y pass on tiles of partial rows
+        # reads them through the memory map, slow under a memory cap)
+        cz = max(1, min(nz, voxels // (ny * nx)))
+        passes.append(_Pass((1, 1, cz, ny, nx), "xy", True, not has_z))
+    else:
+        if user is None:
+            bz, by, bx = 1, max(1, voxels // nx), max(1, min(_TILE_X, voxels // ny))
+        else:
+            bz, by, bx = user
+        passes.append(_Pass((1, 1, min(bz, nz), min(by, ny), nx), "x", True, False))
+        if ny > 1 or not has_z:
+            passes.append(
+                _Pass((1, 1, min(bz, nz), ny, min(bx, nx)), "y", False, not has_z)
+            )
+    if has_z:
+        if user is None:
+            # whole rows: each plane of a tile is one contiguous read (tiles
+            # of partial rows are copied from the memory map, whose
+            # readahead re-read the file ~30 times under a memory cap)
+            bx = nx
+            by = max(1, min(ny, voxels // (nz * nx)))
+            if nz * nx > voxels:  # a deep stack of long rows: narrower tiles
+                bx = max(1, min(nx, voxels // nz))
+        else:
+            _, by, bx = user
+        passes.append(_Pass((1, 1, nz, min(by, ny), min(bx, nx)), "z", False, True))
+    return passes
+
+
+def _pass_block(
+    reader: BoxReader,
+    writer: BlockWriter,
+    box: Box,
+    step: _Pass,
+    spacing: tuple[float, float, float],
+    what: str,
+) -> float:
+    """One block of a pass; returns the largest finite value it wrote
+    (the largest distance, after the last pass)."""
+    from . import _kernels
+
+    sz, sy, sx = spacing
+    block = reader.read(box)[0, 0]
+    if step.first:
+        mask = np.ascontiguousarray(_check_values(block, box, what))
+        values = np.empty(mask.shape, np.float32)
+        _kernels.rows_from_mask(
+            mask.reshape(-1, mask.shape[-1]), values.reshape(-1, mask.shape[-1]), sx
+        )
+        del mask
+        if "y" in step.axes:
+            _along(values, 1, sy, step.last and step.axes[-1] == "y")
+    else:
+        values = block  # a fresh array from the file: computed in place
+        if not (
+            values.dtype == np.float32
+            and values.flags.writeable
+            and values.flags.c_contiguous
+        ):
+            values = np.array(block, dtype=np.float32, copy=True)
+        axis = {"y": 1, "z": 0}[step.axes]
+        _along(values, axis, sz if axis == 0 else sy, step.last)
+    if step.last and step.first and step.axes == "x":  # a 1D line
+        np.sqrt(values, out=values)
+    writer.write(box, values[None, None])
+    # the largest distance (inf: no background), wanted after the last pass
+    return float(values.max()) if step.last and values.size else 0.0
+
+
+def _along(values: np.ndarray, axis: int, spacing: float, root: bool) -> None:
+    """The envelope pass along ``axis`` of a 3D float32 block, in place."""
+    from . import _kernels
+
+    if values.shape[axis] == 1:
+        if root:
+            np.sqrt(values, out=values)
+        return
+    shape = values.shape
+    n_a = math.prod(shape[:axis])
+    n_b = math.prod(shape[axis + 1 :])
+    _kernels.envelope(values.reshape(n_a, shape[axis], n_b), spacing, root)
+
+
+def distance_passes(
+    run: Run,
+    mask: Any,
+    target: DiskImage,
+    spacing: tuple[float, float, float],
+    user: tuple[int, int, int] | None,
+    what: str,
+) -> Generator[tuple[int, int], None, float]:
+    """Steps of writing the distance map of ``mask`` into ``target``;
+    returns the largest distance."""
+    import dask
+
+    shape = shape_of(mask)
+    passes = plan_passes(shape, user)
+    writer = BlockWriter(target, run.token)
+    largest = 0.0
+    for step in passes:
+        reader = BoxReader(mask if step.first else target, run.token)
+        task = dask.delayed(_pass_block, pure=False)
+        boxes = block_grid(shape, step.chunks)
+        tasks = [task(reader, writer, box, step, spacing, what) for box in boxes]
+        sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
+        found = yield from run.execute(tasks, sizes)
+        largest = max((float(v) for v in found if np.isfinite(v)), default=0.0)
+        if run.cancel_event.is_set():
+            raise Cancelled(f"{what} was cancelled")
+    return largest
+
+
+def _no_background(mask: Any, what: str) -> ValueError:
+    return ValueError(
+        f"{what}: {name_of(mask)} has no background (0) voxel, so no voxel has "
+        "a distance to one (scipy returns meaningless values then); the mask "
+        "must hold at least one 0"
+    )
+
+
+def distance_run(mask: Any, *, spacing: Any = None, block_shape: Any = None) -> Run:
+    """The :class:`Run` of :func:`~napari_diskimage.process.distance`."""
+    _check_image(mask, "distance")
+    _check_mask(mask, "distance")
+    sp = _spacing(mask, spacing, "distance")
+    user = _user_blocks(block_shape)
+    shape = shape_of(mask)
+    geometry = Geometry.from_shape(shape, np.float32)
+    n_passes = len(plan_passes(shape, user))
+    what = f"distance of {name_of(mask)}"
+    output = new_output(geometry, what, mask)
+
+    def plan(run: Run) -> Steps:
+        yield 0, run.total
+        yield from distance_passes(run, mask, run.image, sp, user, "distance")
+        if not _has_background(run.image):
+            raise _no_background(mask, "distance")
+        return run.output
+
+    return Run(output, plan, what, n_passes * geometry.nbytes)
+
+
+def _has_background(image: DiskImage) -> bool:
+    """False when a volume of the distance map is inf everywhere (no 0 in
+    the mask): each voxel of a volume is inf then, so its first one tells."""
+    t, c = image.shape[:2]
+    first = BoxReader(image, "").read(((0, t), (0, c), (0, 1), (0, 1), (0, 1)))
+    return bool(np.isfinite(first).all())
+
+
+# --- local thickness ---------------------------------------------------------
+def _thickness_block(
+    reader: BoxReader,
+    writer: BlockWriter,
+    box: Box,
+    halo: int,
+) -> float:
+    """Local thickness of one block, from the distance map with a halo.
+
+    For each integer radius r (largest first), the voxels within a
+    distance below r of a voxel whose distance is at least r get r unless
+    they have a larger value already: porespy's ``local_thickness_dt``
+    with ``smooth=True``, on the block's core.
+    """
+    from . import _kernels
+
+    shape = reader.shape
+    ext = [
+        (max(0, a - halo), min(n, b + halo))
+        for (a, b), n in zip(box, shape, strict=True)
+    ]
+    ext[0], ext[1] = box[0], box[1]
+    dt = reader.read(ext)[0, 0]
+    floor = np.floor(dt)
+    core = [(a - e0, b - e0) for (a, b), (e0, _) in zip(box[2:], ext[2:], strict=True)]
+    result = np.zeros(tuple(b - a for a, b in core), np.float32)
+    top = int(floor.max()) if floor.size else 0
+    for r in range(top, 0, -1):
+        # seeds within r of the core: the core grown by r
+        sub = tuple(
+            slice(max(0, a - r), min(n, b + r))
+            for (a, b), n in zip(core, floor.shape, strict=True)
+        )
+        seeds = floor[sub] >= r
+        if not seeds.any():
+            continue
+        free = np.ascontiguousarray((~seeds).view(np.uint8))
+        squared = np.empty(free.shape, np.float32)
+        _kernels.rows_from_mask(
+            free.reshape(-1, free.shape[-1]), squared.reshape(-1, free.shape[-1]), 1.0
+        )
+        _along(squared, 1, 1.0, False)
+        _along(squared, 0, 1.0, False)
+        inner = tuple(
+            slice(a - s.start, b - s.start) for (a, b), s in zip(core, sub, strict=True)
+        )
+        hit = squared[inner] < r * r
+        hit &= result == 0
+        result[hit] = r
+    writer.write(box, result[None, None])
+    return float(top)
+
+
+def _thickness_chunks(
+    shape: Sequence[int], halo: int, user: tuple[int, int, int] | None
+) -> tuple[int, int, int, int, int]:
+    if user is not None:
+        bz, by, bx = user
+    else:
+        voxels = THICKNESS_BLOCK_BYTES // 4
+        if shape[2] > 1:
+            side = max(32, round(voxels ** (1 / 3)) - 2 * halo)
+            bz = by = bx = side
+        else:
+            side = max(64, round(voxels ** (1 / 2)) - 2 * halo)
+            bz, by, bx = 1, side, side
+    return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
+
+
+def local_thickness_run(mask: Any, *, block_shape: Any = None) -> Run:
+    """The :class:`Run` of :func:`~napari_diskimage.process.local_thickness`."""
+    _check_image(mask, "local_thickness")
+    _check_mask(mask, "local_thickness")
+    user = _user_blocks(block_shape)
+    shape = shape_of(mask)
+    geometry = Geometry.from_shape(shape, np.float32)
+    n_passes = len(plan_passes(shape, user)) + 1
+    what = f"local thickness of {name_of(mask)}"
+    output = new_output(geometry, what, mask)
+
+    def plan(run: Run) -> Steps:
+        import dask
+
+        yield 0, run.total
+        dt = new_output(geometry, f"distance map for {what}")
+        try:
+            largest = yield from distance_passes(
+                run, mask, dt, (1.0, 1.0, 1.0), user, "local_thickness"
+            )
+            if not _has_background(dt):
+                raise _no_background(mask, "local_thickness")
+            halo = math.floor(largest)
+            chunks = _thickness_chunks(shape, halo, user)
+            reader = BoxReader(dt, run.token)
+            writer = BlockWriter(run.image, run.token)
+            task = dask.delayed(_thickness_block, pure=False)
+            boxes = block_grid(shape, chunks)
+            tasks = [task(reader, writer, box, halo) for box in boxes]
+            sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
+            yield from run.execute(tasks, sizes)
+            run.info["largest_radius"] = halo
+        finally:
+            dt.close()
+        return run.output
+
+    return Run(output, plan, what, n_passes * geometry.nbytes)

@@ -1,0 +1,296 @@
+"""Separate touching pores out of core: markers of the distance map, flooded.
+
+In memory this is::
+
+    dt = scipy.ndimage.distance_transform_edt(mask)
+    markers = scipy.ndimage.label(skimage.morphology.h_maxima(dt, h),
+                                  structure=np.ones((3,) * mask.ndim))[0]
+    labels = skimage.segmentation.watershed(-dt, markers, mask=mask,
+                                            connectivity=connectivity)
+
+Here:
+
+1. the distance map is written exactly, out of core (``_distance``);
+2. each block finds the h-maxima of the distance map on itself and a halo
+   of six times the largest distance plus 2 (at most 40 voxels: memory),
+   and writes those of its core into a uint8 marker mask;
+3. the marker mask is labelled as one volume (``_label``: one id per
+   marker across block borders);
+4. each block floods its core from the labelled markers in it and its
+   halo (skimage's watershed on the block with its halo); ids are the
+   markers' global ids, so a pore cut by a block border keeps one id;
+5. foreground voxels that no marker of their block's halo reached (a pore
+   whose marker is farther than the halo) are flooded from the labels
+   already written around them, block by block, until none is left.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+
+from .._diskimage import Steps
+from .._geometry import Geometry
+from ._distance import (
+    _has_background,
+    _no_background,
+    _user_blocks,
+    distance_passes,
+    plan_passes,
+)
+from ._engine import (
+    BlockWriter,
+    BoxReader,
+    Run,
+    block_grid,
+    name_of,
+    new_output,
+    shape_of,
+)
+from ._label import label_run
+from ._ops import _check_image, _check_mask
+
+#: float32 bytes of the distance map of a block with its halo.
+WATERSHED_BLOCK_BYTES = 4 << 20
+#: Fill passes (step 5) before giving up on unreached voxels.
+_MAX_FILLS = 8
+#: Halo of a block, in multiples of the largest distance.
+_HALO_FACTOR = 6
+#: Largest halo (memory: a block with its halo is at most (3 x 2 x this)^3).
+_MAX_HALO = 40
+
+Box = tuple[tuple[int, int], ...]
+
+
+def _ext(box: Box, halo: int, shape: Any) -> list[tuple[int, int]]:
+    ext = [
+        (max(0, a - halo), min(n, b + halo))
+        for (a, b), n in zip(box, shape, strict=True)
+    ]
+    ext[0], ext[1] = box[0], box[1]
+    return ext
+
+
+def _core(box: Box, ext: list[tuple[int, int]]) -> tuple[slice, ...]:
+    return tuple(
+        slice(a - e0, b - e0) for (a, b), (e0, _) in zip(box[2:], ext[2:], strict=True)
+    )
+
+
+def _markers_block(
+    reader: BoxReader, writer: BlockWriter, box: Box, halo: int, h: float
+) -> int:
+    """Step 2: the h-maxima of the block (computed with its halo), core only."""
+    from skimage.morphology import h_maxima
+
+    ext = _ext(box, halo, reader.shape)
+    dt = reader.read(ext)[0, 0]
+    squeeze = dt.shape[0] == 1
+    values = dt[0] if squeeze else dt
+    if values.max() <= 0:
+        maxima = np.zeros(values.shape, np.uint8)
+    else:
+        maxima = h_maxima(values.astype(np.float64), h).astype(np.uint8)
+    if squeeze:
+        maxima = maxima[None]
+    core = maxima[_core(box, ext)]
+    writer.write(box, core[None, None])
+    return int(core.sum())
+
+
+def _flood_block(
+    dt_reader: BoxReader,
+    marker_reader: BoxReader,
+    writer: BlockWriter,
+    box: Box,
+    halo: int,
+    connectivity: int,
+    keep: bool,
+) -> int:
+    """Steps 4 and 5: watershed of the block with its halo from the labels
+    of ``marker_reader``; returns the core's foreground voxels left at 0.
+
+    ``keep``: the markers are the output itself (step 5), whose core
+    labels are kept and only its zeros filled.
+    """
+    from skimage.segmentation import watershed
+
+    ext = _ext(box, halo, dt_reader.shape)
+    dt = dt_reader.read(ext)[0, 0]
+    markers = marker_reader.read(ext)[0, 0].astype(np.int64)
+    core = _core(box, ext)
+    if keep and not ((markers[core] == 0) & (dt[core] > 0)).any():
+        return 0
+    squeeze = dt.shape[0] == 1
+    if squeeze:
+        dt, markers = dt[0], markers[0]
+    mask = dt > 0
+    if markers.any() and mask.any():
+        labels = watershed(-dt, markers, mask=mask, connectivity=connectivity)
+    else:
+        labels = np.zeros(dt.shape, np.int64)
+    if squeeze:
+        labels, dt = labels[None], dt[None]
+    out = labels[core].astype(np.uint32)
+    writer.write(box, out[None, None])
+    return int(((out == 0) & (dt[core] > 0)).sum())
+
+
+def _chunks(shape: Any, halo: int, user: Any) -> tuple[int, int, int, int, int]:
+    if user is not None:
+        bz, by, bx = user
+    else:
+        voxels = WATERSHED_BLOCK_BYTES // 4
+        if shape[2] > 1:
+            # a core of at least twice the halo: a block with its halo is
+            # at most 8 x its core
+            side = max(2 * halo, round(voxels ** (1 / 3)) - 2 * halo)
+            bz = by = bx = side
+        else:
+            side = max(2 * halo, 64, round(voxels ** (1 / 2)) - 2 * halo)
+            bz, by, bx = 1, side, side
+    return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
+
+
+def _connectivity(connectivity: Any, ndim: int) -> int:
+    if isinstance(connectivity, bool) or not isinstance(
+        connectivity, (numbers.Integral, np.integer)
+    ):
+        raise TypeError(
+            f"watershed_split: connectivity must be 1, 2 or 3, got {connectivity!r}"
+        )
+    if not 1 <= int(connectivity) <= ndim:
+        raise ValueError(
+            f"watershed_split: connectivity must be 1 (faces) to {ndim} (all "
+            f"neighbours) for a {ndim}D image, got {connectivity}"
+        )
+    return int(connectivity)
+
+
+def watershed_split_run(
+    mask: Any, h: Any = 1.0, *, connectivity: Any = 1, block_shape: Any = None
+) -> Run:
+    """The :class:`Run` of :func:`~napari_diskimage.process.watershed_split`."""
+    _check_image(mask, "watershed_split")
+    _check_mask(mask, "watershed_split")
+    if isinstance(h, bool) or not isinstance(h, (numbers.Real, np.number)):
+        raise TypeError(f"watershed_split: h must be a number, got {h!r}")
+    if not math.isfinite(float(h)) or float(h) <= 0:
+        raise ValueError(
+            f"watershed_split: h must be greater than 0 (the least depth, in "
+            f"pixels of distance, that separates two pores), got {h!r}; e.g. h=1"
+        )
+    shape = shape_of(mask)
+    ndim = 3 if shape[2] > 1 else 2
+    conn = _connectivity(connectivity, ndim)
+    user = _user_blocks(block_shape)
+    voxels = math.prod(shape)
+    n_dist = len(plan_passes(shape, user))
+    what = f"watershed_split of {name_of(mask)}"
+    output = new_output(Geometry.from_shape(shape, np.uint32), what, mask)
+    # distance passes, markers, their labels (2 passes), flooding, one fill
+    total = voxels * (4 * n_dist + 1 + 8 + 4 + 4)
+
+    def plan(run: Run) -> Steps:
+        yield 0, run.total
+        dt = new_output(Geometry.from_shape(shape, np.float32), f"distance for {what}")
+        marks = new_output(Geometry.from_shape(shape, np.uint8), f"markers for {what}")
+        labelled = None
+        try:
+            largest = yield from distance_passes(
+                run, mask, dt, (1.0, 1.0, 1.0), user, "watershed_split"
+            )
+            if not _has_background(dt):
+                raise _no_background(mask, "watershed_split")
+            halo = min(_MAX_HALO, _HALO_FACTOR * math.ceil(largest) + 2)
+            chunks = _chunks(shape, halo, user)
+            boxes = block_grid(shape, chunks)
+            dt_reader = BoxReader(dt, run.token)
+            yield from _markers(run, dt_reader, marks, boxes, halo, float(h))
+            labelled = yield from _label_markers(run, marks, ndim, chunks)
+            marks.close()
+            left = yield from _flood(
+                run, dt_reader, labelled, run.image, boxes, halo, conn, False
+            )
+            fills, todo, before = 0, boxes, sum(left) + 1
+            while 0 < sum(left) < before and fills < _MAX_FILLS:
+                # stops when a fill reaches nothing more: what is left are
+                # pores without a marker (as in memory, they stay 0)
+                before = sum(left)
+                todo = [b for b, n in zip(todo, left, strict=True) if n]
+                left = yield from _flood(
+                    run, dt_reader, run.image, run.image, todo, halo, conn, True
+                )
+                fills += 1
+            run.info["unreached"] = int(sum(left))
+        finally:
+            dt.close()
+            marks.close()
+            if labelled is not None:
+                labelled.close()
+        return run.output
+
+    return Run(output, plan, what, total)
+
+
+def _markers(
+    run: Run, reader: BoxReader, marks: Any, boxes: list[Box], halo: int, h: float
+) -> Generator[tuple[int, int], None, None]:
+    import dask
+
+    writer = BlockWriter(marks, run.token)
+    task = dask.delayed(_markers_block, pure=False)
+    tasks = [task(reader, writer, box, halo, h) for box in boxes]
+    sizes = [math.prod(b - a for a, b in box) for box in boxes]
+    yield from run.execute(tasks, sizes)
+
+
+def _label_markers(
+    run: Run, marks: Any, ndim: int, chunks: tuple[int, ...]
+) -> Generator[Any, None, Any]:
+    """Step 3: the markers labelled as one volume (all neighbours joined,
+    as a regional maximum's plateau is connected under h_maxima's
+    footprint); its progress counts into ``run``'s."""
+    # blocks as this run's (the label engine's own are 32 MiB of uint32)
+    inner = label_run(marks, ndim, block_shape=(chunks[4], chunks[3], chunks[2]))
+    steps = inner.steps()
+    last = 0
+    try:
+        while True:
+            if run.cancel_event.is_set():
+                inner.cancel()
+            try:
+                done, _total = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield run.advance(done - last)
+            last = done
+    finally:
+        steps.close()
+
+
+def _flood(
+    run: Run,
+    dt_reader: BoxReader,
+    markers: Any,
+    target: Any,
+    boxes: list[Box],
+    halo: int,
+    conn: int,
+    keep: bool,
+) -> Generator[tuple[int, int], None, list[int]]:
+    import dask
+
+    marker_reader = BoxReader(markers, run.token)
+    writer = BlockWriter(target, run.token)
+    task = dask.delayed(_flood_block, pure=False)
+    tasks = [
+        task(dt_reader, marker_reader, writer, box, halo, conn, keep) for box in boxes
+    ]
+    sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
+    found = yield from run.execute(tasks, sizes)
+    return [int(n) for n in found]

@@ -1,0 +1,88 @@
+"""watershed_split against skimage's watershed of the whole mask in memory.
+
+Agreement is the adjusted Rand index (Hubert and Arabie 1985: 1 for the
+same partition whatever the ids, ~0 for chance) over the mask's voxels,
+computed here from the contingency table (scikit-learn is not installed);
+skimage's ``adapted_rand_error`` is another quantity (an F-score of pairs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage as sndi
+from scipy.sparse import coo_matrix
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+import napari_diskimage as ndi
+from napari_diskimage import process
+
+porespy = pytest.importorskip("porespy")
+
+
+def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.unique(a, return_inverse=True)[1].ravel()
+    b = np.unique(b, return_inverse=True)[1].ravel()
+    table = coo_matrix((np.ones(a.size), (a, b))).tocsr()
+
+    def pairs(v) -> float:
+        v = np.asarray(v, np.float64)
+        return float((v * (v - 1) / 2).sum())
+
+    both = pairs(table.data)
+    ra = pairs(np.asarray(table.sum(1)).ravel())
+    rb = pairs(np.asarray(table.sum(0)).ravel())
+    expected = ra * rb / pairs([a.size])
+    return (both - expected) / ((ra + rb) / 2 - expected)
+
+
+def in_memory(mask: np.ndarray, h: float, connectivity: int) -> np.ndarray:
+    dt = sndi.distance_transform_edt(mask)
+    full = np.ones((3,) * mask.ndim)
+    markers = sndi.label(h_maxima(dt, h), structure=full)[0]
+    return watershed(-dt, markers, mask=mask > 0, connectivity=connectivity)
+
+
+def test_adjusted_rand_index_is_one_for_renamed_ids_only():
+    a = np.array([1, 1, 2, 2, 3, 3])
+    assert adjusted_rand_index(a, a * 7 + 1) == pytest.approx(1.0)
+    assert adjusted_rand_index(a, np.array([1, 2, 1, 2, 1, 2])) < 0.1
+
+
+@pytest.mark.parametrize(
+    ("shape", "blocks", "seed", "blobiness"),
+    [
+        ((40, 50, 60), (16, 12, 10), 1, 1),  # pores cross many borders
+        ((48, 80, 80), (30, 30, 24), 2, 2),
+        ((160, 200), (40, 30, 1), 3, 1),  # 2D
+    ],
+)
+def test_watershed_split_agrees_with_skimage(shape, blocks, seed, blobiness):
+    mask = porespy.generators.blobs(
+        shape, porosity=0.6, blobiness=blobiness, seed=seed
+    ).astype(np.uint8)
+    out = process.watershed_split(mask, 1.0, block_shape=blocks)
+    assert out.dtype == np.uint32
+    got = np.asarray(ndi.open_raw(out.path, out.geometry).array[0, 0]).reshape(shape)
+    ref = in_memory(mask, 1.0, 1)
+    inside = mask > 0
+    assert np.array_equal(got > 0, ref > 0)  # the same pores are split
+    assert adjusted_rand_index(got[inside], ref[inside]) >= 0.98
+    # one id per region: as many regions as skimage finds, give or take
+    # the few markers that differ where blocks meet
+    n_got, n_ref = len(np.unique(got)) - 1, len(np.unique(ref)) - 1
+    assert abs(n_got - n_ref) <= max(2, n_ref // 20)
+    out.close()
+
+
+def test_one_block_is_the_in_memory_result():
+    mask = porespy.generators.blobs((30, 40, 50), porosity=0.6, seed=4).astype(np.uint8)
+    for h, connectivity in ((1.0, 1), (0.5, 3)):
+        out = process.watershed_split(mask, h, connectivity=connectivity)
+        got = np.asarray(out.array[0, 0])
+        ref = in_memory(mask, h, connectivity)
+        inside = mask > 0
+        assert adjusted_rand_index(got[inside], ref[inside]) == pytest.approx(1.0)
+        assert np.array_equal(got > 0, ref > 0)
+        out.close()
