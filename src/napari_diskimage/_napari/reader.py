@@ -192,6 +192,12 @@ def _hint(message: str) -> None:
             show_info(message)
 
 
+#: How a single-channel disk-image layer is rendered in 3D.
+RENDERING_3D = "attenuated_mip"
+#: Its attenuation (napari's default 0.05 still shows a flat sheet).
+ATTENUATION_3D = 0.5
+
+
 def disk_image_layers(
     image: DiskImage, name: str | None = None
 ) -> list[LayerDataTuple]:
@@ -232,7 +238,14 @@ def disk_image_layers(
             "metadata": {"disk_image": image, "channel": c},
             **common,
         }
-        if n_channels > 1:
+        if n_channels == 1:
+            # napari's default 3D rendering (MIP) shows a porous volume, or
+            # any scan whose bright phase fills every ray, as a flat sheet;
+            # an attenuated MIP shows the structure nearest the viewer (and
+            # still a bright object inside a dark volume)
+            kwargs["rendering"] = RENDERING_3D
+            kwargs["attenuation"] = ATTENUATION_3D
+        else:
             colormaps = (
                 ("red", "green", "blue") if n_channels == 3 else _CHANNEL_COLORMAPS
             )
