@@ -20,6 +20,7 @@ __all__ = [
     "LayerChoice",
     "add_disk_image",
     "apply_saved_settings",
+    "ask",
     "elide_middle",
     "fit_labels",
     "refresh_layer",
@@ -173,6 +174,23 @@ def elide_middle(combo: Any) -> None:
     combo.currentTextChanged.connect(update_tooltip)
     combo.model().rowsInserted.connect(update_tooltip)
     update_tooltip()
+
+
+def ask(text: str, yes: str, no: str = "Cancel") -> bool:
+    """A modal question with two buttons; True when ``yes`` was chosen.
+
+    Tools call it through their ``confirm`` attribute, which tests (and
+    scripts) replace by a function that answers."""
+    from qtpy.QtWidgets import QApplication, QMessageBox
+
+    box = QMessageBox(QApplication.activeWindow())
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle("napari-diskimage")
+    box.setText(text)
+    accept = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(no, QMessageBox.ButtonRole.RejectRole)
+    box.exec()
+    return box.clickedButton() is accept
 
 
 def fit_labels(widget: Any) -> None:
