@@ -20,8 +20,11 @@ from superqt import QCollapsible
 from .. import _settings
 from ._common import apply_saved_settings, fit_labels, unwrap
 
-__all__ = ["OPEN_BY_DEFAULT", "DiskImagesPanel"]
+__all__ = ["OPEN_BY_DEFAULT", "PANEL_WIDTH", "DiskImagesPanel"]
 
+#: The panel's width in pixels: the longest operation name ("Label connected
+#: components") whole in napari's font beside the section's indent.
+PANEL_WIDTH = 330
 #: Sections open the first time the panel is shown.
 OPEN_BY_DEFAULT = ("Image info",)
 _KEY = "panel_open_sections"
@@ -94,7 +97,7 @@ class DiskImagesPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scroll)
-        self.setMinimumWidth(260)
+        self.setMinimumWidth(PANEL_WIDTH)
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
