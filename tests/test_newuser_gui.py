@@ -341,3 +341,25 @@ def test_a_result_layer_does_not_cover_its_input_before_it_is_written(window, qt
     assert not result.visible  # nothing written yet: the input shows
     qtbot.waitUntil(lambda: job.done, timeout=20000)
     assert result.visible
+
+
+def test_the_demo_pores_layer_covers_the_dark_pores(make_napari_viewer, tmp_path):
+    """The README's second picture: its cyan "pores" layer lies on the dark
+    voxels of the scan, not on the bright solid."""
+    from napari_diskimage._cli import show_processing
+    from napari_diskimage._napari.samples import _SyntheticVolume, large_sample_geometry
+
+    geometry = large_sample_geometry("16MiB")
+    volume = _SyntheticVolume(geometry)
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(path, np.stack([volume[0, 0, z] for z in range(geometry.size_z)]))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-diskimage")
+    viewer.dims.set_current_step(0, geometry.size_z // 2)
+    show_processing(viewer, layer, None)
+    pores = viewer.layers["pores (threshold of a gaussian)"]
+    mask = np.asarray(pores.metadata["disk_image"].array[0, 0]).astype(bool)
+    z0 = round(pores.translate[0] / layer.scale[0])
+    scan = tifffile.imread(path)[z0 : z0 + mask.shape[0]]
+    assert 0.15 < mask.mean() < 0.5  # about the sample's 30 % porosity
+    assert scan[mask].mean() < 1100 < scan[~mask].mean()  # pores ~700, solid ~1900
