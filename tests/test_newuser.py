@@ -175,7 +175,14 @@ def test_ctrl_c_stops_label(tmp_path):
     scratch = tmp_path / "scratch"
     command = [*_command(), "process", "label", str(src), str(tmp_path / "l.tif")]
     env = {**os.environ, "NAPARI_DISKIMAGE_DIR": str(scratch)}
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # as from a terminal (a shell's background job would ignore SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stderr is not None
     assert proc.stderr.readline().startswith("label: 0 %")
     proc.send_signal(signal.SIGINT)

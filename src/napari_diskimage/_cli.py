@@ -474,6 +474,7 @@ def copy_file(args: argparse.Namespace) -> Path:
 def process_file(args: argparse.Namespace) -> int:
     import napari_diskimage as ndi
     from napari_diskimage import process
+    from napari_diskimage.process._engine import CANCEL_WAIT
 
     image = _open(args.src, args)
     with image:
@@ -500,6 +501,7 @@ def process_file(args: argparse.Namespace) -> int:
                 others += opened
         try:
             run = op.make_run(image, **params)
+            run.cancel_wait = CANCEL_WAIT  # Ctrl+C, SIGTERM: out within a second
             out = _run(iter(run), args.operation)
             with out:
                 saved = _run(

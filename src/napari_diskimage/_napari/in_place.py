@@ -59,16 +59,17 @@ def open_in_place(img: DiskImage) -> DiskImage:
 
 def swap_in_place(viewer: Any, old: DiskImage, new: DiskImage) -> list[Any]:
     """Every image layer of ``old`` shows ``new`` instead; returns them."""
+    from napari.layers import Image
+
     from .._pyramid import display_levels
 
     changed = []
     for layer in list(viewer.layers):
         if layer.metadata.get("disk_image") is not old:
             continue
-        if layer.multiscale and layer.__class__.__name__ == "Image":
-            channel = layer.metadata.get("channel")
-            levels = display_levels(new, channel if channel is not None else 0)
+        channel = layer.metadata.get("channel")
+        if isinstance(layer, Image) and layer.multiscale and channel is not None:
             layer.metadata["disk_image"] = new
-            layer.data = levels
+            layer.data = display_levels(new, channel)
             changed.append(layer)
     return changed
