@@ -192,10 +192,25 @@ def _hint(message: str) -> None:
             show_info(message)
 
 
-#: How a single-channel disk-image layer is rendered in 3D.
-RENDERING_3D = "attenuated_mip"
-#: Its attenuation (napari's default 0.05 still shows a flat sheet).
-ATTENUATION_3D = 0.5
+#: How a single-channel disk-image layer whose bright phase fills most of the
+#: volume is rendered in 3D (others keep napari's MIP, which shows a bright
+#: object inside a dark volume best).
+RENDERING_3D = "translucent"
+
+
+def _bright_fills(image: DiskImage, limits: Any) -> bool:
+    """True when most of a bounded sample is brighter than the middle of the
+    contrast limits (a porous scan's solid): a MIP would be flat there."""
+    from .._pyramid import sample_values
+
+    try:
+        values = sample_values(image, 0)
+    except (OSError, ValueError):
+        return False
+    if values.size == 0:
+        return False
+    middle = (float(limits[0]) + float(limits[1])) / 2
+    return bool(np.mean(values > middle) > 0.5)
 
 
 def disk_image_layers(
@@ -239,12 +254,11 @@ def disk_image_layers(
             **common,
         }
         if n_channels == 1:
-            # napari's default 3D rendering (MIP) shows a porous volume, or
-            # any scan whose bright phase fills every ray, as a flat sheet;
-            # an attenuated MIP shows the structure nearest the viewer (and
-            # still a bright object inside a dark volume)
-            kwargs["rendering"] = RENDERING_3D
-            kwargs["attenuation"] = ATTENUATION_3D
+            if _bright_fills(image, kwargs["contrast_limits"]):
+                # napari's default 3D rendering (MIP) shows a volume whose
+                # bright phase fills every ray (a porous scan) as a flat
+                # sheet; translucent shows the structure nearest the viewer
+                kwargs["rendering"] = RENDERING_3D
         else:
             colormaps = (
                 ("red", "green", "blue") if n_channels == 3 else _CHANNEL_COLORMAPS
