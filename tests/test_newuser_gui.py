@@ -1,8 +1,8 @@
 """What a new user trips on (issue 21): the panel's part, at 1280 x 800.
 
 Names readable, threshold by phase, labels results that are labels, edit
-in place on purpose, paint refusals that say why, a 3D view that shows a
-porous volume, a result that does not hide its input.
+in place on purpose, paint refusals that say why, a result that does not
+hide its input.
 """
 
 from __future__ import annotations
@@ -308,28 +308,7 @@ def test_a_read_only_file_says_so(window):
         unmount(folder)
 
 
-# --- 3D, and a result that does not hide its input ----------------------------------
-def test_3d_shows_the_structure_of_a_porous_volume(make_napari_viewer, tmp_path):
-    from napari_diskimage._napari.samples import _SyntheticVolume, large_sample_geometry
-
-    geometry = large_sample_geometry("16MiB")
-    volume = _SyntheticVolume(geometry)
-    path = tmp_path / "porous.tif"
-    data = np.stack([volume[0, 0, z] for z in range(geometry.size_z)])
-    tifffile.imwrite(path, data)
-    viewer = make_napari_viewer(show=True)
-    viewer.window.resize(1280, 800)
-    viewer.open(str(path), plugin="napari-diskimage")
-    viewer.dims.ndisplay = 3
-    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].mean(axis=-1)
-    inside = shot[shot > 5]  # the volume's footprint, not the background
-    assert inside.size > 0.1 * shot.size
-    # pores (dark) and solid (bright) both show: neither a flat sheet nor blank
-    assert inside.std() > 55, inside.std()
-    dark = (inside < 0.5 * inside.max()).mean()
-    assert 0.1 < dark < 0.6, dark
-
-
+# --- a result that does not hide its input ---------------------------------------
 def test_a_result_layer_does_not_cover_its_input_before_it_is_written(window, qtbot):
     viewer, _panel = window
     data, _ = _porous()

@@ -192,27 +192,6 @@ def _hint(message: str) -> None:
             show_info(message)
 
 
-#: How a single-channel disk-image layer whose bright phase fills most of the
-#: volume is rendered in 3D (others keep napari's MIP, which shows a bright
-#: object inside a dark volume best).
-RENDERING_3D = "translucent"
-
-
-def _bright_fills(image: DiskImage, limits: Any) -> bool:
-    """True when most of a bounded sample is brighter than the middle of the
-    contrast limits (a porous scan's solid): a MIP would be flat there."""
-    from .._pyramid import sample_values
-
-    try:
-        values = sample_values(image, 0)
-    except (OSError, ValueError):
-        return False
-    if values.size == 0:
-        return False
-    middle = (float(limits[0]) + float(limits[1])) / 2
-    return bool(np.mean(values > middle) > 0.5)
-
-
 def disk_image_layers(
     image: DiskImage, name: str | None = None
 ) -> list[LayerDataTuple]:
@@ -253,13 +232,7 @@ def disk_image_layers(
             "metadata": {"disk_image": image, "channel": c},
             **common,
         }
-        if n_channels == 1:
-            if _bright_fills(image, kwargs["contrast_limits"]):
-                # napari's default 3D rendering (MIP) shows a volume whose
-                # bright phase fills every ray (a porous scan) as a flat
-                # sheet; translucent shows the structure nearest the viewer
-                kwargs["rendering"] = RENDERING_3D
-        else:
+        if n_channels > 1:
             colormaps = (
                 ("red", "green", "blue") if n_channels == 3 else _CHANNEL_COLORMAPS
             )
