@@ -250,7 +250,10 @@ def test_save_reopen_and_removal(scan, tmp_path):
     del layer
     gc.collect()
     assert not scratch.exists()
+    asked = []
+    tool.confirm = lambda text: asked.append(text) or True  # "in place"
     reopened = tool.open_labels(tmp_path / "saved.tif")
+    assert str(tmp_path / "saved.tif") in asked[0]
     assert reopened.data[1, 5, 5] == 2
     reopened.paint((1, 6, 6), 3)  # in place: the user's file, opened r+
     assert tifffile.imread(tmp_path / "saved.tif")[1, 6, 6] == 3

@@ -151,7 +151,7 @@ def test_bad_parameter_is_refused_before_anything(viewer, disk_image_dir, messag
     assert scratch_files(disk_image_dir) == before
     assert any("neither a number nor a layer" in m for m in messages())
     widget.fields["high"].value = ""
-    widget.fields["low"].value = 10.0
+    widget.fields["low"].value = "10"
     widget.operation.value = "crop"
     widget.fields["x"].value = 69
     widget.fields["size_x"].value = 5
@@ -164,7 +164,9 @@ def test_chain_threshold_prefilled_by_otsu_then_label(viewer, qtbot):
     add(viewer, data)
     widget = ProcessImage(viewer)
     widget.operation.value = "threshold"
-    low = widget.fields["low"].value
+    widget.phase.value = "bright"
+    low = float(widget.fields["low"].value)
+    assert widget.fields["high"].value == ""
     # prefilled: Otsu's value of a sample (here all of it: a small volume)
     from skimage.filters import threshold_otsu
 

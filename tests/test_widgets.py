@@ -634,7 +634,7 @@ def test_image_info_follows_selection(viewer, data_dir):
     tifffile.imwrite(path, np.zeros((6, 7), np.uint8))
     w.add_disk_image(viewer, ndi.open_tiff(path), "mine")
     text = widget.info.value
-    assert str(path) in text and "your TIFF file, read-only" in text
+    assert str(path) in text and "your TIFF file, opened read-only" in text
 
     viewer.layers.selection.active = mem
     assert "disk image: no" in widget.info.value

@@ -16,8 +16,10 @@ as the Python API, with a terminal progress bar (tqdm) on stderr:
 * ``napari-diskimage demo``: napari on a large synthetic scan.
 
 Exit status as a Unix tool's: 0 done, 1 failed (the message on stderr
-names the file and the fix), 2 bad usage, 130 cancelled with Ctrl+C.  A
-cancelled or failed command leaves no partial file and never changes SRC.
+names the file and the fix), 2 bad usage, 130 cancelled with Ctrl+C, 143
+by SIGTERM (a batch scheduler's time limit), 129 by SIGHUP (the terminal
+closed).  A cancelled or failed command leaves no partial file (output or
+scratch) and never changes SRC.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ examples:
   napari-diskimage info scan.tif
   napari-diskimage copy scan_2048x2048x900_UInt16.raw scan.tif
   napari-diskimage process gaussian scan.tif smooth.tif --sigma 2
+  napari-diskimage process threshold smooth.tif pores.tif --otsu dark
   napari-diskimage process threshold smooth.tif mask.tif --low 1200
   napari-diskimage measure labels.tif --intensity scan.tif -o pores.csv
-  napari-diskimage porosity mask.tif --profile 0
+  napari-diskimage porosity pores.tif --profile 0
   napari-diskimage process gaussian scan.tif smooth.tif --sigma 2 --slurm 8
   napari-diskimage demo --screenshot demo.png
 """
@@ -172,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("dst", type=Path)
         for p in op.parameters:
             _add_parameter(sub, p)
+        if key == "threshold":
+            _otsu_option(sub)
         _raw_options(sub)
         _cluster_options(sub)
     otsu = ops.add_parser("otsu", help="print Otsu's threshold of the whole image")
@@ -233,6 +238,39 @@ def _add_parameter(parser: argparse.ArgumentParser, p: Any) -> None:
         parser.add_argument(flag, dest=p.name, default=str(p.default), help=helptext)
 
 
+def _otsu_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--otsu",
+        choices=("dark", "bright"),
+        help="the dark phase (value <= Otsu's threshold of SRC, e.g. the pores "
+        "of a scan) or the bright one (value >= it); one pass over SRC first",
+    )
+    parser.epilog = (
+        "give --low, --high (or both) or --otsu dark|bright; e.g.\n"
+        "  napari-diskimage process threshold scan.tif pores.tif --otsu dark"
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def _threshold_bounds(args: argparse.Namespace) -> None:
+    """Check the bounds of ``process threshold``; ``--otsu`` fills in one."""
+    if args.otsu is None:
+        if args.low is None and args.high is None:
+            raise UsageError(
+                "threshold needs a bound: --low VALUE (keep value >= VALUE), "
+                "--high VALUE (keep value <= VALUE), both, or --otsu dark|bright "
+                "(Otsu's threshold of SRC as --high for the dark phase, as --low "
+                "for the bright one)"
+            )
+        return
+    sets = "high" if args.otsu == "dark" else "low"
+    if getattr(args, sets) is not None:
+        raise UsageError(
+            f"--otsu {args.otsu} sets --{sets} to Otsu's threshold; leave out "
+            f"--{sets} (or --otsu)"
+        )
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -242,31 +280,45 @@ def _size(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    from ._quiet import quiet_tifffile
+    from ._signals import Terminated, cancel_on_signals, exit_status
+
+    parser = _parser()
+    args = parser.parse_args(argv)
     name = f"napari-diskimage {args.command}"
     try:
-        if args.command == "demo":
-            return demo(args.size, screenshot=args.screenshot, processed=args.processed)
-        if args.command == "info":
-            print(describe_file(_open(args.file, args)))
-            return 0
-        if args.command in ("copy", "save"):
-            with _on_cluster(args, [args.src, args.dst.absolute().parent]) as session:
-                copy_file(args, session)
-            return 0
-        if args.command == "process":
-            with _on_cluster(args, [args.src]):
-                return process_file(args)
-        if args.command == "measure":
-            inputs = [args.labels] + ([args.intensity] if args.intensity else [])
-            with _on_cluster(args, inputs):
-                return measure_file(args)
-        if args.command == "porosity":
-            with _on_cluster(args, [args.mask]):
-                return porosity_file(args)
-    except KeyboardInterrupt:
-        print(f"\n{name}: cancelled; no partial file was left", file=sys.stderr)
-        return 130
+        with cancel_on_signals(), quiet_tifffile():
+            if args.command == "demo":
+                return demo(
+                    args.size, screenshot=args.screenshot, processed=args.processed
+                )
+            if args.command == "info":
+                print(describe_file(_open(args.file, args)))
+                return 0
+            if args.command in ("copy", "save"):
+                paths = [args.src, args.dst.absolute().parent]
+                with _on_cluster(args, paths) as session:
+                    copy_file(args, session)
+                return 0
+            if args.command == "process":
+                with _on_cluster(args, [args.src]):
+                    return process_file(args)
+            if args.command == "measure":
+                inputs = [args.labels] + ([args.intensity] if args.intensity else [])
+                with _on_cluster(args, inputs):
+                    return measure_file(args)
+            if args.command == "porosity":
+                with _on_cluster(args, [args.mask]):
+                    return porosity_file(args)
+    except KeyboardInterrupt as exc:
+        by = f" by {exc.name}" if isinstance(exc, Terminated) else ""
+        print(f"\n{name}: cancelled{by}; no partial file was left", file=sys.stderr)
+        _leave_now_if_blocks_in_flight(exit_status(exc))
+        return exit_status(exc)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, TypeError, IndexError) as exc:
         from ._errors import error_message
 
@@ -282,17 +334,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(args.command)  # pragma: no cover - argparse checks
 
 
+def _leave_now_if_blocks_in_flight(status: int) -> None:
+    """Exit at once when blocks of the cancelled run are still computing.
+
+    Their output is already deleted and they write nothing more (the run's
+    cancel flag), but Python would wait at exit for dask's pool threads to
+    finish them: seconds for a filter's block, minutes on a loaded disk.
+    Only a cancelled command gets here, after its clean-up."""
+    import threading
+
+    if any(t.name.startswith("ndi-") and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
 # --- terminal commands ---------------------------------------------------------
+class UsageError(ValueError):
+    """Options that do not fit the input (exit status 2, as argparse's)."""
+
+
 def _open(path: Path, args: argparse.Namespace) -> Any:
     """Open a TIFF, or a RAW file (geometry from the options or the name)."""
     import napari_diskimage as ndi
 
     from ._files import format_of
 
+    raw_options = [
+        flag
+        for flag, given in (
+            ("--raw-type", args.pixel_type),
+            ("--raw-size", args.raw_size),
+            ("--raw-offset", args.offset),
+        )
+        if given
+    ]
     if path.is_dir() or any(ch in path.name for ch in "*?["):
+        _no_raw_options(raw_options, path, "a folder of TIFF slices")
         return ndi.open_tiff_sequence(path)
     kind = format_of(path)
     if kind == "tiff":
+        _no_raw_options(raw_options, path, "a TIFF file")
         return ndi.open_tiff(path)
     geometry = None
     if args.raw_size or args.pixel_type:
@@ -307,6 +389,14 @@ def _open(path: Path, args: argparse.Namespace) -> Any:
             )
         geometry = ndi.Geometry(args.pixel_type, *args.raw_size)
     return ndi.open_raw(path, geometry, offset=args.offset, byte_order=args.byte_order)
+
+
+def _no_raw_options(given: list[str], path: Path, what: str) -> None:
+    if given:
+        raise UsageError(
+            f"{' and '.join(given)} describe a RAW file; {str(path)!r} is {what}, "
+            "whose header gives its geometry: leave them out"
+        )
 
 
 def describe_file(image: Any) -> str:
@@ -368,15 +458,25 @@ def describe_file(image: Any) -> str:
 
 
 class _Bar:
-    """A tqdm bar on stderr for ``(done_bytes, total_bytes)`` steps."""
+    """A tqdm bar on stderr for ``(done_bytes, total_bytes)`` steps; when
+    stderr is not a terminal (a log file, a batch job's output), a line
+    every :data:`LOG_EVERY` of the work instead."""
+
+    #: Fraction of the work between two progress lines in a log.
+    LOG_EVERY = 0.1
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.bar: Any = None
+        self.logged = -1.0
+        self.start = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm
 
+        if not _is_terminal(sys.stderr):
+            self._log(done, total)
+            return
         if self.bar is None:
             self.bar = tqdm(
                 total=total,
@@ -390,9 +490,30 @@ class _Bar:
             )
         self.bar.update(done - self.bar.n)
 
+    def _log(self, done: int, total: int) -> None:
+        fraction = done / total if total > 0 else 1.0
+        if fraction < 1.0 and fraction < self.logged + self.LOG_EVERY:
+            return
+        if fraction >= 1.0 and self.logged >= 1.0:
+            return
+        self.logged = fraction
+        print(
+            f"{self.what}: {100 * fraction:.0f} % ({format_bytes(done)} of "
+            f"{format_bytes(total)}, {time.perf_counter() - self.start:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _run(steps: Any, what: str) -> Any:
@@ -424,6 +545,7 @@ def copy_file(args: argparse.Namespace, session: Any = None) -> Path:
 def process_file(args: argparse.Namespace) -> int:
     import napari_diskimage as ndi
     from napari_diskimage import process
+    from napari_diskimage.process._engine import CANCEL_WAIT
 
     image = _open(args.src, args)
     with image:
@@ -433,6 +555,16 @@ def process_file(args: argparse.Namespace) -> int:
             return 0
         op = process.OPERATIONS[args.operation]
         params = {p.name: getattr(args, p.name) for p in op.parameters}
+        if args.operation == "threshold":
+            _threshold_bounds(args)
+            if args.otsu is not None:
+                value = _run(iter(process._ops.otsu_run(image)), "otsu")
+                params["high" if args.otsu == "dark" else "low"] = value
+                print(
+                    f"Otsu's threshold: {value:g}; the {args.otsu} phase is "
+                    f"value {'<=' if args.otsu == 'dark' else '>='} {value:g}",
+                    file=sys.stderr,
+                )
         others = []
         for p in op.parameters:
             if p.kind == "image or number":
@@ -440,6 +572,7 @@ def process_file(args: argparse.Namespace) -> int:
                 others += opened
         try:
             run = op.make_run(image, **params)
+            run.cancel_wait = CANCEL_WAIT  # Ctrl+C, SIGTERM: out within a second
             out = _run(iter(run), args.operation)
             with out:
                 saved = _run(
@@ -449,6 +582,8 @@ def process_file(args: argparse.Namespace) -> int:
         finally:
             for other in others:
                 other.close()
+    if "n_labels" in run.info:
+        print(f"{run.info['n_labels']} components")
     print(f"wrote {saved}", file=sys.stderr)
     return 0
 
@@ -668,7 +803,7 @@ def show_processing(viewer: Any, layer: Any, panel: Any) -> None:
     z0 = max(0, min(nz - 8, z - 4))
     box = process.crop(image, 0, 0, z0, nx, ny, min(8, nz - z0))
     smooth = process.gaussian(box, 2)
-    mask = process.threshold(smooth, process.otsu(smooth))
+    mask = process.threshold(smooth, None, process.otsu(smooth))  # dark: pores
     scale = tuple(layer.scale)
     translate = (z0 * scale[0], 0.0, 0.0)
     from ._qt._common import add_disk_image

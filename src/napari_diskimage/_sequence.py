@@ -21,6 +21,7 @@ import tifffile
 from ._diskimage import DiskImage
 from ._errors import CorruptFileError
 from ._files import TIFF_SUFFIXES
+from ._quiet import quieted
 from ._tiff_meta import is_parse_error, spacing_of
 from .storage.sequence import SequenceStorage, layout_of, slice_info
 
@@ -111,6 +112,7 @@ def _gaps(files: list[Path]) -> list[int]:
     return [n for n in range(min(numbers), max(numbers) + 1) if n not in present]
 
 
+@quieted
 def open_tiff_sequence(
     path: str | os.PathLike[str], pattern: str | None = None, axis: str = "z"
 ) -> DiskImage:

@@ -17,6 +17,7 @@ from ._diskimage import DiskImage
 from ._errors import CorruptFileError
 from ._files import check_mode, check_readable, check_writable_file
 from ._geometry import as_dtype
+from ._quiet import quieted
 from ._tiff_meta import (
     compression_name,
     is_parse_error,
@@ -211,6 +212,7 @@ def _level_sources(
     return sources
 
 
+@quieted
 def open_tiff(
     path: str | os.PathLike[str], mode: str = "r", *, series: int = 0
 ) -> DiskImage:
@@ -358,6 +360,7 @@ class TiffSeriesInfo:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
+@quieted
 def tiff_series(path: str | os.PathLike[str]) -> list[TiffSeriesInfo]:
     """List the image series of a TIFF file without reading pixels.
 

@@ -140,7 +140,9 @@ class DiskLabels:
     def _add_overview(self, kwargs: dict[str, Any]) -> None:
         """A read-only multiscale view of the whole labels plane, under the
         paint window."""
-        overview = self.viewer.add_labels(
+        from .paint_refusal import ReadOnlyLabels
+
+        overview = ReadOnlyLabels(
             display_levels(self.labels, 0),
             multiscale=True,
             name=f"{self.layer.name} (overview)",
@@ -148,7 +150,13 @@ class DiskLabels:
             scale=kwargs["scale"],
             translate=kwargs.get("translate", (0.0,) * self.layer.ndim),
             metadata={"disk_image": self.labels, "channel": 0, "labels_overview": True},
+            read_only_reason=(
+                f"{self.layer.name!r} (overview) shows the whole plane read-only; "
+                f"paint on {self.layer.name!r}, whose paint window follows the "
+                "view (Labels > Move paint window to view)"
+            ),
         )
+        self.viewer.add_layer(overview)
         self.overview = overview
         layers = self.viewer.layers
         layers.move(layers.index(overview), layers.index(self.layer))

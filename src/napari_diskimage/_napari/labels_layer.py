@@ -134,6 +134,14 @@ class DiskLabelsLayer(Labels):
     def _get_layer_slicing_state(self, data: Any, cache: bool) -> Any:
         return _DiskLabelsSlicingState(self, data, cache)
 
+    def _mode_setter_helper(self, mode: Any) -> Any:
+        # napari keeps a layer it will not paint in pan/zoom, silently
+        kept = super()._mode_setter_helper(mode)
+        from .paint_refusal import refuse_mode
+
+        refuse_mode(self, mode, kept)
+        return kept
+
     def _prefetch(self, request: Any) -> None:
         """Start reading the rows of the plane ``request`` will read."""
         labels = self.disk_labels

@@ -10,6 +10,7 @@ takes.  Nothing here imports Qt; most of it not even napari.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -240,6 +241,21 @@ def folder_warnings(folder: Path, viewer: Viewer) -> list[str]:
     return out
 
 
+def _access(img: DiskImage) -> str:
+    """Whether the plugin writes into ``img``'s file, and if not, why not:
+    opened read-only (the file could be edited in place) or a read-only
+    file (permissions, compressed pixels, a folder of slices)."""
+    if img.writable:
+        return "opened for editing in place (r+)"
+    from .in_place import can_edit_in_place
+
+    if not can_edit_in_place(img):
+        return "opened read-only (Write pixel can edit it in place)"
+    if img.is_mapped and not os.access(img.path, os.W_OK):
+        return "read-only file (its permissions)"
+    return "read-only file (copy it to edit)"
+
+
 def describe_layer(layer: Layer | None) -> str:
     """What a user wants to know about the image behind ``layer``."""
     if layer is None:
@@ -267,8 +283,7 @@ def describe_layer(layer: Layer | None) -> str:
     if img.is_scratch:
         owner = "scratch (made by this plugin; deleted when closed)"
     else:
-        access = "writable" if img.writable else "read-only"
-        owner = f"your {img.kind.upper()} file, {access}"
+        owner = f"your {img.kind.upper()} file, {_access(img)}"
     lines = [
         f"layer: {layer.name}",
         f"file: {img.path}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from magicgui.widgets import ComboBox, Label
-from napari.layers import Image, Layer
+from napari.layers import Image, Labels, Layer
 from napari.viewer import Viewer
 
 from .. import _settings
@@ -20,6 +20,9 @@ __all__ = [
     "LayerChoice",
     "add_disk_image",
     "apply_saved_settings",
+    "ask",
+    "elide_middle",
+    "fit_labels",
     "refresh_layer",
     "show_axes_of",
     "status_label",
@@ -51,7 +54,35 @@ def status_label() -> Label:
     label.native.setTextInteractionFlags(
         label.native.textInteractionFlags() | _selectable()
     )
+    _grow_with_text(label.native)
+    label.changed.connect(lambda *_: _fit_height(label.native))
     return label
+
+
+def _fit_height(native: Any) -> None:
+    """At least the height the wrapped text needs at the label's width."""
+    width = native.width()
+    if width > 0 and native.isVisible():
+        native.setMinimumHeight(max(0, native.heightForWidth(width)))
+
+
+def _grow_with_text(native: Any) -> None:
+    """Keep a word-wrapped label as tall as its text at its width.
+
+    magicgui wraps each labelled widget in a container whose layout does not
+    pass on a label's height-for-width: the label kept the height of a guess
+    and its last lines were cut ("Image info" stopped after the geometry
+    line, a status line after "done in 18.3 s,")."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class _Filter(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:
+            if event.type() in (QEvent.Type.Resize, QEvent.Type.Show):
+                _fit_height(native)
+            return False
+
+    native._height_filter = _Filter(native)  # kept alive with the label
+    native.installEventFilter(native._height_filter)
 
 
 def _selectable() -> Any:
@@ -93,18 +124,117 @@ def add_disk_image(viewer: Viewer, image: DiskImage, name: str) -> list[Layer]:
     ]
 
 
+def elide_middle(combo: Any) -> None:
+    """Show a Qt combo box's text elided in the middle, whole in a tooltip.
+
+    Qt cuts a long item at the right ("pores_2048x20"): two layers whose
+    names start alike look the same.  Elided in the middle the start and
+    the end both show ("pores_20...x512 median"); the list that drops down
+    is as wide as the longest name.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import (
+        QComboBox,
+        QStyle,
+        QStyleOptionComboBox,
+        QStylePainter,
+    )
+
+    combo.setSizeAdjustPolicy(
+        QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+    )
+    combo.setMinimumContentsLength(8)
+    combo.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)
+
+    def paint_event(_event: Any) -> None:
+        painter = QStylePainter(combo)
+        option = QStyleOptionComboBox()
+        combo.initStyleOption(option)
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
+        field = combo.style().subControlRect(
+            QStyle.ComplexControl.CC_ComboBox,
+            option,
+            QStyle.SubControl.SC_ComboBoxEditField,
+            combo,
+        )
+        option.currentText = combo.fontMetrics().elidedText(
+            option.currentText, Qt.TextElideMode.ElideMiddle, field.width()
+        )
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
+
+    def update_tooltip(*_args: Any) -> None:
+        combo.setToolTip(combo.currentText())
+        texts = [combo.itemText(i) for i in range(combo.count())]
+        widest = max(
+            (combo.fontMetrics().horizontalAdvance(t) for t in texts), default=0
+        )
+        combo.view().setMinimumWidth(widest + 32)
+
+    combo.paintEvent = paint_event
+    combo.currentTextChanged.connect(update_tooltip)
+    combo.model().rowsInserted.connect(update_tooltip)
+    update_tooltip()
+
+
+def ask(text: str, yes: str, no: str = "Cancel") -> bool:
+    """A modal question with two buttons; True when ``yes`` was chosen.
+
+    Tools call it through their ``confirm`` attribute, which tests (and
+    scripts) replace by a function that answers."""
+    from qtpy.QtWidgets import QApplication, QMessageBox
+
+    box = QMessageBox(QApplication.activeWindow())
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle("napari-diskimage")
+    box.setText(text)
+    accept = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(no, QMessageBox.ButtonRole.RejectRole)
+    box.exec()
+    return box.clickedButton() is accept
+
+
+def fit_labels(widget: Any) -> None:
+    """Widen the one-line labels under ``widget`` to their whole text.
+
+    magicgui sizes a container's label column from the application's font,
+    not the one napari's style sheet gives the panel, so "connectivity"
+    showed as "connectivit"; measured here with the label's own, polished
+    font."""
+    from qtpy.QtWidgets import QLabel
+
+    for label in widget.findChildren(QLabel):
+        if label.wordWrap() or not label.text():
+            continue
+        label.ensurePolished()
+        label.setMinimumWidth(0)  # magicgui's guess must not cap the hint
+        need = max(
+            label.sizeHint().width(),
+            label.fontMetrics().horizontalAdvance(label.text()) + 8,
+        )
+        if label.minimumWidth() < need:
+            label.setMinimumWidth(need)
+
+
 class LayerChoice(ComboBox):
     """A drop-down of the viewer's image layers that follows the selection.
 
-    ``disk_images_only`` lists only layers backed by a disk image.
+    ``disk_images_only`` lists only layers backed by a disk image;
+    ``labels`` lists labels layers too.  Long names are elided in the
+    middle, whole in the tooltip (:func:`elide_middle`).
     """
 
     def __init__(
-        self, viewer: Viewer, label: str = "layer", disk_images_only: bool = False
+        self,
+        viewer: Viewer,
+        label: str = "layer",
+        disk_images_only: bool = False,
+        labels: bool = False,
     ) -> None:
         self._viewer = viewer
         self._disk_images_only = disk_images_only
+        self._labels = labels
         super().__init__(label=label, choices=self._choices, nullable=True)
+        elide_middle(self.native)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self._refresh)
@@ -112,7 +242,10 @@ class LayerChoice(ComboBox):
         self._follow_selection()
 
     def _accepts(self, layer: Any) -> bool:
-        if not isinstance(layer, Image):
+        if self._labels and isinstance(layer, Labels):
+            if layer.metadata.get("labels_overview"):
+                return False  # a view of another labels layer's file
+        elif not isinstance(layer, Image):
             return False
         return not self._disk_images_only or disk_image_of(layer) is not None
 

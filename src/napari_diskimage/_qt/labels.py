@@ -13,6 +13,7 @@ and tests call too.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .._napari.labels import KEY, DiskLabels
 from .._napari.layers import disk_image_of, image_sizes
 from .._napari.notify import notify_error, show_info, show_warning
 from .._scratch import format_bytes
-from ._common import LayerChoice, apply_saved_settings, status_label, unwrap
+from ._common import LayerChoice, apply_saved_settings, ask, status_label, unwrap
 from ._job import StepsJob, start_save
 
 __all__ = ["LabelsTool"]
@@ -134,8 +135,19 @@ class LabelsTool(Container):
             return None
         return self._add(labels, f"{image_layer.name} labels", image_layer)
 
-    def open_labels(self, path: str | Path | None = None) -> Labels | None:
-        """Open a saved labels file for the chosen image layer (checked)."""
+    def confirm(self, text: str) -> bool:
+        """Ask before painting a file in place (tests replace it): True to
+        edit the file in place, False to paint a copy."""
+        return ask(text, "Edit this file in place", "Copy and paint")
+
+    def open_labels(
+        self, path: str | Path | None = None, in_place: bool | None = None
+    ) -> Labels | None:
+        """Open a saved labels file for the chosen image layer (checked).
+
+        ``in_place`` True paints into the file itself (mode "r+"), False
+        into a copy in the disk-image directory; None asks
+        (:meth:`confirm`, naming the file) when the file can be written."""
         image_layer = self.layer.value
         p = Path(path if path is not None else self.path.value).expanduser()
         if str(p) in ("", "."):
@@ -144,7 +156,15 @@ class LabelsTool(Container):
         image: Any = None
         if image_layer is not None:
             image = disk_image_of(image_layer) or _Shape(image_sizes(image_layer))
+        if in_place is None and p.is_file() and os.access(p, os.W_OK):
+            in_place = self.confirm(
+                f"Paint into {str(p)!r} in place? Every stroke goes straight "
+                "into this file (undo covers this session's strokes only); "
+                "or paint a copy in the disk-image directory and save it."
+            )
         try:
+            if in_place is False:
+                raise PermissionError(f"{str(p)!r}: painting a copy, as chosen")
             labels = ndi.open_labels(p, image, mode="r+")
         except PermissionError:
             try:  # read-only: offer to paint into a copy, as Write pixel does
@@ -152,10 +172,16 @@ class LabelsTool(Container):
             except (OSError, ValueError) as exc:
                 notify_error(f"open labels {str(p)!r}", exc)
                 return None
-            show_warning(
-                f"{str(p)!r} is read-only: painting into a copy in the "
-                "disk-image directory (save it to keep it)"
-            )
+            if in_place is False:
+                show_info(
+                    f"painting into a copy of {str(p)!r} in the disk-image "
+                    "directory (save it to keep it); the file is unchanged"
+                )
+            else:
+                show_warning(
+                    f"{str(p)!r} is read-only: painting into a copy in the "
+                    "disk-image directory (save it to keep it)"
+                )
             labels = ndi.copy(original)
             original.close()
         except (OSError, ValueError) as exc:

@@ -26,7 +26,7 @@ from .. import _cluster, measure
 from .._diskimage import DiskImage
 from .._napari.layers import copy_source, disk_image_of, level0
 from .._napari.notify import notify_error, show_info
-from ._common import apply_saved_settings, status_label, unwrap
+from ._common import apply_saved_settings, elide_middle, status_label, unwrap
 from ._job import JobTool, StepsJob
 from ._plot import PlotCanvas
 from ._table import FrameTable
@@ -57,6 +57,7 @@ class _LayerCombo(ComboBox):
         self._viewer = viewer
         self._kind = kind
         super().__init__(label=label, choices=self._choices, nullable=nullable)
+        elide_middle(self.native)  # long names: start and end, whole in a tooltip
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self._refresh)
@@ -120,6 +121,7 @@ class MeasureLabels(JobTool):
         self.run_on = RunOn()
         self.table_view = FrameTable()
         self.column = ComboBox(label="histogram of", choices=[])
+        elide_middle(self.column.native)
         self.weighted = CheckBox(text="by volume", value=True)
         self.plot = PlotCanvas()
         self.porosity = status_label()

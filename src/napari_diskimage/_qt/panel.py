@@ -18,13 +18,35 @@ from qtpy.QtWidgets import QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .. import _settings
-from ._common import apply_saved_settings, unwrap
+from ._common import apply_saved_settings, fit_labels, unwrap
 
-__all__ = ["OPEN_BY_DEFAULT", "DiskImagesPanel"]
+__all__ = ["OPEN_BY_DEFAULT", "PANEL_WIDTH", "DiskImagesPanel"]
 
+#: The panel's width in pixels: the longest operation name ("Label connected
+#: components") whole in napari's font beside the section's indent.
+PANEL_WIDTH = 330
 #: Sections open the first time the panel is shown.
 OPEN_BY_DEFAULT = ("Image info",)
 _KEY = "panel_open_sections"
+
+
+class _Section(QCollapsible):
+    """A section whose open content takes the height it needs.
+
+    ``QCollapsible`` caps an open section's height at its content's size
+    hint when it opens (and on a child's resize); a word-wrapped label's
+    hint is a guess that ignores the width, so a tool whose text grew (Image
+    info of another layer, a status line) was cut after a few lines."""
+
+    def _expand_collapse(
+        self, direction: Any, animate: bool = True, emit: bool = True
+    ) -> None:
+        super()._expand_collapse(direction, animate=False, emit=emit)
+        if self.isExpanded():
+            self._content.setMaximumHeight(_NO_LIMIT)
+
+
+_NO_LIMIT = 16777215  # QWIDGETSIZE_MAX
 
 
 class DiskImagesPanel(QWidget):
@@ -52,7 +74,7 @@ class DiskImagesPanel(QWidget):
         column.setSpacing(2)
         for name, cls in TOOLS:
             tool = cls(self.viewer)
-            section = QCollapsible(name)
+            section = _Section(name)
             section.setDuration(0)  # no animation: docking stays quick
             section.addWidget(tool.native)
             tool.native.setSizePolicy(
@@ -75,7 +97,11 @@ class DiskImagesPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scroll)
-        self.setMinimumWidth(260)
+        self.setMinimumWidth(PANEL_WIDTH)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        fit_labels(self)  # the style sheet's font is known once shown
 
     def open_sections(self) -> list[str]:
         """Names of the sections that are open, in panel order."""

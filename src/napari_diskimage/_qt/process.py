@@ -23,6 +23,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FloatSpinBox,
+    Label,
     LineEdit,
     PushButton,
     SpinBox,
@@ -32,6 +33,7 @@ from napari.utils.notifications import show_info, show_warning
 
 from .. import _cluster, process
 from .._diskimage import DiskImage
+from .._napari.labels import KEY as LABELS_KEY
 from .._napari.layers import (
     copy_source,
     disk_image_of,
@@ -40,12 +42,14 @@ from .._napari.layers import (
     level0,
 )
 from .._napari.notify import error_message, notify_error
-from .._pyramid import sample_values
+from .._pyramid import display_axes, sample_values
 from ._common import (
     NO_IMAGE_LAYER,
     LayerChoice,
     add_disk_image,
     apply_saved_settings,
+    elide_middle,
+    fit_labels,
     refresh_layer,
     status_label,
     unwrap,
@@ -57,6 +61,11 @@ __all__ = ["ProcessImage"]
 
 #: Seconds between refreshes of the result layer while it is written.
 REFRESH_SECONDS = 0.3
+#: The threshold's phase choice: (shown text, value).
+PHASES = [
+    ("dark phase (value <= Otsu)", "dark"),
+    ("bright phase (value >= Otsu)", "bright"),
+]
 _MAX_INT = 2**31 - 1
 
 
@@ -74,24 +83,34 @@ class ProcessImage(Container):
             choices=[(op.title, key) for key, op in process.OPERATIONS.items()],
             value="gaussian",
         )
+        elide_middle(self.operation.native)
         self.parameters = Container(labels=True)
         self.run_on = RunOn()
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = status_label()
+        # labels above the drop-downs: whole layer and operation names fit
+        # the panel's width at napari's default window size
         super().__init__(
+            labels=False,
             widgets=[
+                Label(value="input"),
                 self.layer,
                 self.hint,
+                Label(value="operation"),
                 self.operation,
                 self.parameters,
                 self.run_on,
                 self.run_button,
                 self.cancel_button,
                 self.status,
-            ]
+            ],
         )
         self.fields: dict[str, Any] = {}
+        #: The threshold's "dark phase / bright phase" choice (a prefill:
+        #: Otsu's value goes to high for the dark phase, to low for the
+        #: bright one); None for other operations.
+        self.phase: ComboBox | None = None
         self.job: StepsJob | None = None
         self.run: process.Run | None = None
         self.result_layers: list[Layer] = []
@@ -119,11 +138,21 @@ class ProcessImage(Container):
         op = process.OPERATIONS[self.operation.value]
         self.parameters.clear()
         self.fields = {}
+        self.phase = None
+        if self.operation.value == "threshold":
+            self.phase = ComboBox(label="phase", choices=PHASES, value="dark")
+            self.phase.tooltip = (
+                "which phase the mask keeps: Otsu's value of a sample is "
+                "prefilled as high (dark) or low (bright)"
+            )
+            self.phase.changed.connect(self._prefill)
+            self.parameters.append(self.phase)
         for p in op.parameters:
             widget = self._field(p)
             widget.tooltip = p.help or None
             self.fields[p.name] = widget
             self.parameters.append(widget)
+        fit_labels(self.parameters.native)
         self._prefill()
 
     def _field(self, p: process.Parameter) -> Any:
@@ -162,7 +191,9 @@ class ProcessImage(Container):
         if key == "threshold":
             value = self.sample_otsu(layer)
             if value is not None:
-                self.fields["low"].value = value
+                dark = self.phase is None or self.phase.value == "dark"
+                self.fields["high" if dark else "low"].value = f"{value:.6g}"
+                self.fields["low" if dark else "high"].value = ""
         elif key == "crop":
             sizes = image_sizes(layer)
             for a in "xyz":
@@ -280,20 +311,19 @@ class ProcessImage(Container):
     def _add_result(
         self, image: DiskImage, name: str, source: Layer, key: str
     ) -> list[Layer]:
-        if key == "label":  # components as napari labels (read-only overview)
-            from .._pyramid import display_levels
+        if process.OPERATIONS[key].labels_result:
+            # ids, not intensities: a labels layer painting into the result's
+            # file, as the Labels tool makes (paint, undo, Save labels)
+            from .._napari.labels import DiskLabels
 
-            levels = display_levels(image, 0)
-            layer = self.viewer.add_labels(
-                levels,
-                name=name,
-                multiscale=True,
-                metadata={"disk_image": image, "channel": 0},
-            )
-            if layer.ndim == source.ndim:
-                layer.scale, layer.translate = source.scale, source.translate
+            like = source if source.ndim == len(display_axes(image)) else None
+            layer = DiskLabels.attach(self.viewer, image, name=name, like=like)
+            if source in self.viewer.layers:
+                self.viewer.layers.selection.active = source
             return [layer]
         layers = add_disk_image(self.viewer, image, name)
+        for new in layers:  # hidden until its first block is written: a
+            new.visible = False  # result of zeros would cover its input
         for new in layers:
             if new.ndim == source.ndim:
                 new.translate = source.translate
@@ -306,7 +336,11 @@ class ProcessImage(Container):
             self.viewer.layers.selection.active = source
         return layers
 
-    def _step(self, _step: tuple[int, int]) -> None:
+    def _step(self, step: tuple[int, int]) -> None:
+        if step[0] > 0:
+            for lay in self.result_layers:
+                if not lay.visible and lay in self.viewer.layers:
+                    lay.visible = True
         now = time.perf_counter()
         if now - self._last_refresh >= REFRESH_SECONDS:
             self._last_refresh = now
@@ -316,8 +350,14 @@ class ProcessImage(Container):
         for lay in self.result_layers:
             if lay in self.viewer.layers:
                 refresh_layer(lay)
+                labels = lay.metadata.get(LABELS_KEY)
+                if labels is not None:  # a large plane's overview too
+                    labels._refresh_overview()
 
     def _done(self, result: Any) -> None:
+        for lay in self.result_layers:
+            if lay in self.viewer.layers:
+                lay.visible = True
         self._refresh_results()
         seconds = time.perf_counter() - self._started
         run = self.run

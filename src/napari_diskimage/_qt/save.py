@@ -29,7 +29,7 @@ class SaveImage(JobTool):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
-        self.layer = LayerChoice(viewer)
+        self.layer = LayerChoice(viewer, labels=True)
         self.path = FileEdit(
             label="save as", mode="w", filter="Images (*.tif *.tiff *.raw)"
         )
@@ -43,7 +43,7 @@ class SaveImage(JobTool):
         layer = self.layer.value
         if reason or layer is None:
             return reason
-        if layer.rgb and disk_image_of(layer) is None:
+        if getattr(layer, "rgb", False) and disk_image_of(layer) is None:
             return (
                 f"{layer.name!r} is an in-memory RGB layer: save it with "
                 "napari's File > Save Selected Layers"
@@ -68,7 +68,7 @@ class SaveImage(JobTool):
         attributes = {
             "name": layer.name,
             "metadata": layer.metadata,
-            "rgb": layer.rgb,
+            "rgb": getattr(layer, "rgb", False),
             "multiscale": layer.multiscale,
         }
         try:

@@ -3,7 +3,8 @@
 Writes one value into the file at (x, y, z, c, t), following the cursor
 and the current slice; the canvas shows it at once.  A read-only file or
 an in-memory layer gets a notification offering "Copy and write" (the
-user's file is never changed).
+user's file is never changed); a file opened read-only also "Edit this
+file in place", after a confirmation naming it (opened again "r+").
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from napari.utils.notifications import (
 from napari.viewer import Viewer
 
 from .._diskimage import DiskImage
+from .._napari.in_place import (
+    can_edit_in_place,
+    confirm_text,
+    open_in_place,
+    swap_in_place,
+)
 from .._napari.layers import (
     data_voxel,
     disk_image_of,
@@ -30,11 +37,12 @@ from .._napari.layers import (
     parse_value,
     world_voxel,
 )
-from .._napari.notify import notify_error, show_warning
+from .._napari.notify import notify_error, show_info, show_warning
 from ._common import (
     MAX_INT,
     LayerChoice,
     apply_saved_settings,
+    ask,
     refresh_layer,
     show_axes_of,
     status_label,
@@ -95,7 +103,10 @@ class WritePixel(Container):
             )
         elif not img.writable:
             self.hint.value = (
-                "read-only file: writing offers to copy it first (your file "
+                "opened read-only: writing offers to edit this file in place "
+                "(after a confirmation) or to copy it first"
+                if not can_edit_in_place(img)
+                else "read-only: writing offers to copy it first (your file "
                 "is not changed)"
             )
         else:
@@ -127,13 +138,14 @@ class WritePixel(Container):
         voxel = {a: w.value for a, w in self.coords.items()}
         return self.write_at(voxel)
 
-    def write_at(self, voxel: dict[str, int]) -> bool:
+    def write_at(self, voxel: dict[str, int], value: Any = None) -> bool:
         layer = self.layer.value
         if layer is None:
             show_warning("Write pixel: choose an image layer first.")
             return False
         try:
-            value = parse_value(self.value.value)
+            if value is None:
+                value = parse_value(self.value.value)
         except ValueError as exc:
             notify_error("write pixel", exc)
             return False
@@ -179,13 +191,49 @@ class WritePixel(Container):
                 return
             self.copy_and_write(source, value, voxel)
 
+        def in_place(_toast: Any = None) -> None:
+            source = layer_ref()
+            if source is None or source not in self.viewer.layers:
+                show_warning("Edit in place: the layer was removed meanwhile.")
+                return
+            self.edit_in_place(source, value, voxel)
+
+        actions = [("Copy and write", accept)]
+        if img is not None and not can_edit_in_place(img):
+            actions.append(("Edit this file in place", in_place))
+            message = (
+                f"Cannot write a pixel: {why}. Copy it to a new disk image and "
+                "write there (your file is not changed), or edit this file in "
+                "place?"
+            )
         notification_manager.dispatch(
             Notification(
-                message,
-                severity=NotificationSeverity.WARNING,
-                actions=[("Copy and write", accept)],
+                message, severity=NotificationSeverity.WARNING, actions=actions
             )
         )
+
+    def confirm(self, text: str) -> bool:
+        """Ask before editing a file in place (tests replace it)."""
+        return ask(text, "Edit in place")
+
+    def edit_in_place(self, layer: Layer, value: Any, voxel: dict[str, int]) -> bool:
+        """Open ``layer``'s file again with mode "r+" (after :meth:`confirm`
+        names it) and write there; True if written."""
+        img = disk_image_of(layer)
+        if img is None:
+            return False
+        if not self.confirm(confirm_text(img)):
+            show_info(f"Edit in place: {str(img.path)!r} was left unchanged.")
+            return False
+        try:
+            new = open_in_place(img)
+        except (OSError, ValueError) as exc:
+            notify_error(f"edit {str(img.path)!r} in place", exc)
+            return False
+        swap_in_place(self.viewer, img, new)
+        self.layer.value = layer
+        self._fit_layer()
+        return self.write_at(voxel, value)
 
     def copy_and_write(
         self, layer: Layer, value: Any, voxel: dict[str, int]

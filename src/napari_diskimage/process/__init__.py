@@ -188,14 +188,18 @@ def mean(
 
 def threshold(
     image: Any,
-    low: float,
+    low: float | None,
     high: float | None = None,
     *,
     block_shape: _Block = None,
     progress: ProgressCallback | None = None,
 ) -> DiskImage:
-    """A uint8 mask: 1 where ``low <= value <= high`` (no upper bound if
-    ``high`` is None), else 0.  See :func:`otsu` for a ``low``."""
+    """A uint8 mask: 1 where ``low <= value <= high``, else 0.
+
+    ``low`` None: no lower bound, ``high`` None: no upper bound (not both).
+    With Otsu's value ``t`` (:func:`otsu`), ``threshold(image, None, t)``
+    is the dark phase (e.g. the pores of a scan), ``threshold(image, t)``
+    the bright one."""
     return _ops.drive(
         _ops.threshold_run(image, low, high, block_shape=block_shape), progress
     )
@@ -211,7 +215,8 @@ def otsu(
 
     Equals ``skimage.filters.threshold_otsu(image)``: integer images get
     one bin per value, float images 256 bins over their finite range.
-    Returns the threshold value (use it as :func:`threshold`'s ``low``).
+    Returns the threshold value: :func:`threshold`'s ``high`` for the dark
+    phase, its ``low`` for the bright one.
     """
     return _ops.drive(_ops.otsu_run(image, block_shape=block_shape), progress)
 
@@ -535,12 +540,16 @@ class Operation:
         *,
         mask_input: bool = False,
         second_image: bool = False,
+        labels_result: bool = False,
     ) -> None:
         self.title = title
         self.make_run = make_run
         self.parameters = tuple(parameters)
         self.mask_input = mask_input
         self.second_image = second_image
+        #: The result is labels (ids, not intensities): a viewer shows it as
+        #: a paintable labels layer.
+        self.labels_result = labels_result
 
 
 _TYPES = ("uint8", "uint16", "uint32", "int16", "int32", "float32", "float64")
@@ -566,7 +575,7 @@ OPERATIONS: dict[str, Operation] = {
         "Threshold (mask 0/1)",
         _ops.threshold_run,
         [
-            Parameter("low", "float", 0.0, help="prefilled: Otsu's value of a sample"),
+            Parameter("low", "optional float", None, help="empty: no lower bound"),
             Parameter("high", "optional float", None, help="empty: no upper bound"),
         ],
     ),
@@ -575,6 +584,7 @@ OPERATIONS: dict[str, Operation] = {
         _label.label_run,
         [Parameter("connectivity", "int", 1, minimum=1, maximum=3)],
         mask_input=True,
+        labels_result=True,
     ),
     "dilate": Operation(
         "Dilate mask",
@@ -642,6 +652,7 @@ OPERATIONS: dict[str, Operation] = {
             Parameter("connectivity", "int", 1, minimum=1, maximum=3),
         ],
         mask_input=True,
+        labels_result=True,
     ),
     "crop": Operation(
         "Crop",

@@ -65,6 +65,9 @@ BLOCK_BYTES = 16 << 20
 HALO_BLOCK_BYTES = 64 << 20
 #: Columns of a block of a filter with a halo (when rows are longer).
 TILE_X = 1024
+#: Seconds a cancelled terminal command's run waits for its blocks in flight
+#: before it removes its output (Ctrl+C, SIGTERM stop within a second).
+CANCEL_WAIT = 0.5
 
 # Per-process counters, read by tests and benchmarks (also in cluster
 # workers, through ``client.run(stats)``).
@@ -434,6 +437,10 @@ class Run:
         #: A viewer showing the output sets it False and closes the output
         #: itself once its layer is gone, so nothing draws a closed image.
         self.close_output_on_failure = True
+        #: Seconds a cancelled run waits for the blocks in flight (None: until
+        #: they end, so that nothing of the run outlives it).  A command that
+        #: exits right after sets :data:`CANCEL_WAIT`.
+        self.cancel_wait: float | None = None
 
     def report(self, nbytes: int) -> None:
         """Called (in any thread of this process) when a block was written."""
@@ -530,11 +537,16 @@ def _execute_threads(run: Run, tasks: list[Any], weight: float) -> TaskSteps:
             if n >= 0:
                 yield run.advance(n * weight)
     finally:
-        if thread.is_alive() and "value" not in outcome and "error" not in outcome:
+        cancelled = "value" not in outcome and "error" not in outcome
+        if thread.is_alive() and cancelled:
             run.cancel_event.set()  # cancelled: stop the blocks
         # wait for the thread even when it is done: until it returns, its
-        # frame holds the tasks, and with them the images' files
-        thread.join()
+        # frame holds the tasks, and with them the images' files.  A run
+        # with ``cancel_wait`` set (a terminal command, which exits next)
+        # waits only that long for the blocks in flight when cancelled (a
+        # filter's block computes for seconds): they end in the background
+        # without writing (the cancel flag), and the output goes at once
+        thread.join(run.cancel_wait if cancelled else None)
     if "error" in outcome:
         raise _user_error(outcome["error"], run)
     return [np.asarray(v) for v in outcome["value"]]

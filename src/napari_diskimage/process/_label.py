@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import threading
 from typing import Any
 
 import numpy as np
@@ -112,7 +113,9 @@ def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> R
             tuple(min(c, n - a) for a in range(0, n, c))
             for n, c in zip(shape, chunks, strict=True)
         )
-        mapping = _merge(run.image, chunk_sizes, offsets, structure, n_labels)
+        mapping = _merge(
+            run.image, chunk_sizes, offsets, structure, n_labels, run.cancel_event
+        )
         # pass 3: final labels, in place (mapping and offsets shipped once)
         out_reader = BoxReader(run.output, run.token)
         shared = dask.delayed(mapping), dask.delayed(offsets)
@@ -182,8 +185,14 @@ def _merge(
     offsets: np.ndarray,
     structure: np.ndarray,
     n_labels: int,
+    cancel: threading.Event | None = None,
 ) -> np.ndarray:
-    """Final id (1..N, 0 for background) of each provisional label."""
+    """Final id (1..N, 0 for background) of each provisional label.
+
+    Runs in the caller's thread between two passes of blocks, without
+    steps: it checks ``cancel`` (a GUI's Cancel) and lets Python handle
+    signals (Ctrl+C, SIGTERM) after each piece of a border, so a cancel
+    takes effect within a fraction of a second."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -194,29 +203,39 @@ def _merge(
     for t, c in itertools.product(range(t_n), range(c_n)):
         for axis in range(3):  # z, y, x
             for border in bounds[axis][1:-1]:
-                pairs.extend(
-                    _border_pairs(
-                        labels,
-                        offsets,
-                        bounds,
-                        structure,
-                        t,
-                        c,
-                        axis,
-                        int(border),
-                        sizes,
-                    )
+                found = _border_pairs(
+                    labels,
+                    offsets,
+                    bounds,
+                    structure,
+                    t,
+                    c,
+                    axis,
+                    int(border),
+                    sizes,
+                    cancel,
                 )
+                if found:  # each border's pairs once: less to hold and merge
+                    pairs.append(_unique_pairs(np.concatenate(found)))
+                _check(cancel)
     if pairs:
-        edges = np.unique(np.concatenate(pairs), axis=0)
+        edges = _unique_pairs(np.concatenate(pairs))
     else:
         edges = np.empty((0, 2), np.int64)
+    _check(cancel)
     n = n_labels + 1
     graph = coo_matrix(
         (np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n)
     )
     _, component = connected_components(graph, directed=False)
-    # renumber components 1..N in order of their first provisional label
+    _check(cancel)
+    # renumber components 1..N in order of their first provisional label.
+    # scipy numbers them so already (a search from each unvisited node in
+    # turn; node 0, the background, touches nothing): checked in one pass,
+    # which saves three sorts of every label (seconds for tens of millions)
+    running = np.maximum.accumulate(component)
+    if component[0] == 0 and np.all(component[1:] <= running[:-1] + 1):
+        return component.astype(np.uint32)
     fg = component[1:]
     _, first = np.unique(fg, return_index=True)
     order = np.argsort(first)
@@ -229,6 +248,18 @@ def _merge(
     return mapping
 
 
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        _raise_cancelled()
+
+
+def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """The distinct rows of an (n, 2) array of labels (sorted as one int64:
+    several times faster than ``np.unique(axis=0)``)."""
+    keys = np.unique(pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1])
+    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1)
+
+
 def _border_pairs(
     labels: DiskImage,
     offsets: np.ndarray,
@@ -239,6 +270,7 @@ def _border_pairs(
     axis: int,
     border: int,
     sizes: tuple[int, int, int],
+    cancel: threading.Event | None = None,
 ) -> list[np.ndarray]:
     """Pairs of global labels touching across ``border`` along ``axis``."""
     # neighbour offsets (in the two other axes) from the layer before the
@@ -251,6 +283,7 @@ def _border_pairs(
     n_long = sizes[long_axis]
     out = []
     for start in range(0, n_long, _FACE_ROWS):
+        _check(cancel)
         stop = min(n_long, start + _FACE_ROWS)
         lo, hi = max(0, start - 1), min(n_long, stop + 1)  # one more each side
         layers = []

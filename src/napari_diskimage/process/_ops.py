@@ -364,7 +364,13 @@ def threshold_run(
 ) -> Run:
     """The :class:`Run` of :func:`threshold`."""
     _check_image(image, "threshold")
-    lo = _number(low, "low")
+    if low is None and high is None:
+        raise ValueError(
+            "threshold: give low (the bright phase: value >= low), high (the "
+            "dark phase: value <= high) or both; otsu(image) gives a value "
+            "between two phases"
+        )
+    lo = -math.inf if low is None else _number(low, "low")
     hi = math.inf if high is None else _number(high, "high")
     if hi < lo:
         raise ValueError(

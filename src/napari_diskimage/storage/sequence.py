@@ -157,7 +157,14 @@ class SequenceStorage(Storage):
     def describe(self) -> str:
         first = self._slices.get(0)
         how = "" if first is None else f", {first.storage}"
-        return f"a folder of {len(self._files)} TIFF slices{how}"
+        n, pages = len(self._files), self.layout.pages
+        if n == 1:
+            what = "one TIFF file" + (f" of {pages} pages" if pages > 1 else "")
+        elif pages > 1:
+            what = f"{n} TIFF files of {pages} pages each"
+        else:
+            what = f"{n} TIFF slices"
+        return f"a folder of {what}{how}"
 
     def close(self) -> None:
         self._closed = True
