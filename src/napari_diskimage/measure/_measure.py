@@ -22,6 +22,7 @@ from ..process._engine import (
     name_of,
     report,
     shape_of,
+    user_blocks,
 )
 from ._blocks import Layout, block_stats, id_dtype, merge, merge_into, surface_block
 
@@ -164,18 +165,10 @@ def check_spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
 def _chunks(
     shape: Sequence[int], itemsize: int, block_shape: Any
 ) -> tuple[int, int, int, int, int]:
-    if block_shape is None:
+    blocks = user_blocks(block_shape)
+    if blocks is None:
         return choose_chunks(shape, itemsize, block_bytes=BLOCK_BYTES)
-    if len(block_shape) != 3 or any(
-        isinstance(n, bool)
-        or not isinstance(n, (numbers.Integral, np.integer))
-        or n < 1
-        for n in block_shape
-    ):
-        raise ValueError(
-            f"block_shape must be 3 whole numbers >= 1 (x, y, z), got {block_shape!r}"
-        )
-    bx, by, bz = (int(n) for n in block_shape)
+    bz, by, bx = blocks
     return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
 
 

@@ -35,6 +35,7 @@ from ._engine import (
     name_of,
     new_output,
     shape_of,
+    user_blocks,
 )
 from ._ops import _check_image, _check_mask
 
@@ -83,28 +84,6 @@ def _spacing(mask: Any, spacing: Any, what: str) -> tuple[float, float, float]:
             )
         out.append(float(v))
     return out[0], out[1], out[2]
-
-
-def _user_blocks(block_shape: Any) -> tuple[int, int, int] | None:
-    """A block_shape (x, y, z) as (z, y, x), or None."""
-    if block_shape is None:
-        return None
-    if (
-        isinstance(block_shape, str)
-        or not isinstance(block_shape, Sequence)
-        or len(block_shape) != 3
-        or any(
-            isinstance(n, bool)
-            or not isinstance(n, (numbers.Integral, np.integer))
-            or n < 1
-            for n in block_shape
-        )
-    ):
-        raise ValueError(
-            f"block_shape must be 3 whole numbers >= 1 (x, y, z), got {block_shape!r}"
-        )
-    bx, by, bz = (int(n) for n in block_shape)
-    return bz, by, bx
 
 
 def _check_values(values: np.ndarray, box: Box, what: str) -> np.ndarray:
@@ -265,7 +244,7 @@ def distance_run(mask: Any, *, spacing: Any = None, block_shape: Any = None) -> 
     _check_image(mask, "distance")
     _check_mask(mask, "distance")
     sp = _spacing(mask, spacing, "distance")
-    user = _user_blocks(block_shape)
+    user = user_blocks(block_shape)
     shape = shape_of(mask)
     geometry = Geometry.from_shape(shape, np.float32)
     n_passes = len(plan_passes(shape, user))
@@ -363,7 +342,7 @@ def local_thickness_run(mask: Any, *, block_shape: Any = None) -> Run:
     """The :class:`Run` of :func:`~napari_diskimage.process.local_thickness`."""
     _check_image(mask, "local_thickness")
     _check_mask(mask, "local_thickness")
-    user = _user_blocks(block_shape)
+    user = user_blocks(block_shape)
     shape = shape_of(mask)
     geometry = Geometry.from_shape(shape, np.float32)
     n_passes = len(plan_passes(shape, user)) + 1

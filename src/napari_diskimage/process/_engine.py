@@ -31,6 +31,7 @@ import contextlib
 import errno
 import itertools
 import math
+import numbers
 import os
 import queue
 import secrets
@@ -183,6 +184,31 @@ def name_of(image: Any) -> str:
 
 
 # --- blocks --------------------------------------------------------------
+def user_blocks(block_shape: Any) -> tuple[int, int, int] | None:
+    """A caller's ``block_shape`` (x, y, z) as (z, y, x), or None for none.
+
+    Raises ValueError unless it is 3 whole numbers >= 1.
+    """
+    if block_shape is None:
+        return None
+    if (
+        isinstance(block_shape, str)
+        or not isinstance(block_shape, Sequence)
+        or len(block_shape) != 3
+        or any(
+            isinstance(n, bool)
+            or not isinstance(n, (numbers.Integral, np.integer))
+            or n < 1
+            for n in block_shape
+        )
+    ):
+        raise ValueError(
+            f"block_shape must be 3 whole numbers >= 1 (x, y, z), got {block_shape!r}"
+        )
+    bx, by, bz = (int(n) for n in block_shape)
+    return bz, by, bx
+
+
 def choose_chunks(
     shape: Sequence[int],
     itemsize: int,

@@ -44,6 +44,7 @@ from ._engine import (
     new_output,
     reduce_tasks,
     shape_of,
+    user_blocks,
 )
 
 ProgressCallback = Callable[[int, int], Any]
@@ -114,18 +115,10 @@ def _block_chunks(
     block_shape: Sequence[int] | None,
 ) -> tuple[int, int, int, int, int]:
     shape = shape_of(image)
-    if block_shape is None:
+    blocks = user_blocks(block_shape)
+    if blocks is None:
         return choose_chunks(shape, itemsize, depth)
-    if len(block_shape) != 3 or any(
-        isinstance(n, bool)
-        or not isinstance(n, (numbers.Integral, np.integer))
-        or n < 1
-        for n in block_shape
-    ):
-        raise ValueError(
-            f"block_shape must be 3 whole numbers >= 1 (x, y, z), got {block_shape!r}"
-        )
-    bx, by, bz = (int(n) for n in block_shape)
+    bz, by, bx = blocks
     return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
 
 

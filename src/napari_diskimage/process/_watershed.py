@@ -38,7 +38,6 @@ from .._geometry import Geometry
 from ._distance import (
     _has_background,
     _no_background,
-    _user_blocks,
     distance_passes,
     plan_passes,
 )
@@ -50,6 +49,7 @@ from ._engine import (
     name_of,
     new_output,
     shape_of,
+    user_blocks,
 )
 from ._label import label_run
 from ._ops import _check_image, _check_mask
@@ -187,7 +187,7 @@ def watershed_split_run(
     shape = shape_of(mask)
     ndim = 3 if shape[2] > 1 else 2
     conn = _connectivity(connectivity, ndim)
-    user = _user_blocks(block_shape)
+    user = user_blocks(block_shape)
     voxels = math.prod(shape)
     n_dist = len(plan_passes(shape, user))
     what = f"watershed_split of {name_of(mask)}"
