@@ -12,6 +12,7 @@ cancelled mid-run, then the last one).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -154,6 +155,53 @@ def test_cli_slurm_runs_in_slurm_jobs_and_ends_them(slurm, data_dir, disk_image_
     assert len(ids) == 2 and not set(ids) & before
     wait_for(lambda: not set(ids) & queued_jobs(), 30, "the jobs leave the queue")
     assert (data_dir / "logs").is_dir()  # dask-jobqueue's config was used
+
+
+def test_sigterm_to_the_cli_cancels_the_run_and_ends_its_jobs(
+    slurm, data_dir, disk_image_dir
+):
+    """What SLURM sends a driving job at its time limit: the command stops
+    with 143, leaves no output and no scratch file, and its jobs end."""
+    rng = np.random.default_rng(3)
+    src = data_dir / "big.tif"
+    tifffile.imwrite(src, rng.integers(0, 60000, (48, 384, 384), dtype=np.uint16))
+    dst = data_dir / "median.tif"
+    before = queued_jobs()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_diskimage._cli", "process", "median",
+         str(src), str(dst), "--size", "9", "--slurm", "1",
+         "--slurm-walltime", "00:05:00"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "NAPARI_DISKIMAGE_DIR": str(disk_image_dir),
+             **slurm_env(data_dir / "logs")},
+    )  # fmt: skip
+    try:
+
+        def running() -> bool:
+            jobs = queued_jobs() - before
+            if not jobs:
+                return False
+            out = subprocess.run(
+                ["squeue", "-h", "-o", "%T", "-j", ",".join(jobs)],
+                capture_output=True, text=True, check=False,
+            ).stdout  # fmt: skip
+            return "RUNNING" in out
+
+        wait_for(running, 60, "the worker job runs")
+        mine = queued_jobs() - before
+        time.sleep(6)  # the worker connects and the median blocks start
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "cancelled by SIGTERM" in err, err
+    assert not dst.exists()
+    assert [p.name for p in data_dir.iterdir() if p.name.startswith("median")] == []
+    assert list(disk_image_dir.iterdir()) == []
+    wait_for(lambda: not mine & queued_jobs(), 30, "its SLURM job leaves the queue")
 
 
 def test_a_worker_that_cannot_see_the_input_names_it(slurm, data_dir, disk_image_dir):

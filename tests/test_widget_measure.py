@@ -170,6 +170,43 @@ def test_a_disk_image_mask_shows_porosity_and_profile(viewer, qtbot):
     image.close()
 
 
+def test_run_on_a_dask_scheduler_measures_on_its_workers(viewer, qtbot):
+    """Run on: a dask scheduler (its address): the workers read the blocks
+    of the disk images and the table is the same as on this machine."""
+    distributed = pytest.importorskip("distributed")
+    labels, image = pores(seed=5)
+    disk_labels, disk_image = ndi.copy(labels), ndi.copy(image)
+    layer = viewer.add_labels(
+        disk_labels.array[0, 0], name="pores", metadata={"disk_image": disk_labels}
+    )
+    viewer.add_image(
+        disk_image.array[0, 0], name="scan", metadata={"disk_image": disk_image}
+    )
+    tool = MeasureLabels(viewer)
+    tool.layer.value = layer
+    tool.intensity.value = viewer.layers["scan"]
+    tool.properties.value = ["label", "area", "intensity_mean"]
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        tool.run_on.kind.value = "scheduler"
+        tool.run_on.address.value = cluster.scheduler_address
+        tool.measure()
+        qtbot.waitUntil(lambda: tool.job is not None and tool.job.done, timeout=90000)
+    props = ["label", "area", "intensity_mean"]
+    ref = regionprops_table(labels, image, properties=props)
+    for key in props:
+        np.testing.assert_allclose(tool.table[key], ref[key], rtol=1e-9, err_msg=key)
+    # the status says where it ran and which worker read the blocks
+    assert "ran on" in tool.status.value and "read" in tool.status.value, (
+        tool.status.value
+    )
+    for lay in list(viewer.layers):
+        viewer.layers.remove(lay)
+    disk_labels.close()
+    disk_image.close()
+
+
 def test_bad_input_and_cancel_are_told(viewer, qtbot, messages):
     labels, image = pores(seed=4)
     viewer.add_image(image[:, :20], name="small")
