@@ -237,13 +237,19 @@ def test_a_distributed_cluster_measures_in_its_workers(data_dir):
     """Workers of a LocalCluster read the blocks of the file themselves and
     send back partial tables only."""
     distributed = pytest.importorskip("distributed")
+    import dask
+
     from napari_diskimage import process
 
     labels, intensity = porous((10, 24, 30), seed=37, dtype=np.uint16)
     tifffile.imwrite(data_dir / "labels.tif", labels)
     tifffile.imwrite(data_dir / "image.tif", intensity)
     props = ["label", "area", "centroid", "intensity_mean", "surface_area"]
+    # the scheduler runs in this process and unpickles the tasks' disk images
+    # (reopened by path); its low-level log would keep them, and their files
+    # open, after the cluster closed, as _cluster.Session also prevents
     with (
+        dask.config.set({"distributed.admin.low-level-log-length": 0}),
         ndi.open_tiff(data_dir / "labels.tif") as lab,
         ndi.open_tiff(data_dir / "image.tif") as img,
         distributed.LocalCluster(
