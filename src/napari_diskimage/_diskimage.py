@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import math
 import numbers
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._errors import closed_error
-from ._geometry import AXES, Geometry
+from ._geometry import AXES, Geometry, check_value
 from ._meta import ImageMeta
 from ._scratch import ScratchFile, create_scratch
 
@@ -40,6 +40,19 @@ __all__ = [
 ]
 
 
+#: The long operations behind :meth:`DiskImage.copy`, :meth:`DiskImage.save_tiff`
+#: and :meth:`DiskImage.save_raw`.  :mod:`napari_diskimage.io` (imported with
+#: the package) registers them: the operations import the facade, so the
+#: facade does not import them back.
+_OPERATIONS: dict[str, Callable[..., Any]] = {}
+
+
+def register_operations(**operations: Callable[..., Any]) -> None:
+    """Give the facade its long operations (``copy``, ``save_tiff``,
+    ``save_raw``); called by :mod:`napari_diskimage.io`."""
+    _OPERATIONS.update(operations)
+
+
 def _check_index(value: Any, axis: str, size: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, (numbers.Integral, np.integer)
@@ -52,57 +65,6 @@ def _check_index(value: Any, axis: str, size: int) -> int:
             f"{axis} must be in 0..{size - 1}"
         )
     return value
-
-
-def _as_float(value: Any, dtype: np.dtype) -> float:
-    try:
-        return float(value)
-    except OverflowError:  # e.g. 2**2000: beyond any float
-        raise ValueError(
-            f"value {value!r} does not fit in a {dtype} image (too large)"
-        ) from None
-
-
-def check_value(value: Any, dtype: np.dtype) -> np.generic:
-    """Return ``value`` as ``dtype`` if it is held exactly, else raise.
-
-    Integer types take integers (and integral floats such as ``2.0``) within
-    their range; float types take any real number, rounded to the type.
-    """
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
-    if isinstance(value, (bool, np.bool_)):
-        value = int(value)
-    if not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"pixel value must be a real number, got {value!r} ({type(value).__name__})"
-        )
-    if dtype.kind in "iu":
-        if not isinstance(value, numbers.Integral):
-            fvalue = _as_float(value, dtype)
-            if not math.isfinite(fvalue) or not fvalue.is_integer():
-                raise ValueError(
-                    f"value {value!r} cannot be stored exactly in a {dtype} "
-                    "image (integers only); round it first or copy the image "
-                    "to a float type"
-                )
-            value = int(fvalue)
-        info = np.iinfo(dtype)
-        if not info.min <= int(value) <= info.max:
-            raise ValueError(
-                f"value {value!r} does not fit in a {dtype} image: it holds "
-                f"{info.min}..{info.max}"
-            )
-        return dtype.type(int(value))
-    fvalue = _as_float(value, dtype)
-    with np.errstate(over="ignore"):
-        result = dtype.type(fvalue)
-    if math.isfinite(fvalue) and not np.isfinite(result):
-        raise ValueError(
-            f"value {value!r} overflows a {dtype} image (largest "
-            f"{np.finfo(dtype).max:g})"
-        )
-    return result
 
 
 class DiskImage:
@@ -497,20 +459,16 @@ class DiskImage:
             raise closed_error(self._path)
         return self._storage.read_region(t, c, z, y0, ny, sy, x0, nx, sx)
 
-    # --- long operations (implemented in io) --------------------------
+    # --- long operations (registered by napari_diskimage.io) ---------------
     def copy(self, *, progress: ProgressCallback | None = None) -> DiskImage:
         """A new scratch disk image with the same pixels (see :func:`copy`)."""
-        from .io.stream import copy
-
-        return copy(self, progress=progress)
+        return _OPERATIONS["copy"](self, progress=progress)
 
     def save_tiff(
         self, path: str | os.PathLike[str], *, progress: ProgressCallback | None = None
     ) -> Path:
         """Save to an uncompressed TIFF (see :func:`save_tiff`)."""
-        from .io.save import save_tiff
-
-        return save_tiff(self, path, progress=progress)
+        return _OPERATIONS["save_tiff"](self, path, progress=progress)
 
     def save_raw(
         self,
@@ -520,9 +478,9 @@ class DiskImage:
         progress: ProgressCallback | None = None,
     ) -> Path:
         """Save the pixels to a RAW file (see :func:`save_raw`)."""
-        from .io.save import save_raw
-
-        return save_raw(self, path, byte_order=byte_order, progress=progress)
+        return _OPERATIONS["save_raw"](
+            self, path, byte_order=byte_order, progress=progress
+        )
 
 
 def is_disk_image(obj: Any) -> bool:

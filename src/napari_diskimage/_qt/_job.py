@@ -189,7 +189,7 @@ def start_save(
     """Start streaming ``source`` to ``path`` (:func:`napari_diskimage.iter_save`:
     atomic, progress, Cancel); None, with a notification, when ``path``'s
     suffix is refused (checked before any work)."""
-    from .. import _io
+    from ..io import save as _io
 
     try:
         _io.iter_save(source, path, byte_order).close()

@@ -7,8 +7,11 @@
 - :mod:`.save`: uncompressed TIFF and RAW files.
 """
 
+from .._diskimage import register_operations
 from .save import iter_save, iter_save_raw, iter_save_tiff, save_raw, save_tiff
 from .stream import copy, iter_copy
+
+register_operations(copy=copy, save_tiff=save_tiff, save_raw=save_raw)
 
 __all__ = [
     "copy",

@@ -30,7 +30,7 @@ from .._geometry import Geometry
 from .._index import normalize_key
 from .._scratch import create_scratch, format_bytes
 from .._steps import ProgressCallback, Steps, run_steps
-from ..storage.mapped import bytes_of
+from ..storage._pread import bytes_of
 from .atomic import full_error
 
 __all__ = [

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import errno
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,24 @@ from .._index import normalize_key
 if TYPE_CHECKING:
     from .._meta import ImageMeta
 
-__all__ = ["FileLayout", "Opened", "PlaneView", "Storage"]
+__all__ = ["FileLayout", "Opened", "PlaneView", "Storage", "check_present"]
+
+
+def check_present(path: str | Path) -> None:
+    """FileNotFoundError, saying what to do, unless ``path`` exists here.
+
+    For :meth:`Storage.from_state`: a ``stat``, no file descriptor.  Every
+    process that works on a disk image must see its file at the same path.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"cannot open disk image {str(path)!r} here (pid {os.getpid()}): no "
+            "such file. Every process that works on a disk image must see its "
+            "file at the same path: put the disk-image directory on a file "
+            "system shared by all workers (set_disk_image_dir)",
+            str(path),
+        )
 
 
 @dataclass(frozen=True)

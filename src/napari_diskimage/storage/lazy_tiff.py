@@ -33,7 +33,7 @@ from .._cache import LRUCache
 from .._errors import closed_error
 from .._index import as_slice, normalize_key
 from .._tiff_meta import WIDEN, axis_targets, compression_name, is_rgb
-from ._base import Storage
+from ._base import Storage, check_present
 
 __all__ = [
     "CACHE_BYTES",
@@ -353,6 +353,7 @@ class LazyTiffStorage(Storage):
     @classmethod
     def from_state(cls, state: tuple) -> LazyTiffStorage:
         path, series, level, shape, dtype, description = state
+        check_present(path)  # a stat: nothing is opened before the first read
         self = cls.__new__(cls)
         self._handle = None  # opened at the first read
         self.path = Path(path)

@@ -28,7 +28,15 @@ from .._files import check_byte_order, check_mode, check_readable, check_writabl
 from .._geometry import Geometry
 from .._meta import ImageMeta
 from .._scratch import ScratchFile
-from ._base import FileLayout, Opened, Storage
+from ._base import FileLayout, Opened, Storage, check_present
+from ._pread import (
+    BLOCK_READ_BYTES,
+    bytes_of,
+    pread_exactly,
+    prefetch,
+    read_strided,
+    truncated_error,
+)
 
 __all__ = [
     "MappedStorage",
@@ -38,27 +46,6 @@ __all__ = [
     "open_scratch",
     "truncated_error",
 ]
-
-#: Bytes of strided rows announced to the kernel ahead of reading them.
-PREFETCH_BYTES = 16 << 20
-#: Largest span of rows close together read as one block (one ``pread``).
-BLOCK_READ_BYTES = 256 << 20
-
-
-def truncated_error(path: Path, size: int, needed: int) -> OSError:
-    """The error for a file shorter than its pixels need."""
-    return OSError(
-        errno.EIO,
-        f"{str(path)!r} is truncated: it has {size} bytes but its pixels need "
-        f"{needed}; it was changed by another program since it was opened. "
-        "Close the image and open the file again",
-        str(path),
-    )
-
-
-def bytes_of(array: np.ndarray) -> memoryview:
-    """A writable byte view of a C-contiguous array (for pread / pwrite)."""
-    return memoryview(array).cast("B")  # type: ignore[arg-type]
 
 
 class MappedStorage(Storage):
@@ -178,17 +165,14 @@ class MappedStorage(Storage):
         return array, base
 
     def _missing(self, exc: OSError) -> OSError:
+        """A reopened file gone since unpickling: say what to do."""
         if not self._reopened:
             return exc
-        path = str(self.path)
-        return FileNotFoundError(
-            errno.ENOENT,
-            f"cannot open disk image {path!r} here (pid {os.getpid()}): no such "
-            "file. Every process that works on a disk image must see its file "
-            "at the same path: put the disk-image directory on a file system "
-            "shared by all workers (set_disk_image_dir)",
-            path,
-        )
+        try:
+            check_present(self.path)
+        except FileNotFoundError as missing:
+            return missing
+        return exc
 
     @property
     def writable(self) -> bool:
@@ -211,6 +195,7 @@ class MappedStorage(Storage):
     def from_state(cls, state: tuple) -> MappedStorage:
         path, offset, shape, strides, dtype = state
         layout = FileLayout(Path(path), int(offset), np.dtype(dtype), tuple(strides))
+        check_present(path)  # a stat: nothing is opened before the first read
         return cls(layout, shape, reopened=True)
 
     def file_layout(self) -> FileLayout:
@@ -384,87 +369,6 @@ class MappedStorage(Storage):
         )  # fmt: skip
         self.bytes_read += nbytes
         return out
-
-
-def read_strided(
-    fd: int, path: Path, first: int,
-    ny: int, row_step: int, nx: int, col_step: int, file_dtype: np.dtype,
-) -> tuple[np.ndarray, int]:  # fmt: skip
-    """``ny`` rows of ``nx`` pixels from ``fd``: pixel (j, i) at byte
-    ``first + j * row_step + i * col_step``; returns (pixels in native byte
-    order, bytes read).
-
-    Dense rows are read straight into the result; rows close together as
-    one block; strided rows one by one, announced to the kernel ahead
-    (:func:`prefetch`).  OSError (naming ``path``) if the file ends first.
-    """
-    out = np.empty((ny, nx), dtype=file_dtype.newbyteorder("="))
-    if ny == 0 or nx == 0:
-        return out, 0
-    item = file_dtype.itemsize
-    row_span = (nx - 1) * col_step + item
-    block_span = (ny - 1) * row_step + row_span
-    dense = col_step == item and row_step == nx * item
-    if dense and file_dtype == out.dtype:
-        return out, pread_exactly(fd, path, first, bytes_of(out))
-    if row_step <= 2 * row_span and block_span <= BLOCK_READ_BYTES:
-        buf = bytearray(block_span)
-        done = pread_exactly(fd, path, first, buf)
-        out[...] = np.ndarray(
-            (ny, nx), file_dtype, buffer=buf, strides=(row_step, col_step)
-        )
-        return out, done
-    buf = bytearray(row_span)
-    window = max(1, PREFETCH_BYTES // row_span)
-    done = 0
-    for j in range(ny):
-        if j % window == 0:
-            prefetch(
-                fd, first + j * row_step, row_span, row_step, min(window, ny - j), buf
-            )
-        done += pread_exactly(fd, path, first + j * row_step, buf)
-        out[j] = np.ndarray((nx,), file_dtype, buffer=buf, strides=(col_step,))
-    return out, done
-
-
-def pread_exactly(fd: int, path: Path, offset: int, buf: bytearray | memoryview) -> int:
-    """Fill ``buf`` from ``offset``; OSError naming ``path`` if the file ends
-    first.  Returns the bytes read."""
-    view = memoryview(buf)
-    done = 0
-    while done < len(buf):
-        got = os.preadv(fd, [view[done:]], offset + done)
-        if got == 0:
-            raise truncated_error(path, os.fstat(fd).st_size, offset + len(buf))
-        done += got
-    return done
-
-
-def prefetch(
-    fd: int, offset: int, span: int, step: int, n: int, probe: bytearray
-) -> None:
-    """Ask the kernel to start reading ``n`` rows of ``span`` bytes.
-
-    Strided rows read one by one wait for the disk once per row; announced
-    together (``POSIX_FADV_WILLNEED``) they are fetched in parallel: 3-5x
-    faster from a cold cache, the same bytes read.  Skipped when the first
-    and last rows are already in the page cache (a non-blocking read of
-    them succeeds), where the announcements would only cost time.
-    """
-    if not hasattr(os, "posix_fadvise") or n < 2:
-        return
-    if hasattr(os, "RWF_NOWAIT"):
-        try:
-            if all(
-                os.preadv(fd, [probe], offset + k * step, os.RWF_NOWAIT) == span
-                for k in (0, n - 1)
-            ):
-                return
-        except OSError:  # EAGAIN: not cached; EOPNOTSUPP: cannot tell
-            pass
-    with contextlib.suppress(OSError):
-        for k in range(n):
-            os.posix_fadvise(fd, offset + k * step, span, os.POSIX_FADV_WILLNEED)
 
 
 def _release(

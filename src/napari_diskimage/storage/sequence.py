@@ -38,8 +38,8 @@ from .._cache import LRUCache
 from .._errors import CorruptFileError, closed_error
 from .._meta import ImageMeta
 from .._tiff_meta import WIDEN, compression_name, is_parse_error, spacing_of
-from ._base import Opened, PlaneView, Storage
-from .mapped import read_strided
+from ._base import Opened, PlaneView, Storage, check_present
+from ._pread import read_strided
 
 __all__ = [
     "DECODED_CACHE_BYTES",
@@ -188,6 +188,7 @@ class SequenceStorage(Storage):
     @classmethod
     def from_state(cls, state: tuple) -> SequenceStorage:
         folder, files, axis, (pages, y, x, samples, dtype, planar) = state
+        check_present(folder)  # a stat: nothing is opened before the first read
         layout = SliceLayout(pages, y, x, samples, np.dtype(dtype), planar)
         return cls(Path(folder), [Path(f) for f in files], layout, axis=axis)
 
