@@ -32,7 +32,7 @@ import tifffile
 from .._cache import LRUCache
 from .._errors import closed_error
 from .._index import as_slice, normalize_key
-from .._tiff_meta import WIDEN, axis_targets, compression_name, is_rgb
+from .._tiff_meta import WIDEN, axis_targets, compression_name
 from ._base import Storage, check_present
 
 __all__ = [
@@ -337,7 +337,6 @@ class LazyTiffStorage(Storage):
             (i for i, s in enumerate(handle.tif.series) if s is series), None
         )
         self.level = level
-        self.rgb = is_rgb(level_series.axes, level_series.shape, level_series.dtype)
 
     # --- pickling: reopened lazily ----------------------------------------
     def state(self) -> tuple:
@@ -363,7 +362,6 @@ class LazyTiffStorage(Storage):
         self._description = description
         self._closed = False
         self.series_index, self.level = int(series), int(level)
-        self.rgb = False
         return self
 
     @property
