@@ -55,8 +55,8 @@ def one(mode: str, src: str, work: str) -> dict:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_diskimage import _pyramid
     from napari_diskimage._qt.box3d import BOX_KEY, Box3D
+    from napari_diskimage.display import levels as _pyramid
 
     if mode == "z-kept":  # the pyramid before the overview: every z plane
         _pyramid.OVERVIEW_BYTES = _pyramid.OVERVIEW_VOXELS = 1 << 62

@@ -359,3 +359,108 @@ def test_first_rows_read_no_more_than_asked(data_dir):
         finally:
             os.close(fd)
     assert not any(cached), "pixel data beyond the first row was read ahead"
+
+
+UNPICKLE_OPENS_NOTHING = """
+import json, os, pickle, sys
+import numpy as np
+
+def open_files():
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+with open(sys.argv[1], "rb") as fh:
+    images = pickle.load(fh)
+watched = [os.path.realpath(p) for p in sys.argv[2:]]
+def held():
+    return sorted({p for p in open_files() for w in watched if p.startswith(w)})
+result = {"after_unpickle": held(), "kinds": [img.kind for img in images]}
+result["values"] = [img.load_plane(z=1).tolist() for img in images]
+result["levels"] = [len(img.display_levels) for img in images]
+result["spacing"] = [list(img.spacing) for img in images]
+result["after_read"] = held()
+print(json.dumps(result))
+"""
+
+
+def test_unpickling_opens_no_file_until_read(data_dir):
+    """A dask scheduler that unpickles a task holds no descriptor: each storage
+    kind reopens its file(s) at the first read, and reads the same pixels."""
+    import pickle
+
+    from _subprocess import run_python
+
+    volume = (np.arange(5 * 40 * 30) % 251).astype(np.uint8).reshape(5, 40, 30)
+    raw = data_dir / "v_30x40x5_UInt8.raw"
+    volume.tofile(raw)
+    mapped = data_dir / "mapped.tif"
+    tifffile.imwrite(mapped, volume, resolution=(2.0, 4.0), photometric="minisblack")
+    lazy = data_dir / "lazy.tif"
+    with tifffile.TiffWriter(lazy) as tif:  # compressed, with a stored level
+        kw = {"tile": (16, 16), "compression": "zlib", "photometric": "minisblack"}
+        tif.write(volume, subifds=1, **kw)
+        tif.write(volume[:, ::2, ::2], subfiletype=1, **kw)
+    folder = data_dir / "slices"
+    folder.mkdir()
+    for z in range(5):
+        tifffile.imwrite(folder / f"s_{z:02d}.tif", volume[z])
+    images = [
+        ndi.open_raw(raw),
+        ndi.open_tiff(mapped),
+        ndi.open_tiff(lazy),
+        ndi.open_tiff_sequence(folder),
+    ]
+    try:
+        assert len(images[2].display_levels) == 2
+        spacing = [list(img.spacing) for img in images]
+        assert spacing[1] != [1.0, 1.0, 1.0]  # from the resolution tags
+        saved = data_dir / "images.pickle"
+        saved.write_bytes(pickle.dumps(images))
+        assert saved.stat().st_size < 4096  # references, never the pixels
+        result = run_python(
+            UNPICKLE_OPENS_NOTHING, str(saved), str(raw), str(mapped), str(lazy),
+            str(folder),
+        )  # fmt: skip
+    finally:
+        for image in images:
+            image.close()
+    assert result["after_unpickle"] == []
+    assert result["kinds"] == ["raw", "tiff", "tiff", "tiff sequence"]
+    assert result["values"] == [volume[1].tolist()] * 4
+    assert result["levels"] == [1, 1, 2, 1]
+    assert result["spacing"] == spacing
+    assert result["after_read"] != []  # the first read opened the file(s)
+
+
+def test_meta_is_frozen_and_carried_whole(tiff_file):
+    """Metadata is one frozen ImageMeta: copying an image carries it whole."""
+    import dataclasses
+
+    with ndi.open_tiff(tiff_file) as img:
+        assert isinstance(img.meta, ndi.ImageMeta) and img.meta.kind == "tiff"
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            img.meta.unit = "mm"  # type: ignore[misc]
+        copied = ndi.copy(img)
+    assert copied.meta == dataclasses.replace(img.meta, kind="raw")
+    assert img.meta.binned((1, 2, 4)).spacing == (
+        img.spacing[0],
+        img.spacing[1] * 2,
+        img.spacing[2] * 4,
+    )
+    copied.close()
+
+
+def test_open_any_dispatches_by_kind(raw_file, tiff_file, data_dir):
+    from napari_diskimage._open import KINDS, kind_of
+
+    assert [k.name for k in KINDS] == ["tiff sequence", "tiff", "raw"]
+    with ndi.open_any(raw_file) as raw, ndi.open_any(tiff_file, mode="r") as tif:
+        assert (raw.kind, tif.kind) == ("raw", "tiff")
+    assert kind_of(data_dir).name == "tiff sequence"
+    with pytest.raises(ValueError, match=r"\.tif"):
+        ndi.open_any(data_dir / "image.png")

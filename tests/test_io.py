@@ -14,7 +14,8 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import Geometry, _io
+from napari_diskimage import Geometry
+from napari_diskimage.io import stream
 
 
 @pytest.fixture
@@ -27,9 +28,9 @@ def stack(data_dir):
 
 def fail_block_write(monkeypatch, call: int, code: int, message: str) -> None:
     """Stream in 4 KiB blocks and make the ``call``-th block write fail."""
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 4096)
     calls = 0
-    real = _io._pwrite_all
+    real = stream.pwrite_all
 
     def fail_later(*args):
         nonlocal calls
@@ -38,7 +39,7 @@ def fail_block_write(monkeypatch, call: int, code: int, message: str) -> None:
             raise OSError(code, message)  # a new one: no frames kept alive
         real(*args)
 
-    monkeypatch.setattr(_io, "_pwrite_all", fail_later)
+    monkeypatch.setattr(stream, "pwrite_all", fail_later)
 
 
 def scratch_files():
@@ -87,16 +88,16 @@ def test_copy_of_a_2d_list():
 def test_copy_streams_in_blocks(monkeypatch, stack):
     """Memory is bounded by the block size: no block larger than BLOCK_BYTES."""
     _, data = stack
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 4096)
     seen = []
-    real = _io._Source.block
+    real = stream.Source.block
 
     def spy(self, key):
         block = real(self, key)
         seen.append(block.nbytes)
         return block
 
-    monkeypatch.setattr(_io._Source, "block", spy)
+    monkeypatch.setattr(stream.Source, "block", spy)
     with ndi.copy(data) as out:
         np.testing.assert_array_equal(out.array[0], data)
     assert len(seen) >= data.nbytes // 4096 and max(seen) <= 4096
@@ -140,7 +141,7 @@ def test_copy_reports_progress(stack):
 
 def test_cancelled_copy_removes_its_file(monkeypatch, stack):
     _, data = stack
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 4096)
 
     class Cancelled(Exception):
         pass

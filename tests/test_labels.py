@@ -199,7 +199,7 @@ def _sparse_labels(tmp_path, x, y, z, dtype="UInt16"):
 def test_3d_shows_the_overview_in_place(make_napari_viewer, tmp_path):
     """A 2 GiB labels volume in 3D: napari is given the bounded overview,
     placed where the labels are, and the status bar reads it."""
-    from napari_diskimage import _pyramid
+    from napari_diskimage import display as _pyramid
     from napari_diskimage._napari.labels import DiskLabels
 
     viewer = make_napari_viewer(show=True)

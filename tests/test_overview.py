@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import napari_diskimage as ndi
-from napari_diskimage._box import Box, fit_box, read_box
-from napari_diskimage._pyramid import (
+from napari_diskimage.display import (
     OVERVIEW_BYTES,
     OVERVIEW_SIDE,
     OVERVIEW_VOXELS,
     display_levels,
 )
+from napari_diskimage.display.box import Box, fit_box, read_box
 
 GiB = 1 << 30
 

@@ -13,14 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_diskimage as ndi
-from napari_diskimage import _pyramid
-from napari_diskimage._pyramid import (
+from napari_diskimage.display import (
     COARSEST_SIZE,
     DisplayLevel,
     display_axes,
     display_levels,
     sample_contrast_limits,
 )
+from napari_diskimage.display import cache as _cache
 
 
 def _volume(shape=(2, 1, 5, 37, 41), dtype=np.uint16) -> np.ndarray:
@@ -300,7 +300,7 @@ def test_cache_sees_a_file_changed_by_another_program(data_dir, monkeypatch):
             fh.write(np.uint16(999).tobytes())
         assert np.asarray(coarse[0, 0, 0]) == 999
         # and, whatever the file system's clock, after CACHE_SECONDS
-        monkeypatch.setattr(_pyramid, "CACHE_SECONDS", 0.0)
+        monkeypatch.setattr(_cache, "CACHE_SECONDS", 0.0)
         with open(path, "r+b") as fh:
             fh.write(np.uint16(998).tobytes())
         assert np.asarray(coarse[0, 0, 0]) == 998
@@ -309,14 +309,14 @@ def test_cache_sees_a_file_changed_by_another_program(data_dir, monkeypatch):
 def test_cache_is_bounded_and_forgets_dropped_images():
     with ndi.copy(np.ones((40, 1100, 1100), np.uint8)) as image:
         np.asarray(display_levels(image)[1])  # 40 planes of 550 x 550
-        assert 0 < _pyramid._cache.nbytes <= _pyramid.CACHE_BYTES
-        _pyramid.clear_cache(image)
-        assert _pyramid._cache.nbytes == 0
+        assert 0 < _cache.plane_cache.nbytes <= _cache.CACHE_BYTES
+        _cache.clear_cache(image)
+        assert _cache.plane_cache.nbytes == 0
         np.asarray(display_levels(image)[1])
-        assert _pyramid._cache.nbytes > 0
+        assert _cache.plane_cache.nbytes > 0
     del image
     gc.collect()
-    assert _pyramid._cache.nbytes == 0
+    assert _cache.plane_cache.nbytes == 0
 
 
 # --- stored pyramid levels, colour, contrast from the coarsest level ----------

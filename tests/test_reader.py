@@ -15,7 +15,7 @@ from napari_diskimage._napari.reader import (
     disk_image_layers,
     napari_get_reader,
 )
-from napari_diskimage._pyramid import DisplayLevel
+from napari_diskimage.display import DisplayLevel
 
 PLUGIN = "napari-diskimage"
 

@@ -20,7 +20,8 @@ import napari_diskimage as ndi
 from _fs import mount_tmpfs as _mount_tmpfs
 from _fs import unmount as _unmount
 from _subprocess import run_python
-from napari_diskimage import _io, _scratch
+from napari_diskimage import _scratch
+from napari_diskimage.io import atomic as _io
 
 MiB = 1 << 20
 
@@ -220,7 +221,6 @@ FSIZE = """
 import json, os, resource, sys
 import numpy as np
 import napari_diskimage as ndi
-from napari_diskimage import _io
 folder, reserve = sys.argv[1], sys.argv[2] == "reserve"
 if not reserve:  # a file system that cannot reserve space ahead
     os.posix_fallocate = lambda fd, offset, length: None

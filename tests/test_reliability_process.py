@@ -65,8 +65,8 @@ COPY_AND_HANG = """
 import sys, time
 import numpy as np
 import napari_diskimage as ndi
-from napari_diskimage import _io
-_io.BLOCK_BYTES = 1 << 20          # many steps, so there is a middle
+from napari_diskimage.io import stream
+stream.COPY_BLOCK_BYTES = 1 << 20  # many steps, so there is a middle
 pixels = np.full((8, 1024, 1024), 7, np.uint8)
 
 def progress(done, total):
@@ -307,7 +307,7 @@ def test_display_levels_read_while_pixels_are_written():
     """napari slicing (the display pyramid, with its plane cache) in one
     thread while another writes pixels: never a torn value, and once the
     writes stop every level shows exactly the file, nothing stale."""
-    from napari_diskimage._pyramid import DisplayLevel
+    from napari_diskimage.display import DisplayLevel
 
     rounds, ny, nx = 6, 32, 48
     img = ndi.new_disk_image(ndi.Geometry("uint16", nx, ny, 2))
@@ -423,10 +423,10 @@ SAVE_AND_HANG = """
 import sys, time
 import numpy as np
 import napari_diskimage as ndi
-from napari_diskimage import _io
-_io.BLOCK_BYTES = 1 << 20
+from napari_diskimage.io import atomic, stream
+stream.COPY_BLOCK_BYTES = 1 << 20
 if sys.argv[2] == "named":  # a file system without O_TMPFILE (NFS ...)
-    _io._open_anonymous = lambda folder: None
+    atomic.open_anonymous = lambda folder: None
 pixels = np.full((8, 1024, 1024), 7, np.uint8)
 save = ndi.save_tiff if sys.argv[1].endswith(".tif") else ndi.save_raw
 

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import napari_diskimage as ndi
-from napari_diskimage import _io, _scratch
+from napari_diskimage import _scratch
+from napari_diskimage.io import atomic as _io
 
 GEOMETRY = ndi.Geometry("uint16", 8, 4)
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import napari_diskimage as ndi
-from napari_diskimage import _io
 from napari_diskimage._napari import samples as _samples
 from napari_diskimage._napari.samples import (
     large_sample,
@@ -20,6 +19,7 @@ from napari_diskimage._napari.samples import (
     porosity_sample,
     porosity_volume,
 )
+from napari_diskimage.io import stream as _io
 
 
 def test_porosity_volume_looks_like_a_porous_material():
@@ -107,7 +107,7 @@ def test_large_sample_is_written_once_then_reused(disk_image_dir):
 
 
 def test_large_sample_is_streamed_with_bounded_memory(monkeypatch):
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
     geometry = large_sample_geometry("32MiB")
     tracemalloc.start()
     try:

@@ -14,7 +14,7 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import _io
+from napari_diskimage.io import stream
 from napari_diskimage.storage import lazy_tiff as _lazy
 
 
@@ -224,10 +224,10 @@ def test_truncated_compressed_file_is_refused_at_open(data_dir):
 # --- copy and save -----------------------------------------------------------
 def test_copy_streams_into_a_mapped_scratch_image(tiled, monkeypatch):
     path, data = tiled
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 64 << 10)  # one 128-row band
+    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 64 << 10)  # one 128-row band
     steps = []
     with ndi.open_tiff(path) as img:
-        assert _io._Source(img).byte_runs(np.dtype("<u2")) is None
+        assert stream.Source(img).byte_runs(np.dtype("<u2")) is None
         out = ndi.copy(img, progress=lambda done, total: steps.append((done, total)))
     with out:
         assert out.is_mapped and out.writable and out.is_scratch
@@ -245,7 +245,7 @@ def test_copy_memory_stays_bounded(data_dir, monkeypatch):
     path = data_dir / "stack.tif"
     tifffile.imwrite(path, data, compression="zlib", rowsperstrip=32)
     del data
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 1 << 20)
     monkeypatch.setattr(_lazy, "CACHE_BYTES", 1 << 20)
     with ndi.open_tiff(path) as img:
         tracemalloc.start()
@@ -469,8 +469,8 @@ def test_a_plain_image_is_its_only_level(tiled):
 
 
 def test_the_display_pyramid_reads_lazy_images(tiled):
-    """napari's levels (``_pyramid``) read a compressed file through read_region."""
-    pyramid = pytest.importorskip("napari_diskimage._pyramid")
+    """napari's levels (``display``) read a compressed file through read_region."""
+    pyramid = pytest.importorskip("napari_diskimage.display")
     path, data = tiled
     with ndi.open_tiff(path) as img:
         level = pyramid.display_levels(img)[0]

@@ -16,9 +16,9 @@ from qtpy.QtWidgets import QApplication
 
 import napari_diskimage as ndi
 from _memcap import run_capped, unavailable_reason
-from napari_diskimage import _pyramid
-from napari_diskimage._box import BOX_VOXELS
+from napari_diskimage import display as _pyramid
 from napari_diskimage._qt.box3d import BOX_KEY, Box3D
+from napari_diskimage.display import BOX_VOXELS
 
 pytestmark = pytest.mark.gui
 

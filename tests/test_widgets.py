@@ -15,8 +15,9 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import _io, _scratch, _settings
+from napari_diskimage import _scratch, _settings
 from napari_diskimage._files import mount_fstype
+from napari_diskimage.io import stream as _io
 
 pytestmark = pytest.mark.gui
 
@@ -125,7 +126,7 @@ def test_copy_numpy_layer_makes_disk_image_layer(viewer, qtbot, disk_image_dir):
 def test_copy_cancel_removes_partial_file(
     viewer, qtbot, disk_image_dir, messages, monkeypatch
 ):
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
     slow = SlowArray((16, 1024, 1024), delay=0.1)
     viewer.add_image(slow, name="slow", contrast_limits=(0, 255))
     widget = w.CopyToDiskImage(viewer)
@@ -144,7 +145,7 @@ def test_copy_cancel_removes_partial_file(
 
 
 def test_copy_cancel_from_progress_bar(viewer, qtbot, disk_image_dir, monkeypatch):
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
     viewer.add_image(SlowArray((16, 1024, 1024)), name="slow", contrast_limits=(0, 9))
     widget = w.CopyToDiskImage(viewer)
     job = widget.start()
@@ -157,7 +158,7 @@ def test_copy_cancel_from_progress_bar(viewer, qtbot, disk_image_dir, monkeypatc
 def test_copy_failure_removes_file_and_says_why(
     viewer, qtbot, disk_image_dir, messages, monkeypatch
 ):
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
     slow = SlowArray((8, 1024, 1024), delay=0.01, fail_after=3)
     viewer.add_image(slow, name="remote", contrast_limits=(0, 9))
     widget = w.CopyToDiskImage(viewer)
@@ -172,7 +173,7 @@ def test_copy_failure_removes_file_and_says_why(
 
 
 def test_gui_keeps_running_during_a_long_copy(viewer, qtbot, monkeypatch):
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
     slow = SlowArray((12, 1024, 1024), delay=0.1)  # >= 1.2 s of copying
     viewer.add_image(slow, name="slow", contrast_limits=(0, 9))
     ticks = []
@@ -475,7 +476,7 @@ def test_save_bad_suffix_and_missing_folder(viewer, qtbot, data_dir, messages):
 
 
 def test_save_cancel_leaves_nothing(viewer, qtbot, data_dir, monkeypatch):
-    monkeypatch.setattr(_io, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
     viewer.add_image(SlowArray((16, 1024, 1024)), name="slow", contrast_limits=(0, 9))
     widget = w.SaveImage(viewer)
     widget.path.value = data_dir / "out.tif"

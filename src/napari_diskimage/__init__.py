@@ -23,7 +23,13 @@ from typing import Any
 from ._diskimage import DiskImage, is_disk_image, new_disk_image
 from ._errors import ClosedImageError, CorruptFileError, DiskImageError
 from ._geometry import Geometry
-from ._io import (
+from ._labels import check_labels, new_labels
+from ._meta import ImageMeta
+from ._open import open_any, open_labels, open_raw, open_tiff, open_tiff_sequence
+from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
+from ._sequence import SequenceGapWarning
+from ._tiff import TiffSeriesInfo, tiff_series
+from .io import (
     copy,
     iter_copy,
     iter_save,
@@ -32,11 +38,6 @@ from ._io import (
     save_raw,
     save_tiff,
 )
-from ._labels import check_labels, new_labels, open_labels
-from ._raw import open_raw
-from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
-from ._sequence import SequenceGapWarning, open_tiff_sequence
-from ._tiff import TiffSeriesInfo, open_tiff, tiff_series
 
 
 def apply(func: Any, image: Any, *images: Any, **kwargs: Any) -> DiskImage:
@@ -58,6 +59,7 @@ __all__ = [
     "DiskImage",
     "DiskImageError",
     "Geometry",
+    "ImageMeta",
     "SequenceGapWarning",
     "TiffSeriesInfo",
     "apply",
@@ -71,6 +73,7 @@ __all__ = [
     "iter_save_tiff",
     "new_disk_image",
     "new_labels",
+    "open_any",
     "open_labels",
     "open_raw",
     "open_tiff",

@@ -358,7 +358,7 @@ def _open(path: Path, args: argparse.Namespace) -> Any:
     """Open a TIFF, or a RAW file (geometry from the options or the name)."""
     import napari_diskimage as ndi
 
-    from ._files import format_of
+    from ._open import kind_of, open_any
 
     raw_options = [
         flag
@@ -369,13 +369,11 @@ def _open(path: Path, args: argparse.Namespace) -> Any:
         )
         if given
     ]
-    if path.is_dir() or any(ch in path.name for ch in "*?["):
-        _no_raw_options(raw_options, path, "a folder of TIFF slices")
-        return ndi.open_tiff_sequence(path)
-    kind = format_of(path)
-    if kind == "tiff":
-        _no_raw_options(raw_options, path, "a TIFF file")
-        return ndi.open_tiff(path)
+    kind = kind_of(path)
+    if kind.name != "raw":
+        what = {"tiff sequence": "a folder of TIFF slices", "tiff": "a TIFF file"}
+        _no_raw_options(raw_options, path, what.get(kind.name, f"a {kind.name}"))
+        return open_any(path)
     geometry = None
     if args.raw_size or args.pixel_type:
         if not (args.raw_size and args.pixel_type):
@@ -388,7 +386,9 @@ def _open(path: Path, args: argparse.Namespace) -> Any:
                 f"--raw-size takes at most 5 sizes x y z c t, got {args.raw_size}"
             )
         geometry = ndi.Geometry(args.pixel_type, *args.raw_size)
-    return ndi.open_raw(path, geometry, offset=args.offset, byte_order=args.byte_order)
+    return open_any(
+        path, geometry=geometry, offset=args.offset, byte_order=args.byte_order
+    )
 
 
 def _no_raw_options(given: list[str], path: Path, what: str) -> None:
@@ -517,7 +517,7 @@ def _is_terminal(stream: Any) -> bool:
 
 
 def _run(steps: Any, what: str) -> Any:
-    from ._diskimage import run_steps
+    from ._steps import run_steps
 
     bar = _Bar(what)
     try:

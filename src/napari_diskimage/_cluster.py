@@ -211,8 +211,8 @@ def _missing_paths(paths: Sequence[str]) -> list[str]:
 
 
 def _copy_in_worker(image: Any, dst: str, byte_order: str) -> dict[str, Any]:
-    from ._diskimage import run_steps
-    from ._io import iter_save
+    from ._steps import run_steps
+    from .io.save import iter_save
 
     with image:
         saved = run_steps(iter_save(image, dst, byte_order), None)

@@ -1,95 +1,56 @@
-"""DiskImage: an image whose pixels stay in a memory-mapped file."""
+"""DiskImage: an image whose pixels stay in a file (the facade).
+
+A disk image is a :class:`~napari_diskimage.storage.Storage` (the pixels)
+with an :class:`~napari_diskimage._meta.ImageMeta` (spacing, unit, colour,
+format): checks, geometry, pickling and the long operations live here, the
+reading in the storage kinds, which never build a disk image.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import errno
-import math
 import numbers
 import os
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._errors import closed_error
-from ._geometry import AXES, Geometry
+from ._geometry import AXES, Geometry, check_value
+from ._meta import ImageMeta
 from ._scratch import ScratchFile, create_scratch
+
+# shim until process/ follows (issue 22b): the step names live in _steps
+from ._steps import ProgressCallback, Steps, drive_steps, run_steps
 from .storage._base import Storage
-from .storage.mapped import MappedStorage
+from .storage.mapped import open_scratch
 
 __all__ = [
     "DiskImage",
     "ProgressCallback",
+    "Steps",
     "drive_steps",
     "is_disk_image",
     "new_disk_image",
     "run_steps",
 ]
 
-#: ``progress(done_bytes, total_bytes)``; raise from it to cancel.
-ProgressCallback = Callable[[int, int], Any]
 
-#: Steps of a long operation: ``(done_bytes, total_bytes)``.
-Steps = Generator[tuple[int, int], None, Any]
-
-_AXIS_NAMES = ("t", "c", "z", "y", "x")
-
-
-def drive_steps(
-    steps: Steps, cancel: threading.Event | None = None, *, cancelled: Any = None
-) -> Generator[tuple[int, int], None, Any]:
-    """Yield the ``(done, total)`` steps of ``steps``; return its result.
-
-    The one driver of the core's long operations: :func:`run_steps` (a
-    callback), the napari widgets (a worker thread) and the command line
-    (a terminal bar) all go through it.  When ``cancel`` is set it stops
-    before the next step and returns ``cancelled``; an error raised because
-    of the cancel (a run's blocks stop) also counts as cancelled.
-    ``steps`` is always closed at the end, which removes the partial file
-    of an operation that did not finish.
-    """
-    try:
-        while True:
-            if cancel is not None and cancel.is_set():
-                return cancelled
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                return stop.value
-            except Exception:
-                if cancel is not None and cancel.is_set():
-                    return cancelled
-                raise
-            yield step
-    finally:
-        steps.close()
+#: The long operations behind :meth:`DiskImage.copy`, :meth:`DiskImage.save_tiff`
+#: and :meth:`DiskImage.save_raw`.  :mod:`napari_diskimage.io` (imported with
+#: the package) registers them: the operations import the facade, so the
+#: facade does not import them back.
+_OPERATIONS: dict[str, Callable[..., Any]] = {}
 
 
-def run_steps(steps: Steps, progress: ProgressCallback | None) -> Any:
-    """Drive a generator of ``(done, total)`` steps; return its result.
-
-    ``progress`` is called after each step; an exception raised by it
-    (a cancel button, Ctrl+C) is thrown into the generator, which cleans up.
-    """
-    driver = drive_steps(steps)
-    while True:
-        try:
-            step = next(driver)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            try:
-                progress(*step)
-            except BaseException as exc:
-                # Let the operation clean up (remove its partial file), then
-                # re-raise the caller's exception unchanged.
-                with contextlib.suppress(BaseException):
-                    steps.throw(exc)
-                driver.close()
-                raise
+def register_operations(**operations: Callable[..., Any]) -> None:
+    """Give the facade its long operations (``copy``, ``save_tiff``,
+    ``save_raw``); called by :mod:`napari_diskimage.io`."""
+    _OPERATIONS.update(operations)
 
 
 def _check_index(value: Any, axis: str, size: int) -> int:
@@ -104,57 +65,6 @@ def _check_index(value: Any, axis: str, size: int) -> int:
             f"{axis} must be in 0..{size - 1}"
         )
     return value
-
-
-def _as_float(value: Any, dtype: np.dtype) -> float:
-    try:
-        return float(value)
-    except OverflowError:  # e.g. 2**2000: beyond any float
-        raise ValueError(
-            f"value {value!r} does not fit in a {dtype} image (too large)"
-        ) from None
-
-
-def check_value(value: Any, dtype: np.dtype) -> np.generic:
-    """Return ``value`` as ``dtype`` if it is held exactly, else raise.
-
-    Integer types take integers (and integral floats such as ``2.0``) within
-    their range; float types take any real number, rounded to the type.
-    """
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
-    if isinstance(value, (bool, np.bool_)):
-        value = int(value)
-    if not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"pixel value must be a real number, got {value!r} ({type(value).__name__})"
-        )
-    if dtype.kind in "iu":
-        if not isinstance(value, numbers.Integral):
-            fvalue = _as_float(value, dtype)
-            if not math.isfinite(fvalue) or not fvalue.is_integer():
-                raise ValueError(
-                    f"value {value!r} cannot be stored exactly in a {dtype} "
-                    "image (integers only); round it first or copy the image "
-                    "to a float type"
-                )
-            value = int(fvalue)
-        info = np.iinfo(dtype)
-        if not info.min <= int(value) <= info.max:
-            raise ValueError(
-                f"value {value!r} does not fit in a {dtype} image: it holds "
-                f"{info.min}..{info.max}"
-            )
-        return dtype.type(int(value))
-    fvalue = _as_float(value, dtype)
-    with np.errstate(over="ignore"):
-        result = dtype.type(fvalue)
-    if math.isfinite(fvalue) and not np.isfinite(result):
-        raise ValueError(
-            f"value {value!r} overflows a {dtype} image (largest "
-            f"{np.finfo(dtype).max:g})"
-        )
-    return result
 
 
 class DiskImage:
@@ -195,35 +105,74 @@ class DiskImage:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
         storage: Storage,
+        meta: ImageMeta | None = None,
         *,
         mode: str = "r",
-        kind: str = "raw",
-        spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
-        unit: str | None = None,
-        rgb: bool = False,
-        levels: tuple[DiskImage, ...] = (),
-        shown_series: tuple[int, ...] = (0,),
+        levels: tuple[Storage, ...] = (),
     ) -> None:
         if mode == "r+" and not storage.writable:
             raise ValueError(f"{storage.describe()} pixels cannot be opened 'r+'")
-        self._path = Path(path)
+        meta = ImageMeta() if meta is None else meta
+        self._path = Path(storage.path)
         self._storage = storage
         self._geometry = Geometry.from_shape(storage.shape, storage.dtype)
         self._mode = mode
-        self._kind = kind
-        self.spacing = tuple(float(v) for v in spacing)
-        self.unit = unit
-        #: True when the c axis holds the red, green, blue (and alpha)
-        #: samples of an RGB(A) uint8/uint16 TIFF: show it in colour.
-        self.rgb = bool(rgb)
-        self._levels = tuple(levels)
-        self._shown_series = tuple(shown_series)
+        self._meta = meta
+        # each stored level is an image of its own, its spacing scaled
+        _, _, _, y, x = storage.shape
+        self._levels = tuple(
+            DiskImage(
+                level,
+                dataclasses.replace(
+                    meta.binned((1, y / level.shape[3], x / level.shape[4])),
+                    shown_series=(0,),
+                ),
+            )
+            for level in levels
+        )
         self._closed = False
         self._count_lock = threading.Lock()
         #: Pixels written with write_pixel: display caches compare it.
         self.write_count = 0
+
+    # --- metadata --------------------------------------------------------
+    @property
+    def meta(self) -> ImageMeta:
+        """Spacing, unit, colour and format (frozen: replace it whole)."""
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: ImageMeta) -> None:
+        if not isinstance(value, ImageMeta):
+            raise TypeError(f"meta must be an ImageMeta, got {value!r}")
+        self._meta = value
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Physical size of a pixel along (z, y, x), in :attr:`unit`."""
+        return self._meta.spacing
+
+    @spacing.setter
+    def spacing(self, value: tuple[float, ...]) -> None:
+        # shim until process/ follows (issue 22b): it copies meta whole then
+        self._meta = dataclasses.replace(self._meta, spacing=tuple(value))  # type: ignore[arg-type]
+
+    @property
+    def unit(self) -> str | None:
+        """The unit of :attr:`spacing` (e.g. ``"um"``), or None if unknown."""
+        return self._meta.unit
+
+    @unit.setter
+    def unit(self, value: str | None) -> None:
+        # shim until process/ follows (issue 22b): it copies meta whole then
+        self._meta = dataclasses.replace(self._meta, unit=value)
+
+    @property
+    def rgb(self) -> bool:
+        """True when the c axis holds the red, green, blue (and alpha)
+        samples of an RGB(A) uint8/uint16 image: show it in colour."""
+        return self._meta.rgb
 
     # --- storage ---------------------------------------------------------
     @property
@@ -266,7 +215,7 @@ class DiskImage:
     def shown_series(self) -> tuple[int, ...]:
         """Indices of the image series of the file (TIFF) a viewer shows as
         layers: not pyramid levels or thumbnails."""
-        return self._shown_series
+        return self._meta.shown_series
 
     # --- array-like surface --------------------------------------------
     @property
@@ -337,7 +286,7 @@ class DiskImage:
     @property
     def kind(self) -> str:
         """``"tiff"``, ``"raw"`` or ``"tiff sequence"``: the format."""
-        return self._kind
+        return self._meta.kind
 
     @property
     def closed(self) -> bool:
@@ -357,18 +306,22 @@ class DiskImage:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle as a reference to the file(s), never the pixels.
 
-        An unpickled copy (e.g. in a ``dask.distributed`` worker) opens the
-        same file again, read-only, and never deletes it, even when the
-        original is a scratch image.  The file must be visible at the same
-        path where it is unpickled.
+        The storage's state (:meth:`Storage.state`), the metadata and the
+        stored levels' states are pickled.  An unpickled copy (e.g. in a
+        ``dask.distributed`` worker) opens the same file again, read-only,
+        at its first read (unpickling opens nothing), and never deletes it,
+        even when the original is a scratch image.  The file must be visible
+        at the same path where it is unpickled.
         """
         if self.closed:
             raise closed_error(self._path)
-        return self._storage.reference(self)
+        levels = [(type(lv.storage), lv.storage.state()) for lv in self._levels]
+        state = (type(self._storage), self._storage.state(), self._meta, levels)
+        return (_reopen, state)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else self._mode
-        what = "scratch" if self.is_scratch else self._kind
+        what = "scratch" if self.is_scratch else self.kind
         how = "" if self.is_mapped else f" {self._storage.summary()},"
         return f"<DiskImage {self._geometry} {what}{how} {state} {str(self._path)!r}>"
 
@@ -506,20 +459,16 @@ class DiskImage:
             raise closed_error(self._path)
         return self._storage.read_region(t, c, z, y0, ny, sy, x0, nx, sx)
 
-    # --- long operations (implemented in _io) --------------------------
+    # --- long operations (registered by napari_diskimage.io) ---------------
     def copy(self, *, progress: ProgressCallback | None = None) -> DiskImage:
         """A new scratch disk image with the same pixels (see :func:`copy`)."""
-        from ._io import copy
-
-        return copy(self, progress=progress)
+        return _OPERATIONS["copy"](self, progress=progress)
 
     def save_tiff(
         self, path: str | os.PathLike[str], *, progress: ProgressCallback | None = None
     ) -> Path:
         """Save to an uncompressed TIFF (see :func:`save_tiff`)."""
-        from ._io import save_tiff
-
-        return save_tiff(self, path, progress=progress)
+        return _OPERATIONS["save_tiff"](self, path, progress=progress)
 
     def save_raw(
         self,
@@ -529,9 +478,9 @@ class DiskImage:
         progress: ProgressCallback | None = None,
     ) -> Path:
         """Save the pixels to a RAW file (see :func:`save_raw`)."""
-        from ._io import save_raw
-
-        return save_raw(self, path, byte_order=byte_order, progress=progress)
+        return _OPERATIONS["save_raw"](
+            self, path, byte_order=byte_order, progress=progress
+        )
 
 
 def is_disk_image(obj: Any) -> bool:
@@ -539,29 +488,41 @@ def is_disk_image(obj: Any) -> bool:
     return isinstance(obj, DiskImage)
 
 
-def map_scratch(scratch: ScratchFile, geometry: Geometry) -> DiskImage:
-    """A writable DiskImage over a freshly created scratch file."""
-    base = np.memmap(
-        scratch.path,
-        dtype=geometry.dtype.newbyteorder("<"),
-        mode="r+",
-        shape=geometry.shape,
-    )
-    storage = MappedStorage(
-        scratch.path, base, base=base, writable=True, scratch=scratch
-    )
-    return DiskImage(scratch.path, storage, mode="r+")
+def _reopen(
+    kind: type[Storage],
+    state: tuple,
+    meta: ImageMeta,
+    levels: list[tuple[type[Storage], tuple]],
+) -> DiskImage:
+    """A pickled disk image, reopened read-only and lazily (see
+    :meth:`DiskImage.__reduce__`)."""
+    stored = tuple(level_kind.from_state(s) for level_kind, s in levels)
+    return DiskImage(kind.from_state(state), meta, levels=stored)
 
 
-def new_disk_image(geometry: Geometry, *, what: str = "a new disk image") -> DiskImage:
+def new_disk_image(
+    geometry: Geometry,
+    *,
+    what: str = "a new disk image",
+    meta: ImageMeta | None = None,
+) -> DiskImage:
     """A new scratch disk image of ``geometry``, all pixels zero.
 
     The file is created in the disk-image directory, its space reserved,
-    and it is deleted when the image is dropped.
+    and it is deleted when the image is dropped.  ``meta`` (default: none
+    known, kind ``"raw"``) is its metadata.
     """
     scratch = create_scratch(geometry, what)
     try:
-        return map_scratch(scratch, geometry)
+        return map_scratch(scratch, geometry, meta)
     except BaseException:
         scratch.release()
         raise
+
+
+def map_scratch(
+    scratch: ScratchFile, geometry: Geometry, meta: ImageMeta | None = None
+) -> DiskImage:
+    """A writable disk image over a freshly created scratch file."""
+    opened = open_scratch(scratch, geometry)
+    return DiskImage(opened.storage, meta or opened.meta, mode="r+")

@@ -8,6 +8,7 @@ fastest in memory and on disk.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -230,3 +231,54 @@ class Geometry:
     def __str__(self) -> str:
         sizes = " x ".join(map(str, self.sizes))
         return f"{sizes} (x, y, z, c, t) {self.type_name}"
+
+
+def _as_float(value: Any, dtype: np.dtype) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # e.g. 2**2000: beyond any float
+        raise ValueError(
+            f"value {value!r} does not fit in a {dtype} image (too large)"
+        ) from None
+
+
+def check_value(value: Any, dtype: np.dtype) -> np.generic:
+    """Return ``value`` as ``dtype`` if it is held exactly, else raise.
+
+    Integer types take integers (and integral floats such as ``2.0``) within
+    their range; float types take any real number, rounded to the type.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        value = int(value)
+    if not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"pixel value must be a real number, got {value!r} ({type(value).__name__})"
+        )
+    if dtype.kind in "iu":
+        if not isinstance(value, numbers.Integral):
+            fvalue = _as_float(value, dtype)
+            if not math.isfinite(fvalue) or not fvalue.is_integer():
+                raise ValueError(
+                    f"value {value!r} cannot be stored exactly in a {dtype} "
+                    "image (integers only); round it first or copy the image "
+                    "to a float type"
+                )
+            value = int(fvalue)
+        info = np.iinfo(dtype)
+        if not info.min <= int(value) <= info.max:
+            raise ValueError(
+                f"value {value!r} does not fit in a {dtype} image: it holds "
+                f"{info.min}..{info.max}"
+            )
+        return dtype.type(int(value))
+    fvalue = _as_float(value, dtype)
+    with np.errstate(over="ignore"):
+        result = dtype.type(fvalue)
+    if math.isfinite(fvalue) and not np.isfinite(result):
+        raise ValueError(
+            f"value {value!r} overflows a {dtype} image (largest "
+            f"{np.finfo(dtype).max:g})"
+        )
+    return result

@@ -4,25 +4,21 @@ A labels image has the image's x, y, z and t sizes, one channel and an
 unsigned integer type; it is painted in napari (see
 ``napari_diskimage._napari.labels``) straight into its file.
 :func:`new_labels` makes one in the disk-image directory (a scratch file,
-deleted when dropped: save it to keep it); :func:`open_labels` opens a
-saved labels file for an image, checked against it.
+deleted when dropped: save it to keep it); ``open_labels`` (in ``_open``)
+opens a saved labels file for an image, checked with :func:`check_labels`.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._diskimage import DiskImage, new_disk_image
-from ._files import format_of
 from ._geometry import Geometry
-from ._raw import open_raw
-from ._tiff import open_tiff
+from ._meta import ImageMeta
 
-__all__ = ["LABEL_DTYPES", "check_labels", "new_labels", "open_labels"]
+__all__ = ["LABEL_DTYPES", "check_labels", "new_labels"]
 
 #: Pixel types of labels: napari paints unsigned integers.
 LABEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
@@ -55,10 +51,12 @@ def new_labels(image: Any, dtype: Any = "uint32") -> DiskImage:
     else:
         t, _, z, y, x = Geometry.from_shape(tuple(image.shape), np.uint8).shape
         what = "labels"
-    labels = new_disk_image(Geometry(d, x, y, z, 1, t), what=what)
-    if isinstance(image, DiskImage):
-        labels.spacing, labels.unit = image.spacing, image.unit
-    return labels
+    meta = (
+        ImageMeta(spacing=image.spacing, unit=image.unit)
+        if isinstance(image, DiskImage)
+        else None
+    )
+    return new_disk_image(Geometry(d, x, y, z, 1, t), what=what, meta=meta)
 
 
 def check_labels(image: Any, labels: DiskImage) -> None:
@@ -89,29 +87,3 @@ def check_labels(image: Any, labels: DiskImage) -> None:
             f"but the image is {x} x {y} x {z} with {t}: labels must have the "
             "image's sizes"
         )
-
-
-def open_labels(
-    path: str | os.PathLike[str], image: Any = None, mode: str = "r"
-) -> DiskImage:
-    """Open a saved labels file (TIFF, or RAW with the geometry in its name),
-    checked against ``image`` if given (:func:`check_labels`).  ``mode="r+"``
-    paints into the file itself; ``"r"`` opens it read-only (copy it to
-    paint, as napari_diskimage.copy does)."""
-    p = Path(path)
-    labels = open_tiff(p, mode) if format_of(p) == "tiff" else open_raw(p, mode=mode)
-    try:
-        if image is not None:
-            check_labels(image, labels)
-        else:
-            check_labels(labels, labels)
-        if not labels.is_mapped:
-            raise ValueError(
-                f"{str(p)!r} is stored {labels.storage.describe()}: labels are "
-                "painted into a mapped file; save it uncompressed first "
-                "(napari-diskimage copy FILE labels.tif)"
-            )
-    except BaseException:
-        labels.close()
-        raise
-    return labels

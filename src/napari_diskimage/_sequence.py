@@ -1,42 +1,25 @@
-"""Opening a folder of TIFF slices as one disk image (:func:`open_tiff_sequence`).
+"""Listing a folder of TIFF slices (for :func:`napari_diskimage.open_tiff_sequence`).
 
 Listing, natural ordering and the checks a user needs at open (an empty
-folder, gaps in the numbering, unreadable or empty files) live here; how
-the slices are read is :mod:`napari_diskimage.storage.sequence`.
+folder, gaps in the numbering) live here; how the slices are opened and
+read is :mod:`napari_diskimage.storage.sequence`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fnmatch
 import os
 import re
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
-import tifffile
-
-from ._diskimage import DiskImage
-from ._errors import CorruptFileError
 from ._files import TIFF_SUFFIXES
-from ._quiet import quieted
-from ._tiff_meta import is_parse_error, spacing_of
-from .storage.sequence import SequenceStorage, layout_of, slice_info
 
-__all__ = [
-    "SequenceGapWarning",
-    "find_slices",
-    "natural_key",
-    "open_slice_files",
-    "open_tiff_sequence",
-]
+__all__ = ["SequenceGapWarning", "find_slices", "list_sequence", "natural_key"]
 
 _DIGITS = re.compile(r"(\d+)")
 _GLOB = re.compile(r"[*?\[]")
-#: Slices of another file size whose headers are checked at open.
-CHECK_AT_OPEN = 16
 
 
 class SequenceGapWarning(UserWarning):
@@ -112,37 +95,12 @@ def _gaps(files: list[Path]) -> list[int]:
     return [n for n in range(min(numbers), max(numbers) + 1) if n not in present]
 
 
-@quieted
-def open_tiff_sequence(
+def list_sequence(
     path: str | os.PathLike[str], pattern: str | None = None, axis: str = "z"
-) -> DiskImage:
-    """Open a folder of TIFF slices as one read-only disk image.
-
-    ``path`` is a folder (every ``*.tif``, ``*.tiff`` file in it) or a glob
-    pattern such as ``"scan/rec_*.tif"`` (or give the folder and
-    ``pattern``).  Files are taken in natural order (``slice_2`` before
-    ``slice_10``); each file is one plane along ``axis`` (``"z"`` or
-    ``"t"``); a multi-page file stacks its pages (along z).  Only the first
-    file's header is read at open; the others are listed and their sizes
-    checked, and each one's header is checked when it is first read.
-    Uncompressed slices are read from their own files; compressed or tiled
-    ones are decoded a plane at a time.  ``image.path`` is the folder,
-    ``image.files`` the slices.
-
-    Raises
-    ------
-    FileNotFoundError, NotADirectoryError, PermissionError
-        The folder is missing, a file, or unreadable; a slice is unreadable.
-    ValueError
-        No TIFF slices in the folder (the message counts the other files),
-        a slice of another size or type (naming it), an empty slice,
-        ``axis`` not "z" or "t".
-
-    Warns
-    -----
-    SequenceGapWarning
-        The numbering has gaps: the warning names the missing numbers.
-    """
+) -> tuple[Path, list[Path]]:
+    """``(folder, slice files)`` of a slice folder or glob pattern, checked
+    as :func:`napari_diskimage.open_tiff_sequence` says (no slices: ValueError;
+    gaps in the numbering: :class:`SequenceGapWarning`)."""
     if axis not in ("z", "t"):
         raise ValueError(f"axis must be 'z' or 't', got {axis!r}")
     folder, files, others = find_slices(path, pattern)
@@ -163,65 +121,6 @@ def open_tiff_sequence(
                 f"{where}: {shown}{more}; the volume has {len(files)} planes "
                 "without them"
             ),
-            stacklevel=2,
+            stacklevel=3,
         )
-    return open_slice_files(folder, files, axis=axis)
-
-
-def open_slice_files(
-    folder: Path, files: Sequence[Path], *, axis: str = "z"
-) -> DiskImage:
-    """A disk image of the slice ``files`` (in this order) of ``folder``."""
-    files = list(files)
-    sizes = []
-    for f in files:
-        try:
-            st = os.stat(f)
-        except OSError as exc:
-            raise type(exc)(
-                exc.errno, f"cannot open slice {str(f)!r}: {exc.strerror}", str(f)
-            ) from exc
-        if st.st_size == 0:
-            raise ValueError(
-                f"slice {str(f)!r} is empty (0 bytes): replace or remove it"
-            )
-        if not os.access(f, os.R_OK):
-            raise PermissionError(
-                errno.EACCES,
-                f"cannot read slice {str(f)!r}: permission denied; check its "
-                "permissions",
-                str(f),
-            )
-        sizes.append((st.st_mtime_ns, st.st_size, st.st_ino))
-    first_path = files[0]
-    try:
-        with tifffile.TiffFile(first_path) as tif:
-            layout, pages = layout_of(tif, first_path)
-            first = slice_info(first_path, sizes[0], layout, pages, None, tif)
-            spacing, unit = spacing_of(tif, 0, tif.series[0])
-    except Exception as exc:  # tifffile's own errors name no file: wrap them
-        if isinstance(exc, OSError) or not is_parse_error(exc):
-            raise
-        raise CorruptFileError(
-            f"slice {str(first_path)!r} is not a valid TIFF file "
-            f"({type(exc).__name__}: {exc}); replace it or remove it from the "
-            "folder",
-            first_path,
-        ) from exc
-    storage = SequenceStorage(folder, files, layout, axis=axis, first=first)
-    if first.offsets is not None:
-        # uncompressed slices of one layout have one size: check the odd ones
-        odd = [i for i, s in enumerate(sizes) if s[1] != sizes[0][1]]
-        for i in odd[:CHECK_AT_OPEN]:
-            # another shape or type fails the open; a truncated or corrupt
-            # slice fails only when read (the others stay viewable)
-            with contextlib.suppress(CorruptFileError):
-                storage._slice(i)
-    return DiskImage(
-        folder,
-        storage,
-        kind="tiff sequence",
-        spacing=spacing,
-        unit=unit,
-        rgb=layout.samples in (3, 4) and layout.dtype.itemsize <= 2,
-    )
+    return folder, files

@@ -53,7 +53,8 @@ def open_in_place(img: DiskImage) -> DiskImage:
         raise PermissionError(f"cannot edit {str(img.path)!r} in place: {reason}")
     if img.kind == "tiff":
         return ndi.open_tiff(img.path, "r+")
-    offset = int(getattr(img.storage, "file_offset", 0))
+    layout = img.storage.file_layout()
+    offset = 0 if layout is None else layout.offset
     return ndi.open_raw(img.path, img.geometry, offset, img.byte_order, mode="r+")
 
 
@@ -61,7 +62,7 @@ def swap_in_place(viewer: Any, old: DiskImage, new: DiskImage) -> list[Any]:
     """Every image layer of ``old`` shows ``new`` instead; returns them."""
     from napari.layers import Image
 
-    from .._pyramid import display_levels
+    from ..display import display_levels
 
     changed = []
     for layer in list(viewer.layers):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._diskimage import DiskImage
-from .._pyramid import display_axes, display_levels
+from ..display import display_axes, display_levels
 from .layers import view_region
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class DiskLabels:
 
     def _refresh_overview(self, event: Any = None) -> None:
         if self.overview is not None:
-            from .._pyramid import clear_cache
+            from ..display import clear_cache
 
             clear_cache(self.labels)
             with contextlib.suppress(Exception):

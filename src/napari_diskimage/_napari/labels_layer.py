@@ -43,7 +43,7 @@ from napari.utils.geometry import clamp_point_to_bounding_box
 from napari.utils.transforms import Affine
 
 from .._diskimage import DiskImage
-from .._pyramid import clear_cache, display_axes, display_levels
+from ..display import clear_cache, display_axes, display_levels
 
 __all__ = ["DiskLabelsLayer"]
 
@@ -163,7 +163,9 @@ class DiskLabelsLayer(Labels):
         storage = labels.storage
         if hasattr(storage, "prefetch_rows"):
             with contextlib.suppress(OSError):
-                storage.prefetch_rows(index["t"], 0, index["z"], y0, ny, x0, nx)
+                storage.prefetch_rows(
+                    index["t"], 0, index["z"], y0, y0 + ny, x0, x0 + nx
+                )
 
     # --- fill ----------------------------------------------------------
     def _get_flood_mask_and_bbox(

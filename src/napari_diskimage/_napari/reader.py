@@ -25,10 +25,9 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._files import RAW_SUFFIXES, TIFF_SUFFIXES
 from .._geometry import Geometry
-from .._pyramid import display_axes, display_levels, sample_contrast_limits
-from .._raw import open_raw
-from .._sequence import SequenceGapWarning, find_slices, open_tiff_sequence
-from .._tiff import open_tiff
+from .._open import kind_of, open_any, open_tiff, open_tiff_sequence
+from .._sequence import SequenceGapWarning, find_slices
+from ..display import display_axes, display_levels, sample_contrast_limits
 
 __all__ = ["disk_image_layers", "napari_get_reader", "open_disk_image"]
 
@@ -58,10 +57,10 @@ def open_disk_image(path: str | os.PathLike[str]) -> DiskImage:
         The path cannot be read.
     """
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        return open_tiff(p)
-    if suffix in RAW_SUFFIXES:
+    kind = kind_of(p)
+    if kind.name == "tiff sequence":
+        raise ValueError(f"{str(p)!r} is a folder: open it with open_tiff_sequence")
+    if kind.name == "raw":
         try:
             Geometry.from_filename(p.name)
         except ValueError as exc:
@@ -70,11 +69,7 @@ def open_disk_image(path: str | os.PathLike[str]) -> DiskImage:
                 "'Open RAW' widget (Plugins menu) or call "
                 "napari_diskimage.open_raw(path, Geometry(...))"
             ) from None
-        return open_raw(p)
-    raise ValueError(
-        f"{str(p)!r} is not a TIFF ({', '.join(TIFF_SUFFIXES)}) or RAW "
-        f"({', '.join(RAW_SUFFIXES)}) file"
-    )
+    return open_any(p)
 
 
 def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:

@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from .._diskimage import DiskImage, run_steps
+from .._diskimage import DiskImage
 from .._geometry import Geometry
-from .._io import copy, iter_save_tiff
+from .._open import open_tiff
 from .._scratch import _check_writable, format_bytes, get_disk_image_dir
-from .._tiff import open_tiff
+from .._steps import run_steps
+from ..io import copy, iter_save_tiff
 
 __all__ = [
     "DEFAULT_LARGE_SIZE",

@@ -21,9 +21,9 @@ from magicgui.widgets import Container, PushButton
 from napari.utils.progress import cancelable_progress
 from superqt.utils import create_worker
 
-from .._diskimage import drive_steps
 from .._napari.notify import error_message, notify_error, show_info
 from .._scratch import format_bytes
+from .._steps import drive_steps
 from ._common import NO_IMAGE_LAYER, status_label
 
 __all__ = ["JobTool", "StepsJob", "cancel_all_jobs", "start_save"]
@@ -189,7 +189,7 @@ def start_save(
     """Start streaming ``source`` to ``path`` (:func:`napari_diskimage.iter_save`:
     atomic, progress, Cancel); None, with a notification, when ``path``'s
     suffix is refused (checked before any work)."""
-    from .. import _io
+    from ..io import save as _io
 
     try:
         _io.iter_save(source, path, byte_order).close()

@@ -18,10 +18,10 @@ import numpy as np
 from magicgui.widgets import CheckBox, SpinBox
 from napari.layers import Image, Layer
 
-from .._box import BOX_VOXELS, Box, fit_box, iter_read_box
 from .._napari.layers import disk_image_of, image_sizes, view_region, world_voxel
 from .._napari.notify import notify_error, show_info, show_warning
 from .._scratch import format_bytes
+from ..display.box import BOX_VOXELS, Box, fit_box, iter_read_box
 from ._common import LayerChoice, apply_saved_settings, unwrap
 from ._job import JobTool, StepsJob
 

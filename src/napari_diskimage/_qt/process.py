@@ -42,7 +42,7 @@ from .._napari.layers import (
     level0,
 )
 from .._napari.notify import error_message, notify_error
-from .._pyramid import display_axes, sample_values
+from ..display import display_axes, sample_values
 from ._common import (
     NO_IMAGE_LAYER,
     LayerChoice,

@@ -33,12 +33,12 @@ Background is 0; negative labels are background too, as in skimage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .._diskimage import run_steps
+from .._steps import ProgressCallback, run_steps
 from ._csv import save_csv
 from ._measure import PROPERTIES, measure_run, porosity_run
 from ._pore_sizes import SizeDistribution, size_distribution
@@ -54,8 +54,6 @@ __all__ = [
     "save_csv",
     "size_distribution",
 ]
-
-ProgressCallback = Callable[[int, int], Any]
 
 
 def regionprops_table(

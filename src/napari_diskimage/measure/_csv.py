@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._diskimage import Steps, run_steps
-from .._io import _atomic_write
+from .._steps import Steps, run_steps
+from ..io.atomic import atomic_write as _atomic_write
 
 __all__ = ["save_csv"]
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .._diskimage import DiskImage, Steps
+from .._diskimage import DiskImage
 from .._errors import closed_error
+from .._steps import Steps
 from ..process._engine import (
     BLOCK_BYTES,
     BoxReader,

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .._diskimage import Steps
+from .._steps import ProgressCallback, Steps
 from ..process._engine import BoxReader, Run, name_of, reduce_tasks
 from ..process._ops import _reduction_run, drive
-
-ProgressCallback = Callable[[int, int], Any]
 
 
 @dataclass(frozen=True)

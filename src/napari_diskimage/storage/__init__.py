@@ -3,23 +3,30 @@
 Everything above (:class:`~napari_diskimage.DiskImage`, the display
 pyramid, copy and save, processing, the napari reader) uses only the
 :class:`Storage` contract: ``shape``, ``dtype``, ``read_region``,
-``array``, ``reference`` (pickling by reference), ``byte_runs`` (kernel
-copies).  Each kind is one module:
+``read_box``, ``read_cost``, ``array``, ``state`` / ``from_state``
+(pickling; reopened lazily), and the capabilities ``file_layout``,
+``byte_runs`` (kernel copies), ``advise_random``, ``prefetch_rows``.  Each
+kind is one module with its opener, which returns an :class:`Opened` and
+never builds a ``DiskImage``:
 
 - :mod:`.mapped`: one uncompressed file, memory-mapped (RAW, contiguous
-  TIFF, scratch files); the only writable kind;
+  TIFF, scratch files); the only writable kind (opener ``open_raw``);
 - :mod:`.lazy_tiff`: one TIFF decoded a strip or tile at a time;
-- :mod:`.sequence`: a folder of 2D TIFF slices, one plane per file.
+- :mod:`.tiff`: the TIFF opener, which chooses between those two;
+- :mod:`.sequence`: a folder of 2D TIFF slices, one plane per file
+  (opener ``open_sequence``).
 """
 
-from ._base import PlaneView, Storage
+from ._base import FileLayout, Opened, PlaneView, Storage
 from .lazy_tiff import LazyTiffStorage
 from .mapped import MappedStorage
 from .sequence import SequenceStorage
 
 __all__ = [
+    "FileLayout",
     "LazyTiffStorage",
     "MappedStorage",
+    "Opened",
     "PlaneView",
     "SequenceStorage",
     "Storage",

@@ -13,29 +13,72 @@ pixels live in a :class:`Storage`:
 ========================  =============================================
 
 A fourth kind (a Zarr store, HDF5) is one new module implementing this
-class: :meth:`read_region` for the display and every read of the core,
-``array`` for array-like access, :meth:`reference` for pickling by
-reference (cluster workers reopen the file), :meth:`byte_runs` if the
-pixels lie in files uncompressed (the kernel copies them).
+class and its opener (returning :class:`Opened`), plus one entry in
+``napari_diskimage._open.KINDS``: :meth:`Storage.read_region` and
+:meth:`Storage.read_box` for every read, ``array`` for array-like access,
+:meth:`Storage.state` / :meth:`Storage.from_state` for pickling (a worker
+reopens the file lazily), :meth:`Storage.read_cost` for the display's level
+choice, and the capabilities :meth:`Storage.file_layout` and
+:meth:`Storage.byte_runs` when the pixels lie in files uncompressed (the
+kernel copies them).  Storage kinds never build a ``DiskImage``.
 """
 
 from __future__ import annotations
 
 import abc
 import errno
-import numbers
-from collections.abc import Callable
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from .._errors import closed_error
+from .._index import normalize_key
 
 if TYPE_CHECKING:
-    from .._diskimage import DiskImage
+    from .._meta import ImageMeta
 
-__all__ = ["PlaneView", "Storage"]
+__all__ = ["FileLayout", "Opened", "PlaneView", "Storage", "check_present"]
+
+
+def check_present(path: str | Path) -> None:
+    """FileNotFoundError, saying what to do, unless ``path`` exists here.
+
+    For :meth:`Storage.from_state`: a ``stat``, no file descriptor.  Every
+    process that works on a disk image must see its file at the same path.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"cannot open disk image {str(path)!r} here (pid {os.getpid()}): no "
+            "such file. Every process that works on a disk image must see its "
+            "file at the same path: put the disk-image directory on a file "
+            "system shared by all workers (set_disk_image_dir)",
+            str(path),
+        )
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """The pixels are one uncompressed run in one file.
+
+    ``offset`` is the byte offset of pixel (0, 0, 0, 0, 0); ``dtype`` the
+    pixel type as stored (the file's byte order); ``strides`` the bytes per
+    step of t, c, z, y, x (non-negative).
+    """
+
+    path: Path
+    offset: int
+    dtype: np.dtype
+    strides: tuple[int, int, int, int, int]
+
+    def offset_of(self, t: int, c: int, z: int, y: int, x: int) -> int:
+        """File offset of pixel (t, c, z, y, x)."""
+        st = self.strides
+        return self.offset + t * st[0] + c * st[1] + z * st[2] + y * st[3] + x * st[4]
 
 
 class Storage(abc.ABC):
@@ -93,10 +136,71 @@ class Storage(abc.ABC):
         """Rows ``y0 + j*sy`` (j < ny), columns ``x0 + i*sx`` (i < nx) of a
         plane, in native byte order.  Unchecked: indices are in range."""
 
+    def read_box(self, ranges: Sequence[range]) -> np.ndarray:
+        """The pixels of 5 ranges (t, c, z, y, x; positive steps), as an array
+        of their lengths in native byte order.
+
+        The default reads one :meth:`read_region` per plane; kinds with a
+        faster way (a mapped file: ``preadv`` of whole row blocks) override
+        it.  Unchecked: the ranges are inside the image.
+        """
+        rt, rc, rz, ry, rx = ranges
+        out = np.empty([len(r) for r in ranges], dtype=self.dtype)
+        if out.size == 0:
+            return out
+        for i, t in enumerate(rt):
+            for j, c in enumerate(rc):
+                for k, z in enumerate(rz):
+                    out[i, j, k] = self.read_region(
+                        t, c, z, ry.start, len(ry), ry.step,
+                        rx.start, len(rx), rx.step,
+                    )  # fmt: skip
+        return out
+
+    def read_cost(self, ny: int, sy: int, nx: int, sx: int) -> int:
+        """Bytes :meth:`read_region` touches for ``ny`` rows (step ``sy``) and
+        ``nx`` columns (step ``sx``) of a plane.
+
+        The display pyramid chooses its levels and samples with this only.
+        The default counts the span of each row read (first to last pixel);
+        kinds that decode whole chunk rows, or read rows close together as
+        one block, override it.
+        """
+        itemsize = self.dtype.itemsize
+        return max(1, ny) * ((nx - 1) * sx * itemsize + itemsize)
+
+    def file_layout(self) -> FileLayout | None:
+        """Where the pixels lie, if they are one uncompressed run of one file
+        (the engine writes into it and crop copies from it in the kernel);
+        None otherwise."""
+        return None
+
+    def advise_random(self) -> None:  # noqa: B027 - nothing to do by default
+        """Read pages of :attr:`array` without read-ahead (views of parts of
+        long rows); a no-op for kinds without a memory map."""
+
+    def prefetch_rows(  # noqa: B027 - nothing to do by default
+        self, t: int, c: int, z: int, y0: int, y1: int,
+        x0: int = 0, x1: int | None = None,
+    ) -> None:  # fmt: skip
+        """Ask the file system to start reading rows ``y0 .. y1-1`` (columns
+        ``x0 .. x1-1``, all by default) of plane (t, c, z); a no-op for kinds
+        that do not read through the page cache."""
+
     @abc.abstractmethod
-    def reference(self, image: DiskImage) -> tuple[Callable[..., Any], tuple]:
-        """``(function, args)`` that reopen ``image`` in another process,
-        read-only and never deleting anything (``DiskImage.__reduce__``)."""
+    def state(self) -> tuple:
+        """What :meth:`from_state` needs to reopen these pixels in another
+        process: picklable plain values (paths as ``str``)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_state(cls, state: tuple) -> Storage:
+        """Reopen pickled pixels (:meth:`state`), read-only.
+
+        Never deletes anything (not even a scratch file), and opens the
+        file(s) lazily, at the first read: a dask scheduler that unpickles
+        a task never holds a file descriptor.
+        """
 
     def write(self, t: int, c: int, z: int, y: int, x: int, value: np.generic) -> None:
         """Write one (checked) value; read-only kinds raise PermissionError."""
@@ -128,11 +232,21 @@ class Storage(abc.ABC):
         """Release the file(s).  Idempotent."""
 
 
+class Opened(NamedTuple):
+    """What a storage kind's opener returns: the pixels, the metadata and the
+    coarser resolution levels stored in the file (finest excluded,
+    read-only; empty for most files)."""
+
+    storage: Storage
+    meta: ImageMeta
+    levels: tuple[Storage, ...] = ()
+
+
 class PlaneView:
     """An array-like (t, c, z, y, x) over :meth:`Storage.read_region`.
 
     Integers and slices (positive steps) per axis; a read is one
-    ``read_region`` per plane.  For storage kinds with no array of their
+    :meth:`Storage.read_box`.  For storage kinds with no array of their
     own (a folder of slices).
     """
 
@@ -170,41 +284,5 @@ class PlaneView:
     def __getitem__(self, key: Any) -> np.ndarray:
         if self._storage.closed:
             raise closed_error(self._storage.path)
-        if not isinstance(key, tuple):
-            key = (key,)
-        if any(k is Ellipsis for k in key):
-            pos = key.index(Ellipsis)
-            key = key[:pos] + (slice(None),) * (6 - len(key)) + key[pos + 1 :]
-        if len(key) > 5:
-            raise IndexError(f"too many indices for a 5D image: {len(key)}")
-        key = key + (slice(None),) * (5 - len(key))
-        ranges: list[range] = []
-        drop: list[Any] = []
-        for k, n in zip(key, self.shape, strict=True):
-            if isinstance(k, slice):
-                r = range(*k.indices(n))
-                if r.step < 0:
-                    raise IndexError("negative steps are not supported here")
-                ranges.append(r)
-                drop.append(slice(None))
-            elif isinstance(k, (numbers.Integral, np.integer)) and not isinstance(
-                k, (bool, np.bool_)
-            ):
-                i = int(k) + (n if int(k) < 0 else 0)
-                if not 0 <= i < n:
-                    raise IndexError(f"index {int(k)} is out of bounds for size {n}")
-                ranges.append(range(i, i + 1))
-                drop.append(0)
-            else:
-                raise TypeError(f"unsupported index {k!r}: integers and slices")
-        rt, rc, rz, ry, rx = ranges
-        out = np.empty([len(r) for r in ranges], dtype=self.dtype)
-        if out.size:
-            for i, t in enumerate(rt):
-                for j, c in enumerate(rc):
-                    for k, z in enumerate(rz):
-                        out[i, j, k] = self._storage.read_region(
-                            t, c, z, ry.start, len(ry), ry.step,
-                            rx.start, len(rx), rx.step,
-                        )  # fmt: skip
-        return out[tuple(drop)]
+        ranges, drop = normalize_key(key, self.shape)
+        return self._storage.read_box(ranges)[drop]

@@ -20,31 +20,26 @@ import errno
 import functools
 import io
 import math
-import numbers
 import os
 import threading
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import tifffile
 
+from .._cache import LRUCache
 from .._errors import closed_error
-from .._tiff_meta import WIDEN, axis_targets, compression_name, is_rgb, tczyx_shape
-from ._base import Storage
-
-if TYPE_CHECKING:
-    from .._diskimage import DiskImage
+from .._index import as_slice, normalize_key
+from .._tiff_meta import WIDEN, axis_targets, compression_name
+from ._base import Storage, check_present
 
 __all__ = [
     "CACHE_BYTES",
     "LazyTiffStorage",
     "TczyxView",
     "TiffHandle",
-    "open_levels",
 ]
 
 #: Decoded strips or tiles kept in memory per open file (all levels).
@@ -66,40 +61,6 @@ class _CountingFile(io.FileIO):
         n = super().readinto(buffer)
         self.bytes_read += n or 0
         return n
-
-
-class _ChunkCache:
-    """Least-recently-used decoded chunks, at most ``max_bytes`` in all."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self.decoded = 0  # chunks decoded from the file (cache misses)
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: Any, value: Any, nbytes: int) -> None:
-        with self._lock:
-            self.decoded += 1
-            if nbytes > self.max_bytes or key in self._items:
-                return
-            self._items[key] = (value, nbytes)
-            self.nbytes += nbytes
-            while self.nbytes > self.max_bytes:
-                _, (_, size) = self._items.popitem(last=False)
-                self.nbytes -= size
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.nbytes = 0
 
 
 def _close_tiff(tif: tifffile.TiffFile, fh: io.FileIO) -> None:
@@ -130,9 +91,11 @@ def _read_first_page_exactly(fd: int) -> None:
 class TiffHandle:
     """An open TIFF file, shared by an image and its resolution levels.
 
-    The file stays open until :meth:`close` or until every image using it
-    is dropped.  ``bytes_read`` counts every byte read from the file (header
-    included); ``cache`` holds decoded chunks.
+    Each storage using the file takes a share (:meth:`acquire`) and gives
+    it back when closed (:meth:`release`); the file is closed with the last
+    share, by :meth:`close`, or when every user is dropped.  ``bytes_read``
+    counts every byte read from the file (header included); ``cache`` holds
+    decoded chunks (``cache.misses``: chunks decoded).
     """
 
     def __init__(self, path: Path, cache_bytes: int | None = None) -> None:
@@ -144,7 +107,9 @@ class TiffHandle:
         except BaseException:
             self._file.close()
             raise
-        self.cache = _ChunkCache(CACHE_BYTES if cache_bytes is None else cache_bytes)
+        self.cache = LRUCache(CACHE_BYTES if cache_bytes is None else cache_bytes)
+        self.users = 0
+        self._users_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_tiff, self.tif, self._file)
 
     @property
@@ -154,6 +119,19 @@ class TiffHandle:
     @property
     def closed(self) -> bool:
         return not self._finalizer.alive
+
+    def acquire(self) -> None:
+        """Take a share of the file (a storage reading it)."""
+        with self._users_lock:
+            self.users += 1
+
+    def release(self) -> None:
+        """Give a share back; the last one closes the file."""
+        with self._users_lock:
+            self.users -= 1
+            last = self.users <= 0
+        if last:
+            self.close()
 
     def close(self) -> None:
         self.cache.clear()
@@ -174,7 +152,7 @@ def _cached_store_class() -> type:
         """tifffile's zarr store for one level, with decoded chunks cached."""
 
         def __init__(
-            self, series: tifffile.TiffPageSeries, level: int, cache: _ChunkCache
+            self, series: tifffile.TiffPageSeries, level: int, cache: LRUCache
         ) -> None:
             super().__init__(series, level=level)
             self._chunk_cache = cache
@@ -190,7 +168,7 @@ def _cached_store_class() -> type:
             cache_key = (*self._cache_prefix, key)
             hit = self._chunk_cache.get(cache_key)
             if hit is not None:
-                return hit[0]
+                return hit
             value = await super().get(key, prototype, byte_range)
             if value is not None:
                 self._chunk_cache.put(cache_key, value, len(value))
@@ -259,34 +237,11 @@ class TczyxView:
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def _normalize(self, key: Any) -> list[int | slice]:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if any(k is Ellipsis for k in key):
-            at = next(i for i, k in enumerate(key) if k is Ellipsis)
-            rest = [k for k in key[at + 1 :] if k is not Ellipsis]
-            key = (*key[:at], *[slice(None)] * (5 - at - len(rest)), *rest)
-        if len(key) > 5:
-            raise IndexError(f"too many indices for a 5D (t, c, z, y, x) image: {key}")
-        key = (*key, *[slice(None)] * (5 - len(key)))
-        out: list[int | slice] = []
-        for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
-            if isinstance(k, slice):
-                out.append(k)
-            elif isinstance(k, numbers.Integral) and not isinstance(k, bool):
-                i = int(k) + n if k < 0 else int(k)
-                if not 0 <= i < n:
-                    raise IndexError(
-                        f"index {k} is out of bounds for axis {'tczyx'[axis]} "
-                        f"with size {n}"
-                    )
-                out.append(i)
-            else:
-                raise TypeError(
-                    f"a lazily decoded TIFF takes integers and slices as "
-                    f"indices, got {k!r}; copy it (napari_diskimage.copy) "
-                    "for fancy indexing"
-                )
-        return out
+        ranges, drop = normalize_key(key, self.shape, negative_steps=True)
+        return [
+            r.start if isinstance(d, int) else as_slice(r)
+            for r, d in zip(ranges, drop, strict=True)
+        ]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return self._read(self._normalize(key))
@@ -355,7 +310,8 @@ class LazyTiffStorage(Storage):
     x)`` whose slices decode only the strips or tiles they touch.
     ``bytes_read`` counts the bytes read from the file, header included,
     by every level sharing the file handle.  Read-only: writing raises
-    PermissionError (copy the image to edit it).
+    PermissionError (copy the image to edit it).  Each storage takes a
+    share of ``handle`` and gives it back when closed.
     """
 
     def __init__(
@@ -364,38 +320,78 @@ class LazyTiffStorage(Storage):
         series: tifffile.TiffPageSeries,
         *,
         level: int = 0,
-        owns_handle: bool = True,
         description: str | None = None,
     ) -> None:
         level_series = series.levels[level]
-        import zarr
-
-        store = _cached_store_class()(series, level, handle.cache)
-        source = zarr.open_array(store, mode="r", zarr_format=2)
-        view = TczyxView(source, level_series.axes, repr(str(handle.path)))
-        self.handle = handle
-        self.owns_handle = owns_handle
+        view = _view_of(handle, series, level)
+        handle.acquire()
+        self._handle: TiffHandle | None = handle
         self.path = handle.path
         self._array: TczyxView | None = view
         self.shape = view.shape
         self.file_dtype = np.dtype(view.dtype).newbyteorder(handle.tif.byteorder)
         self._description = description or compression_name(level_series)
-        # what a pickled reference reopens (see reference)
+        self._closed = False
+        # what a pickled state reopens (see state)
         self.series_index = next(
             (i for i, s in enumerate(handle.tif.series) if s is series), None
         )
         self.level = level
-        self.rgb = is_rgb(level_series.axes, level_series.shape, level_series.dtype)
 
+    # --- pickling: reopened lazily ----------------------------------------
+    def state(self) -> tuple:
+        """(path, series, level, shape, file dtype, description): never the
+        pixels."""
+        if self.series_index is None:  # pragma: no cover - tifffile contract
+            raise TypeError(f"cannot pickle {self.path}: its series is unknown")
+        return (
+            str(self.path), self.series_index, self.level, self.shape,
+            self.file_dtype.str, self._description,
+        )  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: tuple) -> LazyTiffStorage:
+        path, series, level, shape, dtype, description = state
+        check_present(path)  # a stat: nothing is opened before the first read
+        self = cls.__new__(cls)
+        self._handle = None  # opened at the first read
+        self.path = Path(path)
+        self._array = None
+        self.shape = tuple(int(n) for n in shape)  # type: ignore[assignment]
+        self.file_dtype = np.dtype(dtype)
+        self._description = description
+        self._closed = False
+        self.series_index, self.level = int(series), int(level)
+        return self
+
+    @property
+    def handle(self) -> TiffHandle:
+        """The open file (opened now if this storage was unpickled)."""
+        if self._closed:
+            raise closed_error(self.path)
+        if self._handle is None:
+            handle = TiffHandle(self.path)
+            try:
+                assert self.series_index is not None
+                series = handle.tif.series[self.series_index]
+                self._array = _view_of(handle, series, self.level)
+            except BaseException:
+                handle.close()
+                raise
+            handle.acquire()
+            self._handle = handle
+        return self._handle
+
+    # --- the contract ----------------------------------------------------
     @property
     def bytes_read(self) -> int:  # type: ignore[override]
         """Bytes read from the file so far (header included)."""
-        return self.handle.bytes_read
+        return 0 if self._handle is None else self._handle.bytes_read
 
     @property
     def chunks_decoded(self) -> int:
         """Strips or tiles decoded so far (cache misses), all levels."""
-        return self.handle.cache.decoded
+        return 0 if self._handle is None else self._handle.cache.misses
 
     @property
     def chunk_rows(self) -> int:
@@ -410,26 +406,33 @@ class LazyTiffStorage(Storage):
 
     @property
     def closed(self) -> bool:
-        return self._array is None or self.handle.closed
+        return self._closed or (self._handle is not None and self._handle.closed)
 
     @property
     def array(self) -> TczyxView:
         """Lazy ``(t, c, z, y, x)`` view: slicing it decodes what is sliced."""
-        if self._array is None or self.handle.closed:
+        handle = self.handle
+        if self._array is None or handle.closed:
             raise closed_error(self.path)
         return self._array
 
     def close(self) -> None:
-        """Release the file (if this level owns it)."""
+        """Give the file back (closed with the last storage using it)."""
+        if self._closed:
+            return
+        self._closed = True
         self._array = None
-        if self.owns_handle:
-            self.handle.close()
+        if self._handle is not None:
+            self._handle.release()
 
-    def reference(self, image: DiskImage) -> tuple[Callable[..., Any], tuple]:
-        """A reference (path, series, level): never the pixels."""
-        if self.series_index is None:  # pragma: no cover - tifffile contract
-            raise TypeError(f"cannot pickle {image!r}: its series is unknown")
-        return (reopen_lazy, (str(self.path), self.series_index, self.level))
+    def read_cost(self, ny: int, sy: int, nx: int, sx: int) -> int:
+        """Every strip or tile across the rows is decoded: whole chunk rows."""
+        itemsize = self.dtype.itemsize
+        chunk_rows = min(self.chunk_rows, self.shape[3])
+        if chunk_rows <= 1:
+            return super().read_cost(ny, sy, nx, sx)
+        touched = 1 if ny <= 1 else min(ny, (ny - 1) * sy // chunk_rows + 2)
+        return touched * chunk_rows * self.shape[4] * itemsize
 
     def read_region(
         self, t: int, c: int, z: int,
@@ -444,52 +447,13 @@ class LazyTiffStorage(Storage):
         return view[t, c, z, ys, xs]
 
 
-def reopen_lazy(path: str, series: int, level: int) -> DiskImage:
-    """Open a lazily decoded TIFF again from a pickled reference."""
-    from .._tiff import open_tiff
+def _view_of(
+    handle: TiffHandle, series: tifffile.TiffPageSeries, level: int
+) -> TczyxView:
+    """The (t, c, z, y, x) view of level ``level`` of ``series``, decoded
+    through ``handle``'s chunk cache."""
+    import zarr
 
-    image = open_tiff(path, series=series)
-    if level == 0:
-        return image
-    return image.display_levels[level]
-
-
-def open_levels(
-    handle: TiffHandle,
-    sources: list[tuple[tifffile.TiffPageSeries, int]],
-    base_shape: tuple[int, ...],
-    spacing: tuple[float, float, float],
-    unit: str | None,
-) -> tuple[DiskImage, ...]:
-    """Images of the coarser stored levels ``(series, level)``, for display.
-
-    Levels with other t, c, z sizes, or not smaller in y and x than the
-    previous one, are skipped.  Each level's spacing is scaled to its size.
-    The levels share ``handle`` and do not close it.
-    """
-    from .._diskimage import DiskImage
-
-    levels: list[DiskImage] = []
-    previous = tuple(base_shape)
-    for series, level in sources:
-        stored = series.levels[level]
-        shape = tczyx_shape(stored.axes, stored.shape)
-        if shape[:3] != previous[:3] or not (
-            shape[3] <= previous[3] and shape[4] <= previous[4] and shape != previous
-        ):
-            continue
-        storage = LazyTiffStorage(handle, series, level=level, owns_handle=False)
-        z, y, x = spacing
-        scaled = (z, y * base_shape[3] / shape[3], x * base_shape[4] / shape[4])
-        levels.append(
-            DiskImage(
-                handle.path,
-                storage,
-                kind="tiff",
-                spacing=scaled,
-                unit=unit,
-                rgb=storage.rgb,
-            )
-        )
-        previous = shape
-    return tuple(levels)
+    store = _cached_store_class()(series, level, handle.cache)
+    source = zarr.open_array(store, mode="r", zarr_format=2)
+    return TczyxView(source, series.levels[level].axes, repr(str(handle.path)))

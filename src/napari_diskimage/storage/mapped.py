@@ -13,96 +13,166 @@ from __future__ import annotations
 import contextlib
 import errno
 import mmap
+import numbers
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from .._errors import closed_error
+from .._files import check_byte_order, check_mode, check_readable, check_writable_file
+from .._geometry import Geometry
+from .._meta import ImageMeta
 from .._scratch import ScratchFile
-from ._base import Storage
+from ._base import FileLayout, Opened, Storage, check_present
+from ._pread import (
+    BLOCK_READ_BYTES,
+    bytes_of,
+    pread_exactly,
+    prefetch,
+    read_strided,
+    truncated_error,
+)
 
-if TYPE_CHECKING:
-    from .._diskimage import DiskImage
-
-__all__ = ["MappedStorage", "truncated_error"]
-
-#: Bytes of strided rows announced to the kernel ahead of reading them.
-PREFETCH_BYTES = 16 << 20
-
-
-def truncated_error(path: Path, size: int, needed: int) -> OSError:
-    """The error for a file shorter than its pixels need."""
-    return OSError(
-        errno.EIO,
-        f"{str(path)!r} is truncated: it has {size} bytes but its pixels need "
-        f"{needed}; it was changed by another program since it was opened. "
-        "Close the image and open the file again",
-        str(path),
-    )
-
-
-def bytes_of(array: np.ndarray) -> memoryview:
-    """A writable byte view of a C-contiguous array (for pread / pwrite)."""
-    return memoryview(array).cast("B")  # type: ignore[arg-type]
+__all__ = [
+    "MappedStorage",
+    "map_file",
+    "open_mapped",
+    "open_raw",
+    "open_scratch",
+    "truncated_error",
+]
 
 
 class MappedStorage(Storage):
     """The pixels of one file, mapped: ``array`` is a numpy view (t, c, z, y, x).
 
-    ``base`` is the ``np.memmap`` the view was taken from (its offset gives
-    the file offset of pixel (0, 0, 0, 0, 0)); ``scratch`` the scratch file
-    when this library made the file (it is deleted when the storage is
-    closed or dropped).
+    ``layout`` says where the pixels lie (:class:`FileLayout`); ``scratch``
+    is the scratch file when this library made the file (it is deleted when
+    the storage is closed or dropped).  ``mapped`` is the numpy view and the
+    ``np.memmap`` it was taken from, when the opener mapped the file
+    already; otherwise the file is mapped at the first use of ``array`` and
+    opened at the first read (:meth:`from_state`).
     """
 
     is_mapped: ClassVar[bool] = True
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
-        array: np.ndarray,
+        layout: FileLayout,
+        shape: Sequence[int],
         *,
-        base: np.memmap,
         writable: bool = False,
         scratch: ScratchFile | None = None,
+        mapped: tuple[np.ndarray, np.memmap] | None = None,
+        reopened: bool = False,
     ) -> None:
-        if array.ndim != 5:
-            raise ValueError(f"expected a 5D (t, c, z, y, x) array, got {array.shape}")
-        if any(s < 0 for s in array.strides):
+        if len(shape) != 5:
+            raise ValueError(f"expected a 5D (t, c, z, y, x) shape, got {shape}")
+        if any(s < 0 for s in layout.strides):
             raise ValueError("negative strides are not supported")
-        self.path = Path(path)
-        self._array: np.ndarray | None = array
-        self.shape = tuple(int(n) for n in array.shape)  # type: ignore[assignment]
-        self.file_dtype = array.dtype
-        self.file_offset = int(base.offset) + (
-            array.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-        )
-        self.strides = tuple(int(s) for s in array.strides)
+        self.path = Path(layout.path)
+        self.layout = layout
+        self.shape = tuple(int(n) for n in shape)  # type: ignore[assignment]
+        self.file_dtype = np.dtype(layout.dtype)
         self.scratch = scratch
         self._writable = writable
+        self._reopened = reopened
+        self._array: np.ndarray | None = None
+        self._base: np.memmap | None = None
+        if mapped is not None:
+            self._array, self._base = mapped
+        self._closed = False
         self._fds: dict[str, int] = {}
         self._fd_lock = threading.Lock()
         self.bytes_read = 0
-        self._base: np.memmap | None = base
         self._finalizer = weakref.finalize(
             self, _release, scratch, self._fds, self._fd_lock
         )
 
+    @classmethod
+    def of_array(
+        cls,
+        path: str | os.PathLike[str],
+        array: np.ndarray,
+        base: np.memmap,
+        *,
+        writable: bool = False,
+        scratch: ScratchFile | None = None,
+    ) -> MappedStorage:
+        """The storage of ``array``, a 5D view of the memory map ``base`` of
+        the file ``path``."""
+        if array.ndim != 5:
+            raise ValueError(f"expected a 5D (t, c, z, y, x) array, got {array.shape}")
+        offset = int(base.offset) + (
+            array.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        )
+        layout = FileLayout(
+            Path(path),
+            offset,
+            array.dtype,
+            tuple(int(s) for s in array.strides),  # type: ignore[arg-type]
+        )
+        return cls(
+            layout, array.shape, writable=writable, scratch=scratch,
+            mapped=(array, base),
+        )  # fmt: skip
+
     # --- the contract ----------------------------------------------------
     @property
+    def file_offset(self) -> int:
+        """Byte offset of pixel (0, 0, 0, 0, 0) (see :meth:`file_layout`)."""
+        return self.layout.offset
+
+    @property
+    def strides(self) -> tuple[int, int, int, int, int]:
+        """Bytes per step of t, c, z, y, x in the file."""
+        return self.layout.strides
+
+    @property
     def closed(self) -> bool:
-        return self._array is None
+        return self._closed
 
     @property
     def array(self) -> np.ndarray:
-        if self._array is None:
+        if self._closed:
             raise closed_error(self.path)
+        if self._array is None:
+            with self._fd_lock:
+                if self._array is None:
+                    self._array, self._base = self._map()
         return self._array
+
+    def _map(self) -> tuple[np.ndarray, np.memmap]:
+        """Map the file (a storage reopened from its state maps on first use)."""
+        lay = self.layout
+        span = sum((n - 1) * s for n, s in zip(self.shape, lay.strides, strict=True))
+        span += self.file_dtype.itemsize
+        try:
+            base = np.memmap(
+                self.path, dtype=np.uint8, mode="r+" if self._writable else "r",
+                offset=lay.offset, shape=(span,),
+            )  # fmt: skip
+        except FileNotFoundError as exc:
+            raise self._missing(exc) from exc
+        array = np.ndarray(
+            self.shape, dtype=self.file_dtype, buffer=base, strides=lay.strides
+        )
+        return array, base
+
+    def _missing(self, exc: OSError) -> OSError:
+        """A reopened file gone since unpickling: say what to do."""
+        if not self._reopened:
+            return exc
+        try:
+            check_present(self.path)
+        except FileNotFoundError as missing:
+            return missing
+        return exc
 
     @property
     def writable(self) -> bool:
@@ -112,16 +182,24 @@ class MappedStorage(Storage):
         return "uncompressed, memory-mapped"
 
     def close(self) -> None:
+        self._closed = True
         self._array = None
         self._base = None  # the map holds a descriptor of the file
         self._finalizer()
 
-    def reference(self, image: DiskImage) -> tuple[Callable[..., Any], tuple]:
-        ref = (
-            str(self.path), self.file_offset, self.shape, self.strides,
-            self.file_dtype.str, image.kind, image.spacing, image.unit, image.rgb,
-        )  # fmt: skip
-        return (reopen_mapped, ref)
+    def state(self) -> tuple:
+        lay = self.layout
+        return (str(lay.path), lay.offset, self.shape, lay.strides, self.file_dtype.str)
+
+    @classmethod
+    def from_state(cls, state: tuple) -> MappedStorage:
+        path, offset, shape, strides, dtype = state
+        layout = FileLayout(Path(path), int(offset), np.dtype(dtype), tuple(strides))
+        check_present(path)  # a stat: nothing is opened before the first read
+        return cls(layout, shape, reopened=True)
+
+    def file_layout(self) -> FileLayout:
+        return self.layout
 
     def byte_runs(
         self, order: tuple[int, ...], dtype: np.dtype
@@ -136,6 +214,19 @@ class MappedStorage(Storage):
             expected *= size
         return [(self.path, self.file_offset, expected)]
 
+    def read_cost(self, ny: int, sy: int, nx: int, sx: int) -> int:
+        """As :func:`read_strided` reads: rows close together as one block."""
+        item = self.file_dtype.itemsize
+        s3, s4 = self.strides[3], self.strides[4]
+        row_span = (nx - 1) * sx * s4 + item
+        if ny <= 1:
+            return row_span
+        step = sy * s3
+        block = (ny - 1) * step + row_span
+        if step <= 2 * row_span and block <= BLOCK_READ_BYTES:
+            return block
+        return ny * row_span
+
     # --- file descriptors ------------------------------------------------
     def fd(self, write: bool = False) -> int:
         """A file descriptor for pread/pwrite, opened on first use."""
@@ -143,7 +234,7 @@ class MappedStorage(Storage):
             raise closed_error(self.path)
         key = "w" if write else "r"
         with self._fd_lock:
-            if self._array is None:  # closed by another thread meanwhile
+            if self._closed:  # closed by another thread meanwhile
                 raise closed_error(self.path)
             fd = self._fds.get(key)
             if fd is None:
@@ -151,7 +242,10 @@ class MappedStorage(Storage):
                     fd = os.dup(self.scratch.fd)
                 else:
                     flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
-                    fd = os.open(self.path, flags)
+                    try:
+                        fd = os.open(self.path, flags)
+                    except FileNotFoundError as exc:
+                        raise self._missing(exc) from exc
                 if not write and hasattr(os, "posix_fadvise"):
                     # Display reads strided rows: read-ahead would read far
                     # more than asked for.
@@ -162,11 +256,7 @@ class MappedStorage(Storage):
 
     def offset_of(self, t: int, c: int, z: int, y: int, x: int) -> int:
         """File offset of pixel (t, c, z, y, x)."""
-        st = self.strides
-        return (
-            self.file_offset
-            + t * st[0] + c * st[1] + z * st[2] + y * st[3] + x * st[4]
-        )  # fmt: skip
+        return self.layout.offset_of(t, c, z, y, x)
 
     # --- pixels ------------------------------------------------------------
     def write(self, t: int, c: int, z: int, y: int, x: int, value: np.generic) -> None:
@@ -204,16 +294,21 @@ class MappedStorage(Storage):
         slow from disk, so announce what will be read with
         :meth:`prefetch_rows` first.
         """
+        if self._base is None:
+            return  # not mapped yet: nothing read through the map
         mapping = getattr(self._base, "_mmap", None)
         if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
             with contextlib.suppress(OSError, ValueError):
                 mapping.madvise(mmap.MADV_RANDOM)
 
     def prefetch_rows(
-        self, t: int, c: int, z: int, y0: int, ny: int, x0: int, nx: int
-    ) -> None:
-        """Ask the kernel to read rows ``y0 .. y0+ny-1``, columns ``x0 ..
-        x0+nx-1`` of plane (t, c, z) at once (nothing if already cached)."""
+        self, t: int, c: int, z: int, y0: int, y1: int,
+        x0: int = 0, x1: int | None = None,
+    ) -> None:  # fmt: skip
+        """Ask the kernel to read rows ``y0 .. y1-1``, columns ``x0 .. x1-1``
+        (all by default) of plane (t, c, z) at once (nothing if cached)."""
+        ny = y1 - y0
+        nx = (self.shape[4] if x1 is None else x1) - x0
         if ny < 2 or nx < 1 or self.strides[4] != self.file_dtype.itemsize:
             return
         span = nx * self.strides[4]
@@ -222,8 +317,8 @@ class MappedStorage(Storage):
             bytearray(span),
         )  # fmt: skip
 
-    def read_box(self, ranges: list[range]) -> np.ndarray:
-        """The box ``ranges`` (unit-step ranges over t, c, z, y, x), native order.
+    def read_box(self, ranges: Sequence[range]) -> np.ndarray:
+        """The box ``ranges`` (ranges over t, c, z, y, x), native byte order.
 
         A box of whole rows is one ``preadv`` per plane, straight into the
         result: no SIGBUS if the file shrinks (an ``OSError`` instead).  A
@@ -232,8 +327,11 @@ class MappedStorage(Storage):
         would release and retake the GIL hundreds of thousands of times per
         GiB, which makes threads convoy (measured 2x slower than a filter
         itself).  Only a file truncated during the few milliseconds of that
-        copy could still raise SIGBUS.
+        copy could still raise SIGBUS.  Strided boxes read plane by plane
+        (:meth:`read_region`).
         """
+        if any(r.step != 1 for r in ranges[3:]):
+            return super().read_box(ranges)
         out = np.empty([len(r) for r in ranges], dtype=self.file_dtype)
         if out.size == 0:
             return out.astype(self.dtype)
@@ -248,7 +346,7 @@ class MappedStorage(Storage):
             size = os.fstat(fd).st_size
             if size < last:
                 raise truncated_error(self.path, size, last)
-            out[...] = self.array[tuple(slice(r.start, r.stop) for r in ranges)]
+            out[...] = self.array[tuple(slice(r.start, r.stop, r.step) for r in ranges)]
         else:
             for i, t in enumerate(rt):
                 for j, c in enumerate(rc):
@@ -273,87 +371,6 @@ class MappedStorage(Storage):
         return out
 
 
-def read_strided(
-    fd: int, path: Path, first: int,
-    ny: int, row_step: int, nx: int, col_step: int, file_dtype: np.dtype,
-) -> tuple[np.ndarray, int]:  # fmt: skip
-    """``ny`` rows of ``nx`` pixels from ``fd``: pixel (j, i) at byte
-    ``first + j * row_step + i * col_step``; returns (pixels in native byte
-    order, bytes read).
-
-    Dense rows are read straight into the result; rows close together as
-    one block; strided rows one by one, announced to the kernel ahead
-    (:func:`prefetch`).  OSError (naming ``path``) if the file ends first.
-    """
-    out = np.empty((ny, nx), dtype=file_dtype.newbyteorder("="))
-    if ny == 0 or nx == 0:
-        return out, 0
-    item = file_dtype.itemsize
-    row_span = (nx - 1) * col_step + item
-    block_span = (ny - 1) * row_step + row_span
-    dense = col_step == item and row_step == nx * item
-    if dense and file_dtype == out.dtype:
-        return out, pread_exactly(fd, path, first, bytes_of(out))
-    if row_step <= 2 * row_span and block_span <= (256 << 20):
-        buf = bytearray(block_span)
-        done = pread_exactly(fd, path, first, buf)
-        out[...] = np.ndarray(
-            (ny, nx), file_dtype, buffer=buf, strides=(row_step, col_step)
-        )
-        return out, done
-    buf = bytearray(row_span)
-    window = max(1, PREFETCH_BYTES // row_span)
-    done = 0
-    for j in range(ny):
-        if j % window == 0:
-            prefetch(
-                fd, first + j * row_step, row_span, row_step, min(window, ny - j), buf
-            )
-        done += pread_exactly(fd, path, first + j * row_step, buf)
-        out[j] = np.ndarray((nx,), file_dtype, buffer=buf, strides=(col_step,))
-    return out, done
-
-
-def pread_exactly(fd: int, path: Path, offset: int, buf: bytearray | memoryview) -> int:
-    """Fill ``buf`` from ``offset``; OSError naming ``path`` if the file ends
-    first.  Returns the bytes read."""
-    view = memoryview(buf)
-    done = 0
-    while done < len(buf):
-        got = os.preadv(fd, [view[done:]], offset + done)
-        if got == 0:
-            raise truncated_error(path, os.fstat(fd).st_size, offset + len(buf))
-        done += got
-    return done
-
-
-def prefetch(
-    fd: int, offset: int, span: int, step: int, n: int, probe: bytearray
-) -> None:
-    """Ask the kernel to start reading ``n`` rows of ``span`` bytes.
-
-    Strided rows read one by one wait for the disk once per row; announced
-    together (``POSIX_FADV_WILLNEED``) they are fetched in parallel: 3-5x
-    faster from a cold cache, the same bytes read.  Skipped when the first
-    and last rows are already in the page cache (a non-blocking read of
-    them succeeds), where the announcements would only cost time.
-    """
-    if not hasattr(os, "posix_fadvise") or n < 2:
-        return
-    if hasattr(os, "RWF_NOWAIT"):
-        try:
-            if all(
-                os.preadv(fd, [probe], offset + k * step, os.RWF_NOWAIT) == span
-                for k in (0, n - 1)
-            ):
-                return
-        except OSError:  # EAGAIN: not cached; EOPNOTSUPP: cannot tell
-            pass
-    with contextlib.suppress(OSError):
-        for k in range(n):
-            os.posix_fadvise(fd, offset + k * step, span, os.POSIX_FADV_WILLNEED)
-
-
 def _release(
     scratch: ScratchFile | None, fds: dict[str, int], lock: threading.Lock
 ) -> None:
@@ -366,38 +383,78 @@ def _release(
         scratch.release()
 
 
-def reopen_mapped(
-    path: str,
-    file_offset: int,
+# --- openers ---------------------------------------------------------------
+def map_file(
+    path: Path,
+    dtype: np.dtype,
     shape: tuple[int, ...],
-    strides: tuple[int, ...],
-    dtype: str,
-    kind: str,
-    spacing: tuple[float, float, float],
-    unit: str | None,
-    rgb: bool,
-) -> DiskImage:
-    """Map a file again from a pickled reference (read-only, never deleted)."""
-    from .._diskimage import DiskImage
-
-    file_dtype = np.dtype(dtype)
-    span = sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
-    span += file_dtype.itemsize
-    try:
-        base = np.memmap(
-            path, dtype=np.uint8, mode="r", offset=file_offset, shape=(span,)
-        )
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            errno.ENOENT,
-            f"cannot open disk image {path!r} here (pid {os.getpid()}): no such "
-            "file. Every process that works on a disk image must see its file "
-            "at the same path: put the disk-image directory on a file system "
-            "shared by all workers (set_disk_image_dir)",
-            path,
-        ) from exc
-    array = np.ndarray(shape, dtype=file_dtype, buffer=base, strides=strides)
-    storage = MappedStorage(path, array, base=base)
-    return DiskImage(
-        path, storage, kind=kind, spacing=tuple(spacing), unit=unit, rgb=rgb
+    offset: int = 0,
+    mode: str = "r",
+    *,
+    scratch: ScratchFile | None = None,
+) -> MappedStorage:
+    """The storage of a C-ordered (t, c, z, y, x) run of ``dtype`` pixels
+    from byte ``offset`` of ``path``, mapped with ``mode``."""
+    base = np.memmap(path, dtype=dtype, mode=mode, offset=offset, shape=shape)  # type: ignore[call-overload]
+    return MappedStorage.of_array(
+        path, base, base, writable=mode == "r+", scratch=scratch
     )
+
+
+def open_scratch(scratch: ScratchFile, geometry: Geometry) -> Opened:
+    """A writable storage over a freshly created scratch file (deleted when
+    the storage is closed or dropped)."""
+    dtype = geometry.dtype.newbyteorder("<")
+    storage = map_file(scratch.path, dtype, geometry.shape, mode="r+", scratch=scratch)
+    return Opened(storage, ImageMeta(kind="raw"), ())
+
+
+def open_mapped(
+    path: Path, array: np.ndarray, base: np.memmap, mode: str, meta: ImageMeta
+) -> Opened:
+    """An opener's result for ``array``, a (t, c, z, y, x) view of ``base``
+    (e.g. a contiguous TIFF's pixels, axes rearranged)."""
+    storage = MappedStorage.of_array(path, array, base, writable=mode == "r+")
+    return Opened(storage, meta, ())
+
+
+def open_raw(
+    path: str | os.PathLike[str],
+    geometry: Geometry | None = None,
+    offset: int = 0,
+    byte_order: str = "<",
+    mode: str = "r",
+) -> Opened:
+    """Map a RAW file: pixels only, (t, c, z, y, x) order, x fastest, after
+    ``offset`` bytes of header (see :func:`napari_diskimage.open_raw`)."""
+    p = check_readable(path, "RAW file")
+    mode = check_mode(mode)
+    byte_order = check_byte_order(byte_order)
+    if geometry is None:
+        try:
+            geometry = Geometry.from_filename(p.name)
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc}; or pass the geometry, e.g. "
+                "open_raw(path, Geometry('uint16', size_x, size_y, size_z))"
+            ) from None
+    elif not isinstance(geometry, Geometry):
+        raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
+    if isinstance(offset, bool) or not isinstance(offset, numbers.Integral):
+        raise TypeError(f"offset must be an integer number of bytes, got {offset!r}")
+    offset = int(offset)
+    if offset < 0:
+        raise ValueError(f"offset must be 0 or more bytes, got {offset}")
+    if mode == "r+":
+        check_writable_file(p)
+    size = p.stat().st_size
+    needed = offset + geometry.nbytes
+    if size < needed:
+        raise ValueError(
+            f"{str(p)!r} is too small for its geometry: it has {size} bytes but "
+            f"offset {offset} + {geometry} ({geometry.nbytes} bytes) needs "
+            f"{needed} bytes; check the sizes, pixel type and header offset"
+        )
+    dtype = geometry.dtype.newbyteorder(byte_order)
+    storage = map_file(p, dtype, geometry.shape, offset, mode)
+    return Opened(storage, ImageMeta(kind="raw"), ())

@@ -22,26 +22,34 @@ single-file scratch disk image to edit it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import tifffile
 
+from .._cache import LRUCache
 from .._errors import CorruptFileError, closed_error
-from .._tiff_meta import WIDEN, compression_name, is_parse_error
-from ._base import PlaneView, Storage
-from .mapped import read_strided
+from .._meta import ImageMeta
+from .._tiff_meta import WIDEN, compression_name, is_parse_error, spacing_of
+from ._base import Opened, PlaneView, Storage, check_present
+from ._pread import read_strided
 
-if TYPE_CHECKING:
-    from .._diskimage import DiskImage
+__all__ = [
+    "DECODED_CACHE_BYTES",
+    "SequenceStorage",
+    "SliceLayout",
+    "open_sequence",
+]
 
-__all__ = ["DECODED_CACHE_BYTES", "SequenceStorage", "SliceLayout"]
+#: Slices of another file size whose headers are checked at open.
+CHECK_AT_OPEN = 16
 
 #: Decoded planes of compressed slices kept in memory, per image.
 DECODED_CACHE_BYTES = 64 << 20
@@ -133,8 +141,7 @@ class SequenceStorage(Storage):
         ).newbyteorder(layout.dtype.byteorder)
         self._slices: dict[int, _Slice] = {} if first is None else {0: first}
         self._lock = threading.Lock()
-        self._decoded: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._decoded_bytes = 0
+        self._decoded = LRUCache(DECODED_CACHE_BYTES, keep_last=True)
         self.bytes_read = 0
         self.headers_parsed = 0 if first is None else 1
         self._closed = False
@@ -168,15 +175,22 @@ class SequenceStorage(Storage):
 
     def close(self) -> None:
         self._closed = True
-        with self._lock:
-            self._decoded.clear()
-            self._decoded_bytes = 0
+        self._decoded.clear()
 
-    def reference(self, image: DiskImage) -> tuple[Callable[..., Any], tuple]:
+    def state(self) -> tuple:
+        """(folder, slice files, axis, layout): each slice is opened when read."""
+        lay = astuple(self.layout)
         return (
-            reopen_sequence,
-            (str(self.path), [str(f) for f in self._files], self.axis),
-        )
+            str(self.path), [str(f) for f in self._files], self.axis,
+            (*lay[:4], np.dtype(lay[4]).str, lay[5]),
+        )  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: tuple) -> SequenceStorage:
+        folder, files, axis, (pages, y, x, samples, dtype, planar) = state
+        check_present(folder)  # a stat: nothing is opened before the first read
+        layout = SliceLayout(pages, y, x, samples, np.dtype(dtype), planar)
+        return cls(Path(folder), [Path(f) for f in files], layout, axis=axis)
 
     def byte_runs(
         self, order: tuple[int, ...], dtype: np.dtype
@@ -189,7 +203,7 @@ class SequenceStorage(Storage):
         plane = lay.y * lay.x * lay.dtype.itemsize
         runs = []
         for i, path in enumerate(self._files):
-            info = self._slice(i)
+            info = self.slice_header(i)
             if info.offsets is None:
                 return None
             runs += [(path, offset, plane) for offset in info.offsets]
@@ -211,7 +225,7 @@ class SequenceStorage(Storage):
         if ny == 0 or nx == 0:
             return np.empty((ny, nx), dtype=self.dtype)
         index, page = self._where(t, z)
-        info = self._slice(index)
+        info = self.slice_header(index)
         path = self._files[index]
         lay = self.layout
         if info.offsets is None:
@@ -241,7 +255,7 @@ class SequenceStorage(Storage):
             self.bytes_read += nbytes
         return out
 
-    def _slice(self, index: int) -> _Slice:
+    def slice_header(self, index: int) -> _Slice:
         """The parsed header of slice ``index``, checked against the layout;
         parsed again if the file changed since."""
         path = self._files[index]
@@ -258,8 +272,7 @@ class SequenceStorage(Storage):
         with self._lock:
             self._slices[index] = info
             self.headers_parsed += 1
-            for key in [k for k in self._decoded if k[0] == index]:
-                self._decoded_bytes -= self._decoded.pop(key).nbytes
+        self._decoded.drop(lambda key: key[0] == index)  # type: ignore[index]
         return info
 
     def _parse(self, path: Path, stamp: tuple[int, int, int]) -> _Slice:
@@ -283,11 +296,9 @@ class SequenceStorage(Storage):
     def _decoded_plane(self, index: int, page: int, info: _Slice) -> np.ndarray:
         """Page ``page`` of a compressed slice as (samples, y, x), cached."""
         key = (index, page, info.stamp)
-        with self._lock:
-            plane = self._decoded.get(key)
-            if plane is not None:
-                self._decoded.move_to_end(key)
-                return plane
+        plane = self._decoded.get(key)
+        if plane is not None:
+            return plane
         path = self._files[index]
         try:
             with tifffile.TiffFile(path) as tif:
@@ -312,11 +323,7 @@ class SequenceStorage(Storage):
         data.flags.writeable = False
         with self._lock:
             self.bytes_read += info.stamp[1] // max(1, lay.pages)
-            self._decoded[key] = data
-            self._decoded_bytes += data.nbytes
-            while self._decoded_bytes > DECODED_CACHE_BYTES and len(self._decoded) > 1:
-                _, dropped = self._decoded.popitem(last=False)
-                self._decoded_bytes -= dropped.nbytes
+        self._decoded.put(key, data, data.nbytes)
         return data
 
 
@@ -389,8 +396,61 @@ def _slice_error(path: Path, exc: OSError) -> OSError:
     )
 
 
-def reopen_sequence(folder: str, files: list[str], axis: str) -> DiskImage:
-    """Open a slice folder again from a pickled reference (its file list)."""
-    from .._sequence import open_slice_files
+def open_sequence(folder: Path, files: Sequence[Path], *, axis: str = "z") -> Opened:
+    """The slice ``files`` (in this order) of ``folder`` as one volume.
 
-    return open_slice_files(Path(folder), [Path(f) for f in files], axis=axis)
+    Parses the first slice's header; ``stat``s the others (empty or
+    unreadable slices fail here) and checks the headers of a few whose size
+    differs from the first (another shape or type fails here; a truncated
+    or corrupt slice only when read, so the others stay viewable).
+    """
+    files = list(files)
+    sizes = []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError as exc:
+            raise type(exc)(
+                exc.errno, f"cannot open slice {str(f)!r}: {exc.strerror}", str(f)
+            ) from exc
+        if st.st_size == 0:
+            raise ValueError(
+                f"slice {str(f)!r} is empty (0 bytes): replace or remove it"
+            )
+        if not os.access(f, os.R_OK):
+            raise PermissionError(
+                errno.EACCES,
+                f"cannot read slice {str(f)!r}: permission denied; check its "
+                "permissions",
+                str(f),
+            )
+        sizes.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    first_path = files[0]
+    try:
+        with tifffile.TiffFile(first_path) as tif:
+            layout, pages = layout_of(tif, first_path)
+            first = slice_info(first_path, sizes[0], layout, pages, None, tif)
+            spacing, unit = spacing_of(tif, 0, tif.series[0])
+    except Exception as exc:  # tifffile's own errors name no file: wrap them
+        if isinstance(exc, OSError) or not is_parse_error(exc):
+            raise
+        raise CorruptFileError(
+            f"slice {str(first_path)!r} is not a valid TIFF file "
+            f"({type(exc).__name__}: {exc}); replace it or remove it from the "
+            "folder",
+            first_path,
+        ) from exc
+    storage = SequenceStorage(folder, files, layout, axis=axis, first=first)
+    if first.offsets is not None:
+        # uncompressed slices of one layout have one size: check the odd ones
+        odd = [i for i, s in enumerate(sizes) if s[1] != sizes[0][1]]
+        for i in odd[:CHECK_AT_OPEN]:
+            with contextlib.suppress(CorruptFileError):
+                storage.slice_header(i)
+    meta = ImageMeta(
+        spacing=spacing,
+        unit=unit,
+        rgb=layout.samples in (3, 4) and layout.dtype.itemsize <= 2,
+        kind="tiff sequence",
+    )
+    return Opened(storage, meta, ())

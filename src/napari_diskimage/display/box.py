@@ -1,7 +1,7 @@
 """Full-resolution 3D boxes: a part of a volume shown in 3D at full resolution.
 
 napari renders 3D from the coarsest level of a layer, which for a large
-volume is the bounded 3D overview (:func:`._pyramid.display_levels`):
+volume is the bounded 3D overview (:func:`.levels.display_levels`):
 strided in z, y and x.  To look at a region in detail, :func:`fit_box`
 turns "the region in view and some planes around the current slice" into a
 :class:`Box` within a voxel budget, and :func:`iter_read_box` reads exactly
@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._diskimage import DiskImage, run_steps
-from ._pyramid import OVERVIEW_SIDE
+from .._diskimage import DiskImage
+from .._steps import run_steps
+from .levels import OVERVIEW_SIDE
 
 __all__ = ["BOX_VOXELS", "Box", "fit_box", "iter_read_box", "read_box"]
 

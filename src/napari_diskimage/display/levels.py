@@ -20,50 +20,36 @@ and striding starts only below the coarsest stored level.  An RGB(A) image
 (``image.rgb``) gives levels with a trailing colour axis, so napari shows
 one colour layer.
 
-napari reads the same coarse planes several times in a row (the view and
-the thumbnail, and each re-slice while a layer is added), so whole planes
-of the strided levels are kept in a small cache (:data:`CACHE_BYTES` for
-all images).  An entry is used only while the image's ``write_count`` and
-the file's modification time and size are unchanged, and is dropped when
-unused for :data:`CACHE_SECONDS`: a pixel written with
-:meth:`DiskImage.write_pixel` shows at every level on the next
-``layer.refresh()``.  After writing through ``DiskImage.array`` (which
-the file's modification time may not show at once), call
-:func:`clear_cache`.
+Whole planes of the strided levels are kept in a small cache
+(:mod:`.cache`); contrast limits are sampled from the coarsest level
+(:mod:`.sampling`); full-resolution 3D boxes are :mod:`.box`.  How much a
+level costs to read is the storage's :meth:`Storage.read_cost`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import numbers
-import os
-import threading
-import time
-import weakref
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from ._diskimage import DiskImage
+from .._diskimage import DiskImage
+from .._index import as_slice, normalize_key
+from .cache import CACHE_PLANE_BYTES, plane_cache, token_of, version_of
 
 __all__ = [
-    "CACHE_BYTES",
-    "CACHE_SECONDS",
     "COARSEST_SIZE",
     "OVERVIEW_BYTES",
     "OVERVIEW_SIDE",
     "OVERVIEW_VOXELS",
-    "SAMPLE_BYTES",
     "DisplayLevel",
-    "clear_cache",
     "display_axes",
     "display_levels",
     "overview_strides",
-    "sample_contrast_limits",
-    "sample_values",
+    "read_cost",
 ]
+
 
 #: The pyramid stops at the first level whose larger side is at most this.
 COARSEST_SIZE = 512
@@ -73,14 +59,6 @@ OVERVIEW_BYTES = 128 << 20
 OVERVIEW_VOXELS = 1 << 25
 #: Longest side of the 3D overview (``GL_MAX_3D_TEXTURE_SIZE`` is often 2048).
 OVERVIEW_SIDE = 2048
-#: Most bytes read from the file to estimate contrast limits.
-SAMPLE_BYTES = 16 << 20
-#: Memory for cached planes of the strided levels, all images together.
-CACHE_BYTES = 96 << 20
-#: Largest plane that is cached; bigger ones are read in parts, as shown.
-CACHE_PLANE_BYTES = 4 << 20
-#: A cached plane unused for this many seconds is read again.
-CACHE_SECONDS = 60.0
 
 _Index = int | range
 
@@ -238,43 +216,13 @@ class DisplayLevel:
 
     def __getitem__(self, key: Any) -> DisplayLevel:
         """A lazy view; integers, slices and ``...`` are supported."""
-        if not isinstance(key, tuple):
-            key = (key,)
         kept = [n for n, i in enumerate(self._index) if isinstance(i, range)]
-        n_ellipsis = sum(k is Ellipsis for k in key)
-        if n_ellipsis > 1:
-            raise IndexError("an index can only have a single ellipsis ('...')")
-        if n_ellipsis:
-            pos = next(n for n, k in enumerate(key) if k is Ellipsis)
-            fill = (slice(None),) * (len(kept) - len(key) + 1)
-            key = key[:pos] + fill + key[pos + 1 :]
-        if len(key) > len(kept):
-            raise IndexError(
-                f"too many indices: the view has {len(kept)} axes {self.shape}, "
-                f"got {len(key)}"
-            )
+        ranges, drop = normalize_key(key, self.shape, negative_steps=True)
         index = list(self._index)
-        for axis, k in zip(kept, key, strict=False):
+        for axis, r, d in zip(kept, ranges, drop, strict=True):
             current = index[axis]
             assert isinstance(current, range)
-            if isinstance(k, slice):
-                index[axis] = current[k]
-            elif isinstance(k, (numbers.Integral, np.integer)) and not isinstance(
-                k, (bool, np.bool_)
-            ):
-                try:
-                    index[axis] = current[int(k)]
-                except IndexError:
-                    raise IndexError(
-                        f"index {int(k)} is out of bounds for an axis of size "
-                        f"{len(current)}"
-                    ) from None
-            else:
-                raise TypeError(
-                    f"a display level takes integers, slices and '...' as "
-                    f"indices, got {k!r}; use np.asarray(level) first for "
-                    "other indexing"
-                )
+            index[axis] = current[r.start if isinstance(d, int) else as_slice(r)]
         return self._view(self, tuple(index))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
@@ -317,7 +265,7 @@ class DisplayLevel:
         plane_bytes = len(full_y) * len(full_x) * self.dtype.itemsize
         token = None
         if f > 1 and plane_bytes <= CACHE_PLANE_BYTES:
-            token = _token_of(image)
+            token = token_of(image)
         if token is None:
 
             def read_part(t: int, z: int) -> np.ndarray:
@@ -328,25 +276,25 @@ class DisplayLevel:
 
             return read_part
         # A strided level: read whole planes through the cache, then crop.
-        version = _version(image)
+        version = version_of(image)
         crop = tuple(_level_slice(r, f) for r in (rows, cols))
 
         def read_cached(t: int, z: int) -> np.ndarray:
             key = (token, c, f, t, z)
-            plane = _cache.get(key, version)
+            plane = plane_cache.get(key, version)
             finer = f // 2
             while plane is None and finer >= 2:
                 # napari reads the view's level, then the coarsest level for
                 # the thumbnail: derive it from the finer plane, no I/O.
-                cached = _cache.get((token, c, finer, t, z), version)
+                cached = plane_cache.get((token, c, finer, t, z), version)
                 if cached is not None:
                     step = f // finer
                     plane = np.ascontiguousarray(cached[::step, ::step])
-                    _cache.put(key, version, plane)
+                    plane_cache.put(key, version, plane)
                 finer //= 2
             if plane is None:
                 plane = image.read_region(t, c, z, 0, len(full_y), f, 0, len(full_x), f)
-                _cache.put(key, version, plane)
+                plane_cache.put(key, version, plane)
             return plane[crop]
 
         return read_cached
@@ -357,89 +305,6 @@ def _level_slice(r: range, factor: int) -> slice:
     step = max(1, r.step // factor)  # a single index may carry step 1
     start = r.start // factor
     return slice(start, start + len(r) * step, step)
-
-
-class _PlaneCache:
-    """Whole planes of strided levels, least recently used dropped first."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self._planes: OrderedDict[Any, tuple[Any, float, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any, version: Any) -> np.ndarray | None:
-        with self._lock:
-            entry = self._planes.get(key)
-            if entry is None:
-                return None
-            stored_version, used_at, plane = entry
-            now = time.monotonic()
-            if stored_version != version or now - used_at > CACHE_SECONDS:
-                del self._planes[key]
-                self.nbytes -= plane.nbytes
-                return None
-            self._planes[key] = (stored_version, now, plane)
-            self._planes.move_to_end(key)
-            return plane
-
-    def put(self, key: Any, version: Any, plane: np.ndarray) -> None:
-        plane.flags.writeable = False  # shared by every reader of the level
-        with self._lock:
-            old = self._planes.pop(key, None)
-            if old is not None:
-                self.nbytes -= old[2].nbytes
-            self._planes[key] = (version, time.monotonic(), plane)
-            self.nbytes += plane.nbytes
-            while self.nbytes > self.max_bytes and self._planes:
-                _, (_, _, dropped) = self._planes.popitem(last=False)
-                self.nbytes -= dropped.nbytes
-
-    def drop(self, token: int) -> None:
-        """Forget the planes whose key starts with ``token``."""
-        with self._lock:
-            for key in [k for k in self._planes if k[0] == token]:
-                self.nbytes -= self._planes.pop(key)[2].nbytes
-
-
-# One cache for all images; each image gets a token (weak keys: the cache
-# never keeps an image, or its scratch file, alive) and its planes are
-# dropped when it is.
-_cache = _PlaneCache(CACHE_BYTES)
-_tokens: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-_next_token = itertools.count()
-_tokens_lock = threading.Lock()
-
-
-def _token_of(image: Any) -> int | None:
-    """The cache token of ``image``; None if it cannot be weakly referenced."""
-    with _tokens_lock:
-        try:
-            token = _tokens.get(image)
-            if token is None:
-                token = _tokens[image] = next(_next_token)
-                weakref.finalize(image, _cache.drop, token)
-        except TypeError:  # unhashable or not weakly referenceable
-            return None
-        return token
-
-
-def clear_cache(image: Any) -> None:
-    """Forget the cached planes of ``image`` (after writing to it directly)."""
-    with _tokens_lock:
-        token = _tokens.get(image)
-    if token is not None:
-        _cache.drop(token)
-
-
-def _version(image: Any) -> tuple[Any, ...]:
-    """What must not change for a cached plane of ``image`` to stay valid."""
-    try:
-        st = os.stat(image.path)
-        stamp: tuple[Any, ...] = (st.st_mtime_ns, st.st_size, st.st_ino)
-    except (OSError, TypeError, AttributeError):
-        stamp = ()
-    return (getattr(image, "write_count", None), *stamp)
 
 
 def _ascending(r: _Index) -> tuple[range, bool]:
@@ -542,7 +407,7 @@ def overview_strides(
     def fits(fz: int, f: int) -> bool:
         nz, ny, nx = -(-z // fz), -(-y // f), -(-x // f)
         voxels = nz * ny * nx * colours
-        cost = nz * _read_cost(image, ny, f, nx, f) * colours
+        cost = nz * read_cost(image, ny, f, nx, f) * colours
         return (
             cost <= max_bytes
             and voxels <= max_voxels
@@ -570,141 +435,12 @@ def overview_strides(
     return min(fz, z), f
 
 
-def sample_contrast_limits(
-    image: DiskImage,
-    channel: int | tuple[int, ...] = 0,
-    budget: int = SAMPLE_BYTES,
-) -> tuple[float, float]:
-    """Contrast limits (min, max) of a sample of the coarsest display level.
-
-    The sample is taken from the rows and columns of the coarsest level of
-    :func:`display_levels` (a stored level of a pyramidal TIFF, or every
-    ``2**k``-th row and column): the pixels napari reads first anyway, so
-    from a cold cache the sample costs the first view no extra disk reads,
-    and a compressed file decodes only chunks the view needs.  At most
-    ``budget`` bytes are read: the whole level if it fits, else 16 planes
-    spread through t and z, and in each of them rows of the level spread
-    evenly through the plane.  The limits span the values found, so a
-    uint16 image whose values are 0..1255 shows with limits near 0..1255,
-    not 0..65535.  NaN and infinities are ignored; a constant image gets
-    ``(v, v + 1)``.  A tuple of channels (RGB) samples each of them.
-    """
-    channels = channel if isinstance(channel, tuple) else (channel,)
-    coarsest = _coarsest_2d(image, channels[0])
-    samples: list[np.ndarray] = []
-    for c in channels:
-        samples += _sample_level(
-            coarsest.image, c, coarsest.factor, budget // len(channels)
-        )
-    return _limits(samples)
-
-
-def sample_values(
-    image: DiskImage, channel: int = 0, budget: int = SAMPLE_BYTES
-) -> np.ndarray:
-    """A bounded sample of the pixel values of one channel (1-D, finite).
-
-    The same rows as :func:`sample_contrast_limits` reads (at most
-    ``budget`` bytes, spread through the image): enough for a histogram
-    such as Otsu's threshold, prefilled in a widget before any full pass.
-    """
-    coarsest = _coarsest_2d(image, channel)
-    parts = _sample_level(coarsest.image, channel, coarsest.factor, budget)
-    values = np.concatenate([p.ravel() for p in parts]) if parts else np.empty(0)
-    if values.dtype.kind == "f":
-        values = values[np.isfinite(values)]
-    return values
-
-
-def _coarsest_2d(image: DiskImage, channel: int) -> DisplayLevel:
-    """The coarsest level of the pyramid that keeps every z plane."""
-    return [lv for lv in display_levels(image, channel) if lv.zfactor == 1][-1]
-
-
-def _sample_level(
-    image: DiskImage, channel: int, factor: int, budget: int
-) -> list[np.ndarray]:
-    """Rows of ``image`` strided by ``factor`` (a display level), within budget."""
-    t_size, _, z_size, y_size, x_size = image.shape
-    ny, nx = -(-y_size // factor), -(-x_size // factor)
-    row_cost = _read_cost(image, 1, factor, nx, factor)
-    planes = t_size * z_size
-    rows_total = budget // row_cost
-    if rows_total == 0:
-
-        def _fits(n: int) -> bool:
-            return _read_cost(image, 1, 1, n, 1) <= budget
-
-        # A row longer than the budget: the start of the middle row of the
-        # level, every pixel (contiguous: the cheapest read).
-        n, too_many = 1, x_size + 1  # the most pixels within budget
-        while too_many - n > 1:
-            mid = (n + too_many) // 2
-            n, too_many = (mid, too_many) if _fits(mid) else (n, mid)
-        y = (ny // 2) * factor
-        return [image.read_region(0, channel, z_size // 2, y, 1, 1, 0, n, 1)]
-    # 16 planes, or every plane if all of them fit in the budget
-    n_planes = min(planes, rows_total, max(16, rows_total // ny))
-    per_plane = budget // n_planes
-    rows = max(1, min(ny, per_plane // row_cost))
-    step = max(1, ny // rows)
-    # read_region reads close rows as one block: spread them out more
-    while rows > 1 and _read_cost(image, rows, step * factor, nx, factor) > per_plane:
-        rows -= max(1, rows // 8)
-        step = max(1, ny // rows)
-    y0 = (ny - 1 - (rows - 1) * step) // 2 * factor
-    flat = np.linspace(0, planes - 1, n_planes).round().astype(int)
-    samples = []
-    for p in np.unique(flat):
-        t, z = divmod(int(p), z_size)
-        samples.append(
-            image.read_region(t, channel, z, y0, rows, step * factor, 0, nx, factor)
-        )
-    return samples
-
-
-def _read_cost(image: DiskImage, ny: int, sy: int, nx: int, sx: int) -> int:
-    """Bytes ``image.read_region`` reads for ``ny`` rows and ``nx`` columns.
-
-    Mirrors :meth:`DiskImage.read_region` for a mapped image (rows close
-    together are read as one block); for a lazily decoded image, the bytes
-    of the whole strips or tiles decoded (``array.chunk_rows`` high); for
-    other images, the pixels' bytes.
-    """
+def read_cost(image: Any, ny: int, sy: int, nx: int, sx: int) -> int:
+    """Bytes ``image.read_region`` reads for ``ny`` rows and ``nx`` columns:
+    its storage's :meth:`~napari_diskimage.storage.Storage.read_cost`, or
+    the span of the rows for an image-like without a storage."""
+    storage = getattr(image, "storage", None)
+    if storage is not None:
+        return int(storage.read_cost(ny, sy, nx, sx))
     itemsize = np.dtype(image.dtype).itemsize
-    array = getattr(image, "array", None)
-    mapped = isinstance(array, np.ndarray) and getattr(image, "is_mapped", True)
-    chunk_rows = 1 if mapped else min(getattr(array, "chunk_rows", 1), image.shape[3])
-    if chunk_rows > 1:
-        # every chunk across the rows is decoded: count whole chunk rows
-        touched = 1 if ny <= 1 else min(ny, (ny - 1) * sy // chunk_rows + 2)
-        return touched * chunk_rows * image.shape[4] * itemsize
-    if mapped and array is not None:
-        s3, s4 = abs(int(array.strides[3])), abs(int(array.strides[4]))
-    else:
-        s3, s4 = image.shape[4] * itemsize, itemsize
-    row_span = (nx - 1) * sx * s4 + itemsize
-    if ny <= 1:
-        return row_span
-    step = sy * s3
-    block = (ny - 1) * step + row_span
-    if mapped and step <= 2 * row_span and block <= (256 << 20):
-        return block
-    return ny * row_span
-
-
-def _limits(samples: list[np.ndarray]) -> tuple[float, float]:
-    """(min, max) of the finite values of ``samples``; (v, v + 1) if constant."""
-    lows, highs = [], []
-    for values in samples:
-        if values.dtype.kind == "f":
-            values = values[np.isfinite(values)]
-        if values.size:
-            lows.append(float(values.min()))
-            highs.append(float(values.max()))
-    if not lows:
-        return (0.0, 1.0)
-    lo, hi = min(lows), max(highs)
-    if hi <= lo:
-        hi = lo + 1.0
-    return (lo, hi)
+    return max(1, ny) * ((nx - 1) * sx * itemsize + itemsize)

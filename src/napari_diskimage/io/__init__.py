@@ -1,0 +1,24 @@
+"""Copying and saving disk images: streamed, bounded in memory, atomic.
+
+- :mod:`.stream`: reading blocks of an image (:func:`~.stream.read_box`),
+  the kernel copy, :func:`~.stream.copy` into a scratch disk image;
+- :mod:`.atomic`: files written under a temporary name and renamed when
+  complete;
+- :mod:`.save`: uncompressed TIFF and RAW files.
+"""
+
+from .._diskimage import register_operations
+from .save import iter_save, iter_save_raw, iter_save_tiff, save_raw, save_tiff
+from .stream import copy, iter_copy
+
+register_operations(copy=copy, save_tiff=save_tiff, save_raw=save_raw)
+
+__all__ = [
+    "copy",
+    "iter_copy",
+    "iter_save",
+    "iter_save_raw",
+    "iter_save_tiff",
+    "save_raw",
+    "save_tiff",
+]
