@@ -22,7 +22,7 @@ import napari_diskimage as ndi
 from _fs import mount_tmpfs, unmount
 from _memcap import run_capped, unavailable_reason
 from napari_diskimage import process
-from napari_diskimage.process import _engine
+from napari_diskimage.process import _blocks
 
 BLOCKS = (7, 6, 5)  # x, y, z: many blocks, features cross every border
 
@@ -394,7 +394,7 @@ def test_closing_the_steps_cancels_and_stops_the_blocks(disk_image_dir):
     inputs = scratch_files(disk_image_dir)
     run = process.OPERATIONS["gaussian"].make_run(image, 1.0)
     assert run.output.path.exists()  # the output exists before the first block
-    cancelled = process._ops.apply_run(slow, image, block_shape=(4, 4, 1))
+    cancelled = process.apply.run(slow, image, block_shape=(4, 4, 1))
     steps = iter(cancelled)
     next(steps)
     next(steps)
@@ -440,14 +440,14 @@ def test_chained_steps_take_each_others_output():
 
 def test_choose_chunks_follows_the_layout():
     # pointwise: whole rows and planes, about BLOCK_BYTES
-    t, c, z, y, x = _engine.choose_chunks((1, 1, 256, 2048, 4096), 2)
-    assert (t, c, x, y) == (1, 1, 4096, 2048) and z * y * x * 2 <= _engine.BLOCK_BYTES
+    t, c, z, y, x = _blocks.choose_chunks((1, 1, 256, 2048, 4096), 2)
+    assert (t, c, x, y) == (1, 1, 4096, 2048) and z * y * x * 2 <= _blocks.BLOCK_BYTES
     # with a halo: tiles, all of z when it fits, thicker than the halo
-    t, c, z, y, x = _engine.choose_chunks((1, 1, 64, 2048, 4096), 2, (0, 0, 8, 8, 8))
-    assert z == 64 and x == _engine.TILE_X and y >= 16
-    assert z * y * x * 2 <= _engine.HALO_BLOCK_BYTES
+    t, c, z, y, x = _blocks.choose_chunks((1, 1, 64, 2048, 4096), 2, (0, 0, 8, 8, 8))
+    assert z == 64 and x == _blocks.TILE_X and y >= 16
+    assert z * y * x * 2 <= _blocks.HALO_BLOCK_BYTES
     # a halo only in y and x: one plane per block
-    assert _engine.choose_chunks((1, 1, 64, 2048, 4096), 2, (0, 0, 0, 8, 8))[2] == 1
+    assert _blocks.choose_chunks((1, 1, 64, 2048, 4096), 2, (0, 0, 0, 8, 8))[2] == 1
 
 
 @pytest.mark.slow

@@ -12,12 +12,13 @@ copies).  Each kind is one module:
 - :mod:`.sequence`: a folder of 2D TIFF slices, one plane per file.
 """
 
-from ._base import PlaneView, Storage
+from ._base import FileLayout, PlaneView, Storage
 from .lazy_tiff import LazyTiffStorage
 from .mapped import MappedStorage
 from .sequence import SequenceStorage
 
 __all__ = [
+    "FileLayout",
     "LazyTiffStorage",
     "MappedStorage",
     "PlaneView",

@@ -24,7 +24,8 @@ from __future__ import annotations
 import abc
 import errno
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,7 +36,20 @@ from .._errors import closed_error
 if TYPE_CHECKING:
     from .._diskimage import DiskImage
 
-__all__ = ["PlaneView", "Storage"]
+__all__ = ["FileLayout", "PlaneView", "Storage"]
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """The pixels are one uncompressed run in one file."""
+
+    path: Path
+    #: Byte offset of pixel (0, 0, 0, 0, 0).
+    offset: int
+    #: As stored (the file's byte order).
+    dtype: np.dtype
+    #: Bytes per step of t, c, z, y, x.
+    strides: tuple[int, int, int, int, int]
 
 
 class Storage(abc.ABC):
@@ -92,6 +106,28 @@ class Storage(abc.ABC):
     ) -> np.ndarray:  # fmt: skip
         """Rows ``y0 + j*sy`` (j < ny), columns ``x0 + i*sx`` (i < nx) of a
         plane, in native byte order.  Unchecked: indices are in range."""
+
+    def read_box(self, ranges: Sequence[range]) -> np.ndarray:
+        """5 ranges (t, c, z, y, x), positive steps; an array of their
+        lengths, native byte order.  Default: one :meth:`read_region` per
+        plane."""
+        rt, rc, rz, ry, rx = ranges
+        out = np.empty([len(r) for r in ranges], dtype=self.dtype)
+        if out.size:
+            for i, t in enumerate(rt):
+                for j, c in enumerate(rc):
+                    for k, z in enumerate(rz):
+                        out[i, j, k] = self.read_region(
+                            t, c, z, ry.start, len(ry), ry.step,
+                            rx.start, len(rx), rx.step,
+                        )  # fmt: skip
+        return out
+
+    def file_layout(self) -> FileLayout | None:
+        """Where the pixels lie when they are one uncompressed run of one
+        file (blocks can be written there, rows copied by the kernel);
+        None otherwise."""
+        return None
 
     @abc.abstractmethod
     def reference(self, image: DiskImage) -> tuple[Callable[..., Any], tuple]:

@@ -16,7 +16,7 @@ import mmap
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from .._errors import closed_error
 from .._scratch import ScratchFile
-from ._base import Storage
+from ._base import FileLayout, Storage
 
 if TYPE_CHECKING:
     from .._diskimage import DiskImage
@@ -222,7 +222,11 @@ class MappedStorage(Storage):
             bytearray(span),
         )  # fmt: skip
 
-    def read_box(self, ranges: list[range]) -> np.ndarray:
+    def file_layout(self) -> FileLayout:
+        t, c, z, y, x = self.strides
+        return FileLayout(self.path, self.file_offset, self.file_dtype, (t, c, z, y, x))
+
+    def read_box(self, ranges: Sequence[range]) -> np.ndarray:
         """The box ``ranges`` (unit-step ranges over t, c, z, y, x), native order.
 
         A box of whole rows is one ``preadv`` per plane, straight into the
