@@ -162,6 +162,43 @@ def test_label_refuses_a_non_mask():
         process.label(ndi.copy(np.ones((3, 3), np.float32)))
 
 
+def test_label_and_distance_refuse_a_non_mask_with_one_message(disk_image_dir):
+    """One check of 0/1 masks: the same message names the file, the value
+    found and Threshold, and no output is left."""
+    values = ndi.copy(np.full((3, 8, 8), 3, np.uint8))
+    before = scratch_files(disk_image_dir)
+    messages = []
+    for operation in (process.label, process.distance, process.local_thickness):
+        with pytest.raises(ValueError) as info:
+            operation(values)
+        message = str(info.value)
+        assert str(values.path) in message and "found the value 3" in message
+        assert "Threshold" in message
+        messages.append(message.split(" expects ")[1])
+        assert scratch_files(disk_image_dir) == before
+    assert len(set(messages)) == 1
+
+
+def test_each_operation_is_one_registration():
+    """The Process tool's entry runs what the public function drives, and
+    the public function takes the run's parameters plus progress."""
+    import inspect
+
+    for key, entry in process.OPERATIONS.items():
+        public = getattr(process, key)
+        assert entry.make_run is public.run
+        params = list(inspect.signature(public).parameters)
+        assert params[-1] == "progress"
+        assert list(inspect.signature(entry.make_run).parameters) == params[:-1]
+    image = ndi.copy(np.arange(64, dtype=np.uint8).reshape(8, 8))
+    seen = []
+    run = process.OPERATIONS["threshold"].make_run(image, 32)
+    steps = list(iter(run))
+    driven = process.threshold(image, 32, progress=lambda d, t: seen.append((d, t)))
+    np.testing.assert_array_equal(pixels(run.output), pixels(driven))
+    assert steps[-1] == seen[-1] == (run.total, run.total)
+
+
 def test_arithmetic_clips_to_the_type(volume):
     data, image = volume
     info = np.iinfo(data.dtype) if data.dtype.kind in "iu" else None
