@@ -29,7 +29,6 @@ CORE = (
     "napari_diskimage._files",
     "napari_diskimage._geometry",
     "napari_diskimage._index",
-    "napari_diskimage._io",
     "napari_diskimage._labels",
     "napari_diskimage._meta",
     "napari_diskimage._open",
@@ -127,9 +126,11 @@ def _imports(module: str, tree: ast.AST) -> set[str]:
                     target = ".".join(base + ([child.module] if child.module else []))
                 else:
                     target = child.module or ""
-                add(target)
-                for alias in child.names:  # ``from . import mapped``
-                    add(f"{target}.{alias.name}")
+                subs = [f"{target}.{alias.name}" for alias in child.names]
+                if not all(sub in MODULES for sub in subs):
+                    add(target)  # ``from . import mapped`` needs only the module
+                for sub in subs:
+                    add(sub)
             visit(child)
 
     visit(tree)

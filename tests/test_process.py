@@ -22,7 +22,7 @@ import napari_diskimage as ndi
 from _fs import mount_tmpfs, unmount
 from _memcap import run_capped, unavailable_reason
 from napari_diskimage import process
-from napari_diskimage.process import _engine
+from napari_diskimage.process import _blocks
 
 BLOCKS = (7, 6, 5)  # x, y, z: many blocks, features cross every border
 
@@ -160,6 +160,43 @@ def test_label_refuses_a_non_mask():
         process.label(values)
     with pytest.raises(TypeError, match="expects a mask"):
         process.label(ndi.copy(np.ones((3, 3), np.float32)))
+
+
+def test_label_and_distance_refuse_a_non_mask_with_one_message(disk_image_dir):
+    """One check of 0/1 masks: the same message names the file, the value
+    found and Threshold, and no output is left."""
+    values = ndi.copy(np.full((3, 8, 8), 3, np.uint8))
+    before = scratch_files(disk_image_dir)
+    messages = []
+    for operation in (process.label, process.distance, process.local_thickness):
+        with pytest.raises(ValueError) as info:
+            operation(values)
+        message = str(info.value)
+        assert str(values.path) in message and "found the value 3" in message
+        assert "Threshold" in message
+        messages.append(message.split(" expects ")[1])
+        assert scratch_files(disk_image_dir) == before
+    assert len(set(messages)) == 1
+
+
+def test_each_operation_is_one_registration():
+    """The Process tool's entry runs what the public function drives, and
+    the public function takes the run's parameters plus progress."""
+    import inspect
+
+    for key, entry in process.OPERATIONS.items():
+        public = getattr(process, key)
+        assert entry.make_run is public.run
+        params = list(inspect.signature(public).parameters)
+        assert params[-1] == "progress"
+        assert list(inspect.signature(entry.make_run).parameters) == params[:-1]
+    image = ndi.copy(np.arange(64, dtype=np.uint8).reshape(8, 8))
+    seen = []
+    run = process.OPERATIONS["threshold"].make_run(image, 32)
+    steps = list(iter(run))
+    driven = process.threshold(image, 32, progress=lambda d, t: seen.append((d, t)))
+    np.testing.assert_array_equal(pixels(run.output), pixels(driven))
+    assert steps[-1] == seen[-1] == (run.total, run.total)
 
 
 def test_arithmetic_clips_to_the_type(volume):
@@ -394,7 +431,7 @@ def test_closing_the_steps_cancels_and_stops_the_blocks(disk_image_dir):
     inputs = scratch_files(disk_image_dir)
     run = process.OPERATIONS["gaussian"].make_run(image, 1.0)
     assert run.output.path.exists()  # the output exists before the first block
-    cancelled = process._ops.apply_run(slow, image, block_shape=(4, 4, 1))
+    cancelled = process.apply.run(slow, image, block_shape=(4, 4, 1))
     steps = iter(cancelled)
     next(steps)
     next(steps)
@@ -440,14 +477,14 @@ def test_chained_steps_take_each_others_output():
 
 def test_choose_chunks_follows_the_layout():
     # pointwise: whole rows and planes, about BLOCK_BYTES
-    t, c, z, y, x = _engine.choose_chunks((1, 1, 256, 2048, 4096), 2)
-    assert (t, c, x, y) == (1, 1, 4096, 2048) and z * y * x * 2 <= _engine.BLOCK_BYTES
+    t, c, z, y, x = _blocks.choose_chunks((1, 1, 256, 2048, 4096), 2)
+    assert (t, c, x, y) == (1, 1, 4096, 2048) and z * y * x * 2 <= _blocks.BLOCK_BYTES
     # with a halo: tiles, all of z when it fits, thicker than the halo
-    t, c, z, y, x = _engine.choose_chunks((1, 1, 64, 2048, 4096), 2, (0, 0, 8, 8, 8))
-    assert z == 64 and x == _engine.TILE_X and y >= 16
-    assert z * y * x * 2 <= _engine.HALO_BLOCK_BYTES
+    t, c, z, y, x = _blocks.choose_chunks((1, 1, 64, 2048, 4096), 2, (0, 0, 8, 8, 8))
+    assert z == 64 and x == _blocks.TILE_X and y >= 16
+    assert z * y * x * 2 <= _blocks.HALO_BLOCK_BYTES
     # a halo only in y and x: one plane per block
-    assert _engine.choose_chunks((1, 1, 64, 2048, 4096), 2, (0, 0, 0, 8, 8))[2] == 1
+    assert _blocks.choose_chunks((1, 1, 64, 2048, 4096), 2, (0, 0, 0, 8, 8))[2] == 1
 
 
 @pytest.mark.slow

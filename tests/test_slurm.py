@@ -24,7 +24,7 @@ import scipy.ndimage as sndi
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import _cluster, process
+from napari_diskimage import _cluster, _steps, process
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -473,13 +473,13 @@ class TestTwoJobs:
         assert _cluster_client() is session.client
         victim = session.job_ids()[0]
         with ndi.open_tiff(src) as image:
-            run = process._ops.apply_run(
+            run = process.apply.run(
                 slow_gaussian(0.15), image, depth=6, block_shape=SLOW_BLOCKS
             )
             steps = iter(run)
             next(steps)  # a first block is done
             subprocess.run(["scancel", victim], check=True)
-            out = process._ops.run_steps(steps, None)
+            out = _steps.run_steps(steps, None)
         # the job is gone (its worker did not come back), the other did the rest
         wait_for(lambda: victim not in queued_jobs(), 30, "the job leaves the queue")
         assert len(session.client.scheduler_info()["workers"]) == 1
@@ -497,7 +497,7 @@ class TestTwoJobs:
             dask.config.set({"napari-diskimage.no-workers-timeout": 2}),
             ndi.open_tiff(src) as image,
         ):
-            run = process._ops.apply_run(
+            run = process.apply.run(
                 slow_gaussian(0.15), image, depth=6, block_shape=SLOW_BLOCKS
             )
             output = run.output.path
@@ -506,7 +506,7 @@ class TestTwoJobs:
             subprocess.run(["scancel", *session.job_ids()], check=True)
             start = time.monotonic()
             with pytest.raises(TimeoutError, match="every dask worker is gone"):
-                process._ops.run_steps(steps, None)
+                _steps.run_steps(steps, None)
         assert time.monotonic() - start < 60
         assert not output.exists()
         assert not list(disk_image_dir.glob("ndi-*"))

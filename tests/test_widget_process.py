@@ -10,7 +10,7 @@ import scipy.ndimage as sndi
 
 import napari_diskimage as ndi
 from napari_diskimage import _settings, process
-from napari_diskimage.process import _engine
+from napari_diskimage.process import _tasks
 
 pytestmark = pytest.mark.gui
 
@@ -57,22 +57,24 @@ def scratch_files(folder):
     return sorted(p.name for p in folder.glob("ndi-*")) if folder.is_dir() else []
 
 
+#: Blocks of a run the tests watch (x, y, z): five bands of 12 rows of volume().
+SMALL_BLOCKS = (70, 12, 12)
+
+
 @pytest.fixture
 def slow_writes(monkeypatch):
     """Blocks land one by one, slowly, so a test sees the run in progress;
     ``gate`` lets the test hold the run after the first block."""
     gate = threading.Event()
     gate.set()
-    real = _engine.BlockWriter.write
+    real = _tasks.BlockWriter.write
 
     def write(self, location, block):
         gate.wait(10)
         threading.Event().wait(0.02)
         return real(self, location, block)
 
-    monkeypatch.setattr(_engine.BlockWriter, "write", write)
-    monkeypatch.setattr(_engine, "HALO_BLOCK_BYTES", 16 << 10)
-    monkeypatch.setattr(_engine, "BLOCK_BYTES", 16 << 10)
+    monkeypatch.setattr(_tasks.BlockWriter, "write", write)
     return gate
 
 
@@ -80,6 +82,7 @@ def test_result_appears_while_written_and_equals_the_core(viewer, qtbot, slow_wr
     data = volume()
     layer = add(viewer, data)
     widget = ProcessImage(viewer)
+    widget.block_shape = SMALL_BLOCKS
     assert widget.layer.value is layer
     widget.operation.value = "gaussian"
     widget.fields["sigma"].value = 1.5
@@ -111,6 +114,7 @@ def test_cancel_removes_the_layer_and_its_file(
 ):
     add(viewer, volume())
     widget = ProcessImage(viewer)
+    widget.block_shape = SMALL_BLOCKS
     before = scratch_files(disk_image_dir)
     press(widget.run_button)
     job = widget.job

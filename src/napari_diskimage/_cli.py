@@ -550,7 +550,7 @@ def process_file(args: argparse.Namespace) -> int:
     image = _open(args.src, args)
     with image:
         if args.operation == "otsu":
-            value = _run(iter(process._ops.otsu_run(image)), "otsu")
+            value = _run(iter(process.otsu.run(image)), "otsu")
             print(f"{value:g}")
             return 0
         op = process.OPERATIONS[args.operation]
@@ -558,7 +558,7 @@ def process_file(args: argparse.Namespace) -> int:
         if args.operation == "threshold":
             _threshold_bounds(args)
             if args.otsu is not None:
-                value = _run(iter(process._ops.otsu_run(image)), "otsu")
+                value = _run(iter(process.otsu.run(image)), "otsu")
                 params["high" if args.otsu == "dark" else "low"] = value
                 print(
                     f"Otsu's threshold: {value:g}; the {args.otsu} phase is "

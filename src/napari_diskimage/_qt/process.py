@@ -113,6 +113,9 @@ class ProcessImage(Container):
         self.phase: ComboBox | None = None
         self.job: StepsJob | None = None
         self.run: process.Run | None = None
+        #: Block size (x, y, z) of the operations that take one; None: the
+        #: engine's choice (scripts and tests set it).
+        self.block_shape: tuple[int, int, int] | None = None
         self.result_layers: list[Layer] = []
         self._last_refresh = 0.0
         self.operation.changed.connect(self._build_fields)
@@ -276,7 +279,10 @@ class ProcessImage(Container):
         try:
             source = copy_source(layer)
             spec = self.run_on.spec()
-            run = op.make_run(source, **self.parameter_values())
+            params = self.parameter_values()
+            if self.block_shape is not None and op.takes_block_shape:
+                params["block_shape"] = self.block_shape
+            run = op.make_run(source, **params)
         except (OSError, ValueError, TypeError, IndexError) as exc:
             notify_error(what, exc)
             self.status.value = f"not started: {error_message(exc)}"

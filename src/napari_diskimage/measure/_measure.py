@@ -14,17 +14,10 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._errors import closed_error
 from .._steps import Steps
-from ..process._engine import (
-    BLOCK_BYTES,
-    BoxReader,
-    Run,
-    block_grid,
-    choose_chunks,
-    name_of,
-    report,
-    shape_of,
-    user_blocks,
-)
+from ..process._blocks import BLOCK_BYTES, block_grid, choose_chunks, user_blocks
+from ..process._checks import name_of, shape_of
+from ..process._engine import Run, report
+from ..process._tasks import BoxReader
 from ._blocks import Layout, block_stats, id_dtype, merge, merge_into, surface_block
 
 #: Properties :func:`regionprops_table` computes, with what each one is.

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from .._steps import ProgressCallback, Steps
-from ..process._engine import BoxReader, Run, name_of, reduce_tasks
-from ..process._ops import _reduction_run, drive
+from ..process._checks import name_of
+from ..process._engine import Run, drive
+from ..process._generic import reduction_run
+from ..process._tasks import BoxReader, reduce_tasks
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def size_distribution(
         )
 
     n_passes = 2 if edges is None else 1
-    run = _reduction_run(
+    run = reduction_run(
         local_thickness,
         passes,
         f"size_distribution of {name_of(local_thickness)}",

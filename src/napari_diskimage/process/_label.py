@@ -27,20 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from .._diskimage import DiskImage, Steps
+from .._diskimage import DiskImage
 from .._geometry import Geometry
-from .._io import _read_box
-from ._engine import (
-    BlockWriter,
-    BoxReader,
-    Run,
-    block_grid,
-    choose_chunks,
-    name_of,
-    new_output,
-    shape_of,
-)
-from ._ops import _block_chunks, _check_image, _check_mask
+from ._blocks import block_chunks, block_grid, choose_chunks
+from ._checks import check_image, check_mask, mask_values, name_of, shape_of
+from ._engine import Run
+from .._steps import Steps
+from ..io.stream import read_box
+from ._registry import Parameter, _Block, operation
+from ._tasks import BlockWriter, BoxReader, new_output
 
 #: Rows of a border layer read at a time in pass 2.
 _FACE_ROWS = 256
@@ -63,10 +58,35 @@ def _structure(connectivity: Any, ndim: int) -> np.ndarray:
     return ndi.generate_binary_structure(ndim, int(connectivity))
 
 
-def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> Run:
-    """The :class:`Run` of :func:`label`."""
-    _check_image(mask, "label")
-    _check_mask(mask, "label")
+@operation(
+    "Label connected components",
+    [Parameter("connectivity", "int", 1, minimum=1, maximum=3)],
+    mask_input=True,
+    labels_result=True,
+)
+def label(
+    mask: Any,
+    connectivity: int = 1,
+    *,
+    block_shape: _Block = None,
+) -> Run:
+    """Connected components of the whole mask, as uint32 labels 1..N.
+
+    One id per component of the whole volume, across block borders; the
+    same partition as ``scipy.ndimage.label`` in memory (ids may be
+    numbered in another order).  ``connectivity`` 1 joins face neighbours,
+    2 also edge neighbours, 3 (3D) all 26 neighbours.
+
+    Raises
+    ------
+    TypeError
+        The mask is a float image.
+    ValueError
+        It holds values other than 0 and 1 (found while running; the
+        output is removed), or ``connectivity`` is out of range.
+    """
+    check_image(mask, "label")
+    check_mask(mask, "label")
     shape = shape_of(mask)
     spatial = 3 if shape[2] > 1 else 2
     structure = _structure(connectivity, spatial)
@@ -79,7 +99,7 @@ def label_run(mask: Any, connectivity: int = 1, *, block_shape: Any = None) -> R
         # voxels); 4 bytes of labels per voxel in pass 1
         chunks = choose_chunks(shape, 4, (0, 0, 1, 1, 1), LABEL_BLOCK_BYTES)
     else:
-        chunks = _block_chunks(mask, 4, (0,) * 5, block_shape)
+        chunks = block_chunks(mask, 4, (0,) * 5, block_shape)
     geometry = Geometry.from_shape(shape, np.uint32)
     output = new_output(geometry, f"labels of {name_of(mask)}", mask)
     # pass 1 writes, pass 2 reads faces, pass 3 rewrites: weigh them 1:0:1
@@ -146,15 +166,7 @@ def _label_block(
     """Pass 1: label one block, write its labels, return their count."""
     import scipy.ndimage as ndi
 
-    values = reader.read(box)[0, 0]
-    if values.size and (values.max() > 1 or values.min() < 0):
-        bad = values[(values > 1) | (values < 0)].flat[0]
-        raise ValueError(
-            f"label expects a mask of 0 (background) and 1 (foreground), "
-            f"found the value {bad} (in the block from x={box[4][0]}, "
-            f"y={box[3][0]}, z={box[2][0]}); make a mask first, e.g. "
-            "threshold(image, low)"
-        )
+    values = mask_values(reader.read(box)[0, 0], box, reader.name, "label")
     labels, n = ndi.label(values, structure=structure, output=np.uint32)
     writer.write(box, labels[None, None])
     return int(n)
@@ -292,7 +304,7 @@ def _border_pairs(
             key[axis] = range(index, index + 1)
             key[long_axis] = range(lo, hi)
             box = (t, c, *(slice(r.start, r.stop) for r in key))
-            local = _read_box(labels, box)
+            local = read_box(labels, box)
             glob = _global(local, _offsets_of(offsets, bounds, t, c, tuple(key)))
             layers.append(np.squeeze(glob, axis=axis))
         before, after = layers  # rows [lo, hi) of the long axis

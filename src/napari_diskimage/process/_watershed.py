@@ -33,26 +33,20 @@ from typing import Any
 
 import numpy as np
 
-from .._diskimage import Steps
 from .._geometry import Geometry
+from ._blocks import block_grid, user_blocks
+from ._checks import check_image, check_mask, name_of, shape_of
 from ._distance import (
     _has_background,
     _no_background,
     distance_passes,
     plan_passes,
 )
-from ._engine import (
-    BlockWriter,
-    BoxReader,
-    Run,
-    block_grid,
-    name_of,
-    new_output,
-    shape_of,
-    user_blocks,
-)
-from ._label import label_run
-from ._ops import _check_image, _check_mask
+from ._engine import Run
+from .._steps import Steps
+from ._label import label
+from ._registry import Parameter, _Block, operation
+from ._tasks import BlockWriter, BoxReader, new_output
 
 #: float32 bytes of the distance map of a block with its halo.
 WATERSHED_BLOCK_BYTES = 4 << 20
@@ -171,12 +165,59 @@ def _connectivity(connectivity: Any, ndim: int) -> int:
     return int(connectivity)
 
 
-def watershed_split_run(
-    mask: Any, h: Any = 1.0, *, connectivity: Any = 1, block_shape: Any = None
+@operation(
+    "Watershed split of pores (labels)",
+    [
+        Parameter("h", "float", 1.0, minimum=0.01, maximum=1000, help="pixels"),
+        Parameter("connectivity", "int", 1, minimum=1, maximum=3),
+    ],
+    mask_input=True,
+    labels_result=True,
+)
+def watershed_split(
+    mask: Any,
+    h: float = 1.0,
+    *,
+    connectivity: int = 1,
+    block_shape: _Block = None,
 ) -> Run:
-    """The :class:`Run` of :func:`~napari_diskimage.process.watershed_split`."""
-    _check_image(mask, "watershed_split")
-    _check_mask(mask, "watershed_split")
+    """Separate touching pores: uint32 labels, one id per pore, 0 outside.
+
+    In memory this is::
+
+        dt = scipy.ndimage.distance_transform_edt(mask)
+        markers = scipy.ndimage.label(skimage.morphology.h_maxima(dt, h),
+                                      structure=np.ones((3,) * mask.ndim))[0]
+        skimage.segmentation.watershed(-dt, markers, mask=mask,
+                                       connectivity=connectivity)
+
+    (markers: the connected regional maxima of the distance map whose
+    dynamic is at least ``h`` pixels).  Here the distance map is exact;
+    markers and flooding are computed on blocks with a halo of 6 x the
+    largest distance + 2 (at most 40 pixels, for memory), blocks of at
+    least twice the halo; markers get one id across block borders, and
+    foreground voxels whose marker lies beyond their block's halo are
+    flooded from their neighbours' labels afterwards.  Where blocks meet,
+    a pore's boundary can move by a few voxels, when the flooding path in
+    memory leaves the block's halo: measured on porespy blobs, the
+    adjusted Rand index against the in-memory result inside the mask is
+    >= 0.98 (1.0 with one block).  Ids are the markers' ids (1..N in file
+    order of the markers), not skimage's numbering.
+
+    Parameters
+    ----------
+    h : float
+        Least dynamic of a marker, in pixels of distance, > 0.
+    connectivity : int
+        Of the flooding: 1 (faces) to 3 (all 26 neighbours).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`distance`; ``h`` not > 0; ``connectivity`` out of range.
+    """
+    check_image(mask, "watershed_split")
+    check_mask(mask, "watershed_split")
     if isinstance(h, bool) or not isinstance(h, (numbers.Real, np.number)):
         raise TypeError(f"watershed_split: h must be a number, got {h!r}")
     if not math.isfinite(float(h)) or float(h) <= 0:
@@ -256,7 +297,7 @@ def _label_markers(
     as a regional maximum's plateau is connected under h_maxima's
     footprint); its progress counts into ``run``'s."""
     # blocks as this run's (the label engine's own are 32 MiB of uint32)
-    inner = label_run(marks, ndim, block_shape=(chunks[4], chunks[3], chunks[2]))
+    inner = label.run(marks, ndim, block_shape=(chunks[4], chunks[3], chunks[2]))
     steps = inner.steps()
     last = 0
     try:

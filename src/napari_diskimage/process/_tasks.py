@@ -1,0 +1,253 @@
+"""Reading and writing the blocks of a run, and the dask tasks doing it.
+
+Inputs are read through their storage's ``read_box`` (``pread`` for a
+mapped file, chunk decoding for a compressed TIFF: a file that shrinks
+gives an ``OSError``, never SIGBUS); outputs are written by path where
+their storage's ``file_layout()`` says the pixels lie, so cluster workers
+read and write the files themselves and no pixels travel through the
+scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._diskimage import DiskImage, new_disk_image
+from .._errors import closed_error
+from .._geometry import Geometry
+from ._blocks import block_grid
+from ._checks import name_of, shape_of
+from ._engine import check_cancel, count, report
+from ..io.stream import Source
+
+__all__ = [
+    "BlockWriter",
+    "BoxReader",
+    "map_tasks",
+    "new_output",
+    "reduce_tasks",
+]
+
+
+# --- reading -------------------------------------------------------------
+class BoxReader:
+    """Reads boxes of one input: a disk image by its read path, or an array.
+
+    Picklable: a :class:`DiskImage` pickles as a reference to its file
+    (:meth:`DiskImage.__reduce__`), so a cluster worker reads the file
+    itself; an in-memory array travels with the task.
+    """
+
+    def __init__(self, image: Any, token: str) -> None:
+        self.token = token
+        self.image = image if isinstance(image, DiskImage) else None
+        self.source = None if self.image is not None else Source(image)
+        self.shape = shape_of(image)
+        #: The input in messages (its file, or the kind of array).
+        self.name = name_of(image)
+
+    def read(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Pixels of ``box`` ((start, stop) over t, c, z, y, x), 5D, in
+        native byte order: the storage's ``read_box`` (``pread`` of a
+        mapped file's rows, the chunk cache of a compressed TIFF ...)."""
+        check_cancel(self.token)
+        if self.image is None:
+            assert self.source is not None
+            key = tuple(slice(int(a), int(b)) for a, b in box)
+            block = np.asarray(self.source.block(key))
+        else:
+            if self.image.closed:
+                raise closed_error(self.image.path)
+            ranges = [range(int(a), int(b)) for a, b in box]
+            block = self.image.storage.read_box(ranges)
+        count("bytes_read", block.nbytes)
+        return block
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The pixel type of the blocks read."""
+        if self.image is not None:
+            return np.dtype(self.image.dtype)
+        assert self.source is not None
+        return np.dtype(self.source.data.dtype)
+
+
+# --- writing -------------------------------------------------------------
+class BlockWriter:
+    """Writes blocks into a disk image's file by path (``pwrite``).
+
+    Picklable (a path and a layout), so cluster workers write their blocks
+    themselves.  The file is opened per block: no descriptor is shared
+    with the thread that may delete the file on cancel.
+    """
+
+    def __init__(self, image: DiskImage, token: str) -> None:
+        layout = image.storage.file_layout()
+        if layout is None:
+            raise TypeError(
+                f"{image!r} is not stored as one uncompressed run of a file: "
+                "blocks cannot be written into it"
+            )
+        self.path = str(layout.path)
+        self.offset = layout.offset
+        self.shape = image.shape
+        self.dtype = layout.dtype
+        self.strides = layout.strides
+        self.token = token
+        expected = self.dtype.itemsize
+        for axis in (4, 3, 2, 1, 0):
+            if self.shape[axis] > 1 and self.strides[axis] != expected:
+                raise ValueError(f"{self.path!r} is not stored in C order")
+            expected *= self.shape[axis]
+
+    def write(self, location: Sequence[tuple[int, int]], block: np.ndarray) -> int:
+        """Write ``block`` at ``location`` ((start, stop) per axis).
+
+        Through a memory map of the output, made for this block and
+        dropped after it: the output is a scratch file whose space was
+        reserved when it was made (no SIGBUS on a full disk) and that no
+        other program truncates, and a map writes tiles of partial rows
+        at memory speed where a ``pwrite`` per row would not.  The map is
+        never kept: a deleted output's space is freed at once.
+        """
+        check_cancel(self.token)
+        key = tuple(slice(int(a), int(b)) for a, b in location)
+        try:
+            target = np.memmap(
+                self.path,
+                dtype=self.dtype,
+                mode="r+",
+                offset=self.offset,
+                shape=self.shape,
+            )
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"cannot write into disk image {self.path!r} from process "
+                f"{os.getpid()}: no such file. It was removed (the run was "
+                "cancelled), or this worker does not see the disk-image "
+                "directory: put it on a file system shared by all workers",
+                self.path,
+            ) from exc
+        try:
+            target[key] = block
+        finally:
+            mm = getattr(target, "_mmap", None)
+            del target
+            if mm is not None:
+                with contextlib.suppress(BufferError, ValueError):
+                    mm.close()
+        nbytes = int(np.prod([b - a for a, b in location])) * self.dtype.itemsize
+        count("bytes_written", nbytes)
+        count("blocks_written", 1)
+        report(self.token, nbytes)
+        return nbytes
+
+
+_PAD_MODES = {"reflect": "symmetric", "nearest": "edge", "periodic": "wrap"}
+
+
+def _map_block(
+    readers: Sequence[BoxReader],
+    fn: Callable[..., np.ndarray],
+    box: Sequence[tuple[int, int]],
+    depth: Sequence[int],
+    boundary: Any,
+    writer: BlockWriter,
+) -> int:
+    """Read ``box`` of each input with its halo, apply ``fn``, write the core.
+
+    At the image's edges the halo is what ``boundary`` makes of it
+    ("none": no halo there, ``fn`` handles the edge itself, as scipy's
+    ``mode`` does).
+    """
+    shape = readers[0].shape
+    ext = [
+        (max(0, a - d), min(n, b + d))
+        for (a, b), d, n in zip(box, depth, shape, strict=True)
+    ]
+    blocks = [r.read(ext) for r in readers]
+    before = [a - e0 for (a, _), (e0, _) in zip(box, ext, strict=True)]
+    if boundary != "none":
+        pads = [
+            (d - (a - e0), d - (e1 - b))
+            for (a, b), (e0, e1), d in zip(box, ext, depth, strict=True)
+        ]
+        if any(p for pair in pads for p in pair):
+            if boundary in _PAD_MODES:
+                mode: Any = _PAD_MODES[boundary]
+                blocks = [np.pad(b, pads, mode=mode) for b in blocks]
+            else:
+                blocks = [
+                    np.pad(b, pads, mode="constant", constant_values=boundary)
+                    for b in blocks
+                ]
+            before = [b + p for b, (p, _) in zip(before, pads, strict=True)]
+    result = np.asarray(fn(*blocks))
+    core = result[
+        tuple(slice(f, f + (b - a)) for f, (a, b) in zip(before, box, strict=True))
+    ]
+    return writer.write(box, core)
+
+
+def map_tasks(
+    readers: Sequence[BoxReader],
+    fn: Callable[..., np.ndarray],
+    chunks: Sequence[int],
+    writer: BlockWriter,
+    depth: Sequence[int] = (0, 0, 0, 0, 0),
+    boundary: Any = "none",
+) -> tuple[list[Any], list[int]]:
+    """One independent task per block: read it (with its halo), compute,
+    write.  No task depends on another, so memory is one block per thread
+    whatever the size of the image; the halo is read twice (a few %)."""
+    import dask
+
+    task = dask.delayed(_map_block, pure=False)
+    itemsize = np.dtype(writer.dtype).itemsize
+    tasks, sizes = [], []
+    for box in block_grid(readers[0].shape, chunks):
+        tasks.append(task(readers, fn, box, depth, boundary, writer))
+        sizes.append(math.prod(b - a for a, b in box) * itemsize)
+    return tasks, sizes
+
+
+def _reduce_block(
+    reader: BoxReader, fn: Callable[[np.ndarray], Any], box: Sequence[tuple[int, int]]
+) -> Any:
+    block = reader.read(box)
+    value = fn(block)
+    report(reader.token, block.nbytes)
+    return value
+
+
+def reduce_tasks(
+    reader: BoxReader, fn: Callable[[np.ndarray], Any], chunks: Sequence[int]
+) -> tuple[list[Any], list[int]]:
+    """One task per block computing ``fn(block)`` (a small result, e.g. a
+    histogram), and the bytes each one reads."""
+    import dask
+
+    task = dask.delayed(_reduce_block, pure=False)
+    itemsize = reader.dtype.itemsize
+    tasks, sizes = [], []
+    for box in block_grid(reader.shape, chunks):
+        tasks.append(task(reader, fn, box))
+        sizes.append(math.prod(b - a for a, b in box) * itemsize)
+    return tasks, sizes
+
+
+def new_output(geometry: Geometry, what: str, like: Any = None) -> DiskImage:
+    """A scratch disk image for a result, with the spacing of ``like``."""
+    output = new_disk_image(geometry, what=what)
+    if isinstance(like, DiskImage):
+        output.spacing = like.spacing
+        output.unit = like.unit
+    return output
