@@ -161,9 +161,9 @@ def fallback_warning(name: str) -> str:
         f"({napari.__version__}) changed internals the plugin's file-backed "
         f"labels layer builds on (tested with napari {TESTED}.x: "
         f"{'; '.join(PROBLEMS)}). Painting still writes into the file, but "
-        "3D editing is off, the 3D view hides the labels, and a large plane's "
-        "undo history is cleared when its paint window moves. Install "
-        f"napari {TESTED}.x for the full layer."
+        "3D editing is off, a large volume is hidden in 3D (napari would load "
+        "it whole), and a large plane's undo history is cleared when its "
+        f"paint window moves. Install napari {TESTED}.x for the full layer."
     )
 
 
