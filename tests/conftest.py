@@ -2,7 +2,11 @@
 
 Every test gets its own disk-image directory, and fails if it leaves a
 scratch file behind in it or leaks a file descriptor: a disk image that
-is dropped must release its file.
+is dropped must release its file.  Every test gets its own settings
+folder too (never the user's).  The GUI tests share ``viewer``,
+``window`` (the panel docked at napari's default size) and ``messages``
+(the notifications shown); napari and Qt are imported by those fixtures
+only, so the core's tests run without them.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_diskimage import _scratch
+from napari_diskimage import _scratch, _settings
 
 
 def _open_fds() -> set[str]:
@@ -49,3 +53,50 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The plugin's settings folder for this test: never the real user's."""
+    folder = tmp_path / "config"
+    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(folder))
+    return folder
+
+
+# --- GUI tests -------------------------------------------------------------------
+@pytest.fixture
+def messages():
+    """A function returning the texts of the napari notifications shown
+    since the test started."""
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+    return lambda: [n.message for n in notification_manager.records[start:]]
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A napari viewer (not shown); no job of the plugin outlives it."""
+    from napari_diskimage import _qt
+
+    yield make_napari_viewer()
+    _qt.cancel_all_jobs()
+
+
+@pytest.fixture
+def window(make_napari_viewer):
+    """``(viewer, panel)``: a shown viewer in napari's default window size
+    (1280 x 800) with the "Disk images" panel docked."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_diskimage import _qt
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 800)
+    _dock, panel = viewer.window.add_plugin_dock_widget(
+        "napari-diskimage", "Disk images"
+    )
+    for _ in range(5):
+        QApplication.processEvents()
+    yield viewer, panel
+    _qt.cancel_all_jobs()

@@ -16,7 +16,8 @@ from PIL import Image
 
 import napari_diskimage as ndi
 from napari_diskimage import process
-from napari_diskimage._cli import dock_panel, main
+from napari_diskimage._cli import main
+from napari_diskimage._napari.demo import dock_panel
 
 
 def test_console_script_is_declared():

@@ -386,17 +386,8 @@ def test_3d_on_labels_four_times_the_memory_cap(tmp_path):
     assert result.stdout.strip().endswith("ok"), result.stdout
 
 
-@pytest.fixture
-def notes():
-    """Texts of the napari notifications shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    start = len(notification_manager.records)
-    return lambda: [n.message for n in notification_manager.records[start:]]
-
-
 @pytest.mark.gui
-def test_a_read_only_labels_file_is_painted_as_a_copy(scan, notes):
+def test_a_read_only_labels_file_is_painted_as_a_copy(scan, messages):
     import hashlib
     import subprocess
 
@@ -411,7 +402,7 @@ def test_a_read_only_labels_file_is_painted_as_a_copy(scan, notes):
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
         layer = tool.open_labels(path)
         assert layer is not None
-        assert any("read-only" in n and "copy" in n for n in notes()), notes()
+        assert any("read-only" in n and "copy" in n for n in messages()), messages()
         labels = layer.metadata["disk_image"]
         assert labels.is_scratch and labels.path.parent != folder
         layer.paint((1, 5, 5), 9)
@@ -425,7 +416,7 @@ def test_a_read_only_labels_file_is_painted_as_a_copy(scan, notes):
 
 
 @pytest.mark.gui
-def test_a_full_disk_when_creating_or_saving_labels(scan, notes, tmp_path):
+def test_a_full_disk_when_creating_or_saving_labels(scan, messages, tmp_path):
     from _fs import mount_tmpfs, unmount
 
     viewer, _, tool = scan
@@ -438,7 +429,9 @@ def test_a_full_disk_when_creating_or_saving_labels(scan, notes, tmp_path):
         ndi.set_disk_image_dir(folder / "disk-images")
         tool.dtype.value = "uint32"
         assert tool.new_labels() is None  # refused, with the numbers
-        assert any("new labels" in n and "disk" in n.lower() for n in notes()), notes()
+        assert any("new labels" in n and "disk" in n.lower() for n in messages()), (
+            messages()
+        )
         assert os.listdir(folder / "disk-images") == []
         ndi.set_disk_image_dir(tmp_path / "disk-images")
         layer = tool.new_labels()
@@ -451,7 +444,9 @@ def test_a_full_disk_when_creating_or_saving_labels(scan, notes, tmp_path):
             QApplication.processEvents()
             time.sleep(0.01)
         assert job.done and job.error is not None
-        assert any("save labels" in n and "saved.tif" in n for n in notes()), notes()
+        assert any("save labels" in n and "saved.tif" in n for n in messages()), (
+            messages()
+        )
         assert target.read_bytes() == b"the previous version"
         assert sorted(os.listdir(folder)) == ["disk-images", "filler.bin", "saved.tif"]
         viewer.layers.remove(layer)
@@ -510,3 +505,158 @@ def test_ctrl_z_and_shift_ctrl_z_undo_and_redo_in_the_file(scan):
     QTest.keyClick(canvas, Qt.Key.Key_Z, ctrl | shift)
     QApplication.processEvents()
     assert _in_file(labels)[0, 0, 1, 10, 10] == 5
+
+
+# --- a script sets layer.data: the history follows the data held ----------------
+def _disk_labels_layer(shape):
+    """A DiskLabelsLayer over a new labels file of ``shape`` (z, y, x)."""
+    from napari_diskimage._napari.labels_layer import DiskLabelsLayer
+    from napari_diskimage._napari.layers import file_view
+
+    img = ndi.copy(np.zeros(shape, np.uint16))
+    labels = ndi.new_labels(img, "uint8")
+    img.close()
+    return DiskLabelsLayer(file_view(labels), disk_labels=labels), labels
+
+
+@pytest.mark.gui
+def test_after_data_is_set_undo_and_redo_act_on_that_data():
+    from napari_diskimage._napari.layers import file_view
+
+    layer, labels = _disk_labels_layer((1, 20, 30))
+    layer.brush_size = 1
+    a = np.zeros((20, 30), np.uint8)
+    layer.data = a
+    layer.paint((2, 2), 5)
+    assert a[2, 2] == 5 and not _in_file(labels).any()
+    layer.undo()
+    assert a[2, 2] == 0  # the array the stroke was painted into
+    assert not _in_file(labels).any()  # the file is untouched
+    layer.redo()
+    assert a[2, 2] == 5 and not _in_file(labels).any()
+    layer.fill((10, 10), 7)  # the background of a becomes 7
+    assert (a == 7).sum() == a.size - 1 and not _in_file(labels).any()
+    layer.undo()
+    assert (a == 7).sum() == 0 and a[2, 2] == 5
+    # the file view again: file-backed history resumes
+    layer.data = file_view(labels)
+    layer.paint((4, 4), 3)
+    assert _in_file(labels)[0, 0, 0, 4, 4] == 3
+    layer.undo()
+    assert not _in_file(labels).any()
+    layer.undo()  # the stroke made on a: undone in a, not in the file
+    assert a[2, 2] == 0 and not _in_file(labels).any()
+    layer.redo()
+    assert a[2, 2] == 5 and not _in_file(labels).any()
+    del layer
+    labels.close()
+
+
+@pytest.mark.gui
+def test_after_3d_data_is_set_undo_and_redo_act_on_that_data():
+    layer, labels = _disk_labels_layer((6, 20, 30))
+    layer.brush_size = 1
+    a = np.zeros((6, 20, 30), np.uint16)
+    layer.data = a
+    layer.paint((3, 2, 2), 5)
+    assert a[3, 2, 2] == 5 and not _in_file(labels).any()
+    layer.undo()
+    assert a[3, 2, 2] == 0 and not _in_file(labels).any()
+    layer.redo()
+    assert a[3, 2, 2] == 5 and not _in_file(labels).any()
+    # a 4D (t, z, y, x) array: the same
+    b = np.zeros((2, 6, 20, 30), np.uint16)
+    layer.data = b
+    layer.paint((1, 3, 4, 4), 9)
+    layer.undo()
+    assert not b.any() and not _in_file(labels).any()
+    layer.redo()
+    assert b[1, 3, 4, 4] == 9 and not _in_file(labels).any()
+    del layer
+    labels.close()
+
+
+# --- napari's private surface changed: a plain Labels layer, with a warning -------
+@pytest.fixture
+def napari_changed(monkeypatch):
+    """napari without one of the private methods DiskLabelsLayer overrides,
+    as _compat sees it when imported."""
+    from napari.layers import Labels
+
+    from napari_diskimage._napari import _compat
+
+    monkeypatch.delattr(Labels, "_partial_labels_refresh")
+    problems = _compat._check()
+    monkeypatch.undo()  # napari itself intact for the viewer
+    monkeypatch.setattr(_compat, "PROBLEMS", tuple(problems))
+    monkeypatch.setattr(_compat, "OK", not problems)
+    return problems
+
+
+@pytest.mark.gui
+def test_a_changed_napari_gets_a_plain_labels_layer_and_a_warning(
+    scan, messages, napari_changed
+):
+    from napari.layers import Labels
+
+    assert napari_changed == ["Labels._partial_labels_refresh is gone"]
+    viewer, _, tool = scan
+    layer = tool.new_labels()
+    labels = layer.metadata["disk_image"]
+    assert type(layer) is Labels  # not a DiskLabelsLayer
+    [warning] = [m for m in messages() if "plain napari Labels layer" in m]
+    assert "_partial_labels_refresh" in warning and "3D editing is off" in warning
+    layer.brush_size = 1
+    layer.paint((2, 10, 10), 4)  # still painted into the file
+    assert _in_file(labels)[0, 0, 2, 10, 10] == 4
+    layer.undo()
+    assert not _in_file(labels).any()
+    layer.n_edit_dimensions = 3
+    assert layer.n_edit_dimensions == 2
+    viewer.dims.ndisplay = 3
+    assert not layer.editable and layer.visible  # small: shown whole in 3D
+    viewer.dims.ndisplay = 2
+    assert layer.editable
+
+
+@pytest.mark.gui
+def test_a_changed_napari_windowed_plane_and_3d(
+    make_napari_viewer, tmp_path, monkeypatch, messages, napari_changed
+):
+    from napari.layers import Labels
+
+    from napari_diskimage._napari import labels as disk_labels
+
+    monkeypatch.setattr(disk_labels, "WHOLE_PLANE_PIXELS", 256 * 256)
+    monkeypatch.setattr(disk_labels, "WINDOW_SIDE", 256)
+    viewer = make_napari_viewer(show=True)
+    path = _sparse_labels(tmp_path, 1024, 1024, 2)
+    stored = np.memmap(path, np.uint16, "r", shape=(2, 1024, 1024))
+    labels = ndi.open_labels(path, mode="r+")
+    layer = disk_labels.DiskLabels.attach(viewer, labels, name="big")
+    controller = layer.metadata[KEY]
+    assert type(layer) is Labels and type(controller.overview) is Labels
+    assert not controller.overview.editable
+    assert any("plain napari Labels layer" in m for m in messages())
+    (y0, _), (x0, _) = [(s.start, s.stop) for s in controller.window]
+    layer.brush_size = 1
+    layer.paint((1, 5, 5), 7)
+    assert stored[1, y0 + 5, x0 + 5] == 7
+    viewer.scene.camera.center = (1000.0, 1000.0)
+    ys, xs = controller.move_window()
+    assert (ys.start, xs.start) != (y0, x0)
+    layer.undo()  # history cleared with the move: nothing lands elsewhere
+    assert stored[1, y0 + 5, x0 + 5] == 7 and (stored != 0).sum() == 1
+    layer.paint((1, 10, 10), 8)
+    assert stored[1, ys.start + 10, xs.start + 10] == 8
+    viewer.dims.ndisplay = 3  # napari would load the volume: hidden
+    assert not layer.visible and not layer.editable
+    viewer.dims.ndisplay = 2
+    assert layer.visible and layer.editable
+    del stored
+
+
+def test_napari_s_private_names_are_as_tested():
+    from napari_diskimage._napari import _compat
+
+    assert _compat.OK, _compat.PROBLEMS

@@ -13,7 +13,6 @@ import scipy.ndimage as sndi
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import _settings
 
 pytestmark = pytest.mark.gui
 
@@ -23,29 +22,6 @@ from qtpy.QtWidgets import QApplication  # noqa: E402
 
 from napari_diskimage import _qt  # noqa: E402
 from napari_diskimage._qt.process import ProcessImage  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(tmp_path / "config"))
-
-
-@pytest.fixture
-def messages():
-    start = len(notification_manager.records)
-    return lambda: [n.message for n in notification_manager.records[start:]]
-
-
-@pytest.fixture
-def window(make_napari_viewer):
-    viewer = make_napari_viewer(show=True)
-    viewer.window.resize(1280, 800)
-    _dock, panel = viewer.window.add_plugin_dock_widget(
-        "napari-diskimage", "Disk images"
-    )
-    _events()
-    yield viewer, panel
-    _qt.cancel_all_jobs()
 
 
 def _events(n=5):
@@ -325,7 +301,7 @@ def test_a_result_layer_does_not_cover_its_input_before_it_is_written(window, qt
 def test_the_demo_pores_layer_covers_the_dark_pores(make_napari_viewer, tmp_path):
     """The README's second picture: its cyan "pores" layer lies on the dark
     voxels of the scan, not on the bright solid."""
-    from napari_diskimage._cli import show_processing
+    from napari_diskimage._napari.demo import show_processing
     from napari_diskimage._napari.samples import _SyntheticVolume, large_sample_geometry
 
     geometry = large_sample_geometry("16MiB")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import napari_diskimage as ndi
-from napari_diskimage import _settings
 
 pytestmark = pytest.mark.gui
 
@@ -15,27 +14,6 @@ from qtpy.QtWidgets import QApplication  # noqa: E402
 
 from napari_diskimage import _qt  # noqa: E402
 from napari_diskimage._qt.panel import DiskImagesPanel  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "config"
-    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(folder))
-    return folder
-
-
-@pytest.fixture
-def window(make_napari_viewer, qtbot):
-    """A shown viewer in napari's default window size, the panel docked."""
-    viewer = make_napari_viewer(show=True)
-    viewer.window.resize(1280, 800)
-    _dock, panel = viewer.window.add_plugin_dock_widget(
-        "napari-diskimage", "Disk images"
-    )
-    for _ in range(5):
-        QApplication.processEvents()
-    yield viewer, panel
-    _qt.cancel_all_jobs()
 
 
 def test_every_tool_is_reachable_by_its_full_name(window):

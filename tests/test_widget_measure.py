@@ -10,34 +10,16 @@ from scipy import ndimage
 from skimage.measure import regionprops_table
 
 import napari_diskimage as ndi
-from napari_diskimage import _settings, measure
+from napari_diskimage import measure
 
 pytestmark = pytest.mark.gui
 
 napari = pytest.importorskip("napari")
-from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtWidgets import QApplication  # noqa: E402
 
 from napari_diskimage import _qt  # noqa: E402
 from napari_diskimage._qt.measure import MeasureLabels  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(tmp_path / "config"))
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    yield make_napari_viewer()
-    _qt.cancel_all_jobs()
-
-
-@pytest.fixture
-def messages():
-    start = len(notification_manager.records)
-    return lambda: [n.message for n in notification_manager.records[start:]]
 
 
 def pores(shape=(14, 48, 56), seed=0):

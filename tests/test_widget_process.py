@@ -9,33 +9,15 @@ import pytest
 import scipy.ndimage as sndi
 
 import napari_diskimage as ndi
-from napari_diskimage import _settings, process
+from napari_diskimage import process
 from napari_diskimage.process import _tasks
 
 pytestmark = pytest.mark.gui
 
 napari = pytest.importorskip("napari")
-from napari.utils.notifications import notification_manager  # noqa: E402
 
 from napari_diskimage import _qt as w  # noqa: E402
 from napari_diskimage._qt.process import ProcessImage  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(tmp_path / "config"))
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    yield make_napari_viewer()
-    w.cancel_all_jobs()
-
-
-@pytest.fixture
-def messages():
-    start = len(notification_manager.records)
-    return lambda: [n.message for n in notification_manager.records[start:]]
 
 
 def volume(seed=0):

@@ -29,31 +29,6 @@ from qtpy.QtCore import QCoreApplication, QEvent, QTimer  # noqa: E402
 from napari_diskimage import _qt as w  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Never read or write the real user's settings."""
-    folder = tmp_path / "config"
-    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(folder))
-    return folder
-
-
-@pytest.fixture
-def messages():
-    """Texts of the notifications shown during the test."""
-    start = len(notification_manager.records)
-
-    def get() -> list[str]:
-        return [n.message for n in notification_manager.records[start:]]
-
-    return get
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    yield make_napari_viewer()
-    w.cancel_all_jobs()  # no worker may outlive its viewer
-
-
 def press(button) -> None:
     """Click a magicgui PushButton the way a user does."""
     button.native.click()

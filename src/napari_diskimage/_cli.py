@@ -33,14 +33,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._napari.samples import DEFAULT_LARGE_SIZE, large_sample_geometry, parse_size
+from ._napari.samples import DEFAULT_LARGE_SIZE, parse_size
 from ._scratch import format_bytes, get_disk_image_dir
 
 __all__ = ["main"]
-
-PLUGIN = "napari-diskimage"
-WINDOW_SIZE = (1280, 800)
-PANEL = "Disk images"
 
 EXAMPLES = """\
 examples:
@@ -289,9 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with cancel_on_signals(), quiet_tifffile():
             if args.command == "demo":
-                return demo(
-                    args.size, screenshot=args.screenshot, processed=args.processed
-                )
+                return demo(args)
             if args.command == "info":
                 print(describe_file(_open(args.file, args)))
                 return 0
@@ -723,131 +717,22 @@ def _image_or_number(text: str, args: argparse.Namespace) -> tuple[Any, list[Any
 
 
 # --- the demo ------------------------------------------------------------------
-def demo(
-    size: int | str = DEFAULT_LARGE_SIZE,
-    screenshot: Path | None = None,
-    processed: bool = False,
-) -> int:
-    """Open napari on the large sample volume (written first if missing)."""
-    from ._napari.samples import large_sample_path
+def demo(args: argparse.Namespace) -> int:
+    """``napari-diskimage demo``: :func:`napari_diskimage._napari.demo.demo`
+    (imported here only: the other commands need no napari), with the
+    terminal's progress bar while the sample scan is written."""
+    from ._napari.demo import demo as run_demo
 
-    try:  # before any work: the core installs without napari
-        import napari
-    except ImportError as exc:
-        raise ImportError(f"napari is not installed ({exc})") from exc
-    if _no_display():
-        how = "render it headless with" if screenshot else "or run"
-        raise OSError(
-            "napari needs a display and none was found ($DISPLAY and "
-            f"$WAYLAND_DISPLAY are unset); {how} 'xvfb-run -a napari-diskimage "
-            "demo --screenshot demo.png'"
-        )
-    geometry = large_sample_geometry(size)
-    from ._napari.samples import large_sample_file
-
-    if not large_sample_file(size).is_file():
-        print(
-            f"writing the sample scan ({format_bytes(geometry.nbytes)}) to "
-            f"{large_sample_file(size)} (once; reused afterwards)",
-            file=sys.stderr,
-        )
     bar = _Bar("writing the sample scan")
     try:
-        path = large_sample_path(size, progress=bar)
+        return run_demo(
+            args.size,
+            screenshot=args.screenshot,
+            processed=args.processed,
+            progress=bar,
+        )
     finally:
         bar.close()
-    print(f"opening {path} ({geometry}, {format_bytes(geometry.nbytes)})")
-    viewer = napari.Viewer(title=f"napari-diskimage demo: {path.name}")
-    viewer.window.resize(*WINDOW_SIZE)
-    start = time.perf_counter()
-    layers = viewer.open(path, plugin=PLUGIN)
-    print(f"opened in {time.perf_counter() - start:.2f} s")
-    panel = dock_panel(viewer)
-    if layers:
-        viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
-    if processed and layers:
-        show_processing(viewer, layers[0], panel)
-    _process_events()
-    viewer.window.resize(*WINDOW_SIZE)  # docking may have grown it
-    _process_events()
-    viewer.reset_view()
-    if screenshot is not None:
-        _process_events()
-        viewer.screenshot(str(screenshot), canvas_only=False)
-        print(f"screenshot written to {screenshot}")
-        viewer.close()
-        return 0
-    napari.run()
-    return 0
-
-
-def dock_panel(viewer: Any) -> Any:
-    """Dock the plugin's "Disk images" panel; return it (None if it fails)."""
-    try:
-        _dock, panel = viewer.window.add_plugin_dock_widget(PLUGIN, PANEL)
-    except Exception as exc:  # a broken panel must not stop the demo
-        print(f"could not dock the {PANEL!r} panel: {exc}", file=sys.stderr)
-        return None
-    print(f"docked: {PANEL} panel")
-    return panel
-
-
-def show_processing(viewer: Any, layer: Any, panel: Any) -> None:
-    """For the demo's second picture: a processing step and painted labels
-    on a crop of the scan (runs in the foreground: a few seconds)."""
-    from napari_diskimage import process
-
-    image = layer.metadata["disk_image"]
-    z = viewer.dims.current_step[0]
-    nz, ny, nx = image.shape[2:]
-    z0 = max(0, min(nz - 8, z - 4))
-    box = process.crop(image, 0, 0, z0, nx, ny, min(8, nz - z0))
-    smooth = process.gaussian(box, 2)
-    mask = process.threshold(smooth, None, process.otsu(smooth))  # dark: pores
-    scale = tuple(layer.scale)
-    translate = (z0 * scale[0], 0.0, 0.0)
-    from ._qt._common import add_disk_image
-
-    (shown,) = add_disk_image(viewer, mask, "pores (threshold of a gaussian)")
-    shown.scale, shown.translate = scale, translate
-    shown.colormap, shown.opacity, shown.blending = "cyan", 0.35, "additive"
-    # painted labels: napari's brush writing straight into a disk image
-    import numpy as np
-
-    import napari_diskimage as ndi
-
-    from ._napari.labels import DiskLabels
-
-    painted = DiskLabels.attach(
-        viewer, ndi.new_labels(image, "uint8"), name="painted labels", like=layer
-    )
-    painted.brush_size = max(8, nx // 40)
-    rng = np.random.default_rng(1)
-    for label in (1, 2, 3):
-        y, x = rng.integers(ny // 5, 4 * ny // 5), rng.integers(nx // 5, 4 * nx // 5)
-        for k in range(12):  # a short stroke
-            painted.paint((z, y + k * ny // 200, x + k * nx // 150), label)
-    painted.opacity = 0.7
-    viewer.layers.selection.active = layer
-
-
-def _no_display() -> bool:
-    """True on Linux without an X or Wayland display (Qt would abort)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    env = os.environ
-    if env.get("QT_QPA_PLATFORM", "").split(":")[0] not in ("", "xcb", "wayland"):
-        return False  # e.g. offscreen, vnc: the user chose a platform
-    return not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
-
-
-def _process_events() -> None:
-    from qtpy.QtWidgets import QApplication
-
-    app = QApplication.instance()
-    if app is not None:
-        for _ in range(3):
-            app.processEvents()
 
 
 if __name__ == "__main__":

@@ -20,22 +20,32 @@ true at any size:
   after the window moved and after a visit to 3D;
 - a 3D fill (``n_edit_dimensions = 3``) would flood the whole volume in
   memory, so it is refused with a notification saying why.
+
+Where napari changed the private names the layer builds on (see
+:mod:`._compat`), the labels get a plain napari ``Labels`` layer over the
+same file view instead, with a warning: painting still writes into the
+file, 3D editing is off and a volume larger than a plane of
+:data:`WHOLE_PLANE_PIXELS` is hidden in 3D (napari would load it whole);
+moving a large plane's paint window clears napari's undo history (it
+holds layer-data indices).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .._diskimage import DiskImage
 from ..display import display_axes, display_levels
-from .layers import view_region
+from .layers import file_view, view_region
 
 if TYPE_CHECKING:
     from napari.layers import Labels
     from napari.viewer import Viewer
+
+    from .labels_layer import DiskLabelsLayer
 
 __all__ = ["WHOLE_PLANE_PIXELS", "WINDOW_SIDE", "DiskLabels", "file_view"]
 
@@ -45,22 +55,6 @@ WHOLE_PLANE_PIXELS = 8192 * 8192
 WINDOW_SIDE = 4096
 #: Metadata key of a labels layer's controller.
 KEY = "disk_labels"
-
-
-def file_view(
-    labels: DiskImage, y: slice = slice(None), x: slice = slice(None)
-) -> np.ndarray:
-    """The layer data of ``labels``: a numpy view of the mapped file with the
-    axes of :func:`display_axes` (t and z only if longer than 1)."""
-    t, _, z, _, _ = labels.shape
-    index: tuple[Any, ...] = (
-        slice(None) if t > 1 else 0,
-        0,
-        slice(None) if z > 1 else 0,
-        y,
-        x,
-    )
-    return labels.array[index]
 
 
 class DiskLabels:
@@ -78,9 +72,17 @@ class DiskLabels:
         self.window: tuple[slice, slice] = (slice(0, ny), slice(0, nx))
         self.overview: Any = None
         self.base_translate = np.asarray(layer.translate, dtype=float)
-        viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
+        #: A plain napari Labels layer (napari's private surface changed).
+        self.plain = not hasattr(layer, "disk_labels")
+        self._hidden_in_3d = False
+        if self.plain:  # hide a large volume before napari slices it in 3D
+            viewer.dims.events.ndisplay.connect(
+                self._ndisplay_changed, position="first"
+            )
+        else:
+            viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
+            layer.events.history_replayed.connect(self._refresh_overview)
         layer.events.n_edit_dimensions.connect(self._refuse_3d_edits)
-        layer.events.history_replayed.connect(self._refresh_overview)
         viewer.layers.events.removed.connect(self._layer_removed)
 
     def _layer_removed(self, event: Any) -> None:
@@ -109,8 +111,6 @@ class DiskLabels:
             z, y, x = labels.spacing
             scale = {"t": 1.0, "z": z, "y": y, "x": x}
             kwargs["scale"] = tuple(scale[a] for a in axes)
-        from .labels_layer import DiskLabelsLayer
-
         windowed = labels.shape[3] * labels.shape[4] > WHOLE_PLANE_PIXELS
         window = _first_window(labels) if windowed else ()
         if window:
@@ -119,14 +119,28 @@ class DiskLabels:
             advise = getattr(labels.storage, "advise_random", None)
             if advise is not None:
                 advise()
-        layer = DiskLabelsLayer(
-            file_view(labels, *window),
-            disk_labels=labels,
-            file_offset=(window[0].start, window[1].start) if window else (0, 0),
-            prefetch_planes=bool(window),
-            metadata={"disk_image": labels, "channel": 0},
-            **kwargs,
-        )
+        metadata = {"disk_image": labels, "channel": 0}
+        layer: Labels
+        from . import _compat  # checks napari's private names (once)
+
+        if _compat.OK:
+            from .labels_layer import DiskLabelsLayer
+
+            layer = DiskLabelsLayer(
+                file_view(labels, *window),
+                disk_labels=labels,
+                file_offset=(window[0].start, window[1].start) if window else (0, 0),
+                prefetch_planes=bool(window),
+                metadata=metadata,
+                **kwargs,
+            )
+        else:
+            from napari.layers import Labels
+
+            from .notify import show_warning
+
+            show_warning(_compat.fallback_warning(name))
+            layer = Labels(file_view(labels, *window), metadata=metadata, **kwargs)
         controller = cls(viewer, layer, labels)
         viewer.add_layer(layer)
         controller._ndisplay_changed()
@@ -140,9 +154,9 @@ class DiskLabels:
     def _add_overview(self, kwargs: dict[str, Any]) -> None:
         """A read-only multiscale view of the whole labels plane, under the
         paint window."""
-        from .paint_refusal import ReadOnlyLabels
+        from .paint_refusal import read_only_labels
 
-        overview = ReadOnlyLabels(
+        overview = read_only_labels(
             display_levels(self.labels, 0),
             multiscale=True,
             name=f"{self.layer.name} (overview)",
@@ -183,8 +197,13 @@ class DiskLabels:
         translate = self.base_translate.copy()
         translate[-2] += y0 * scale[-2]
         translate[-1] += x0 * scale[-1]
-        self.layer.file_offset = (y0, x0)  # first: the new data is sliced at once
-        self.layer.data = file_view(self.labels, *self.window)
+        if self.plain:  # napari's history holds indices into the old window
+            self.layer.data = file_view(self.labels, *self.window)
+            self.layer.editable = False  # napari clears the history here
+            self.layer.editable = True
+        else:  # first: the new data is sliced at once
+            cast("DiskLabelsLayer", self.layer).file_offset = (y0, x0)
+            self.layer.data = file_view(self.labels, *self.window)
         self.layer.translate = tuple(translate)
         self._refresh_overview()
         return self.window
@@ -202,7 +221,22 @@ class DiskLabels:
         """Read-only in 3D (the layer shows the overview there, see
         :class:`~.labels_layer.DiskLabelsLayer`), editable again in 2D."""
         if self.layer in self.viewer.layers or event is None:
-            self.layer.editable = self.viewer.dims.ndisplay == 2
+            in_2d = self.viewer.dims.ndisplay == 2
+            if self.plain:
+                self._hide_large_volume_in_3d(in_2d)
+            self.layer.editable = in_2d
+
+    def _hide_large_volume_in_3d(self, in_2d: bool) -> None:
+        """A plain Labels layer would load its whole volume in 3D: hide it
+        there (napari does not slice a hidden layer), show it again in 2D."""
+        _, _, nz, ny, nx = self.labels.shape
+        if in_2d:
+            if self._hidden_in_3d:
+                self._hidden_in_3d = False
+                self.layer.visible = True
+        elif self.layer.visible and nz * ny * nx > WHOLE_PLANE_PIXELS:
+            self._hidden_in_3d = True
+            self.layer.visible = False
 
     def _refuse_3d_edits(self, event: Any = None) -> None:
         if self.layer.n_edit_dimensions > 2:

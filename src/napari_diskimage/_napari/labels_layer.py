@@ -20,7 +20,9 @@ than memory:
   replaced when the window moves); napari's history holds layer-data
   indices, which would land in the wrong place once the window moved.
   Here each committed edit is stored with the window's offset added, and
-  undo and redo write into the whole file view.
+  undo and redo write into the whole file view.  An edit made while a
+  script had set ``data`` to another array stays with that array: its
+  undo and redo write there, never into the file.
 - **Leaving 2D keeps the history.**  The layer is read-only in 3D
   (napari's 3D painting writes through the displayed slice, which is the
   overview here); napari clears the history whenever a layer stops being
@@ -35,21 +37,25 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Labels
-from napari.layers.labels._labels_constants import Mode
-from napari.layers.labels._slice import _LabelsSliceRequest
-from napari.layers.labels.labels import _LabelsSlicingState, _MaskedPaintAtom
-from napari.layers.utils._slice_input import _ThickNDSlice
 from napari.utils.geometry import clamp_point_to_bounding_box
 from napari.utils.transforms import Affine
 
 from .._diskimage import DiskImage
 from ..display import clear_cache, display_axes, display_levels
+from . import _compat
+from ._compat import (
+    LabelsSliceRequest,
+    LabelsSlicingState,
+    MaskedPaintAtom,
+    ThickNDSlice,
+)
+from .layers import file_view
 
 __all__ = ["DiskLabelsLayer"]
 
 
 @dataclasses.dataclass(frozen=True)
-class _OverviewSliceRequest(_LabelsSliceRequest):
+class _OverviewSliceRequest(LabelsSliceRequest):
     """A 3D slice request over the labels' overview; the response carries
     the overview's placement in the layer's data coordinates."""
 
@@ -60,7 +66,7 @@ class _OverviewSliceRequest(_LabelsSliceRequest):
         return dataclasses.replace(response, tile_to_data=self.overview_to_data)
 
 
-class _DiskLabelsSlicingState(_LabelsSlicingState):
+class _DiskLabelsSlicingState(LabelsSlicingState):
     layer: DiskLabelsLayer
 
     def _make_slice_request_internal(self, **kwargs: Any) -> Any:
@@ -83,7 +89,7 @@ class _DiskLabelsSlicingState(_LabelsSlicingState):
         fields.update(
             data_at_data_level=data,
             data_at_thumbnail_level=data,
-            data_slice=_ThickNDSlice.from_array(bounds),
+            data_slice=ThickNDSlice.from_array(bounds),
             level_shapes=np.array([data.shape]),
             downsample_factors=np.ones((1, ndim)),
             overview_to_data=Affine(
@@ -150,6 +156,7 @@ class DiskLabelsLayer(Labels):
             not self.prefetch_planes
             or labels is None
             or list(request.slice_input.displayed) != [ndim - 2, ndim - 1]
+            or not self.shows_file()
         ):
             return
         t, _, z, _, _ = labels.shape
@@ -160,12 +167,10 @@ class DiskLabelsLayer(Labels):
                 index[axis] = int(min(max(round(point), 0), sizes[axis] - 1))
         ny, nx = self.data.shape[-2:]
         y0, x0 = self.file_offset
-        storage = labels.storage
-        if hasattr(storage, "prefetch_rows"):
-            with contextlib.suppress(OSError):
-                storage.prefetch_rows(
-                    index["t"], 0, index["z"], y0, y0 + ny, x0, x0 + nx
-                )
+        with contextlib.suppress(OSError):
+            labels.storage.prefetch_rows(
+                index["t"], 0, index["z"], y0, y0 + ny, x0, x0 + nx
+            )
 
     # --- fill ----------------------------------------------------------
     def _get_flood_mask_and_bbox(
@@ -210,9 +215,10 @@ class DiskLabelsLayer(Labels):
     # --- 3D: the overview ----------------------------------------------
     def _overview_3d(self) -> tuple[Any, np.ndarray, np.ndarray] | None:
         """The 3D overview of the labels, its scale and its translate in
-        layer-data coordinates; None for labels shown whole in 3D."""
+        layer-data coordinates; None for labels shown whole in 3D (and for
+        data a script set that is not the file)."""
         labels = self.disk_labels
-        if labels is None:
+        if labels is None or not self.shows_file():
             return None
         coarsest = display_levels(labels, 0)[-1]
         ndim = self.ndim
@@ -236,8 +242,8 @@ class DiskLabelsLayer(Labels):
         (napari's version assumes the slice covers the layer data)."""
         if start_point is None or end_point is None or len(dims_displayed) != 3:
             return super()._get_value_ray(start_point, end_point, dims_displayed)
-        raw = self._slice.image.raw
-        to_tile = self._transforms["tile2data"].inverse
+        raw = _compat.shown_raw(self)
+        to_tile = _compat.tile_to_data(self).inverse
         start = np.asarray(to_tile(start_point))[dims_displayed]
         end = np.asarray(to_tile(end_point))[dims_displayed]
         n_points = max(int(2 * np.linalg.norm(end - start)), 2)
@@ -248,7 +254,9 @@ class DiskLabelsLayer(Labels):
         return self._calculate_value_from_ray(raw[tuple(inside.T)])
 
     def _in_3d(self) -> bool:
-        return self._slice_input.ndisplay == 3
+        """True when the shown slice is the file's 3D overview (or the file
+        whole), not the data napari would slice."""
+        return _compat.shown_ndisplay(self) == 3 and self.shows_file()
 
     def _refresh_caches_from_region(self, *args: Any, **kwargs: Any) -> None:
         if not self._in_3d():  # in 3D the shown slice is the overview
@@ -259,7 +267,7 @@ class DiskLabelsLayer(Labels):
             super()._partial_labels_refresh()
             return
         # an edit made by a script in 3D: show it in the overview
-        self._updated_slice = None
+        _compat.forget_updated_slice(self)
         self.refresh_from_file()
 
     def refresh_from_file(self) -> None:
@@ -272,13 +280,32 @@ class DiskLabelsLayer(Labels):
         # napari resets the history here; the file still holds what undo
         # restores, so keep it (read-only only stops the tools)
         if not self.editable:
-            self.mode = Mode.PAN_ZOOM
+            self.mode = "pan_zoom"
 
-    # --- undo and redo in file coordinates -----------------------------
+    # --- undo and redo: in file coordinates, or on the data held -------
+    def shows_file(self) -> bool:
+        """True when ``data`` is the view of the labels file that
+        :class:`~.labels.DiskLabels` gives the layer (the whole plane, or
+        the paint window at :attr:`file_offset`); False after a script set
+        ``data`` to another array."""
+        labels, data = self.disk_labels, self.data
+        if labels is None or labels.closed or not isinstance(data, np.ndarray):
+            return False
+        whole = file_view(labels)
+        if not isinstance(whole, np.ndarray) or (
+            data.shape[:-2],
+            data.strides,
+        ) != (whole.shape[:-2], whole.strides):
+            return False
+        y0, x0 = self.file_offset
+        ny, nx = data.shape[-2:]
+        if y0 + ny > whole.shape[-2] or x0 + nx > whole.shape[-1]:
+            return False
+        first = _address(whole) + y0 * whole.strides[-2] + x0 * whole.strides[-1]
+        return _address(data) == first
+
     def _file_view(self) -> np.ndarray:
         """The whole labels file with the layer's axes (writes go to disk)."""
-        from .labels import file_view
-
         if self.disk_labels is None:
             return self.data
         return file_view(self.disk_labels)
@@ -287,7 +314,7 @@ class DiskLabelsLayer(Labels):
         dy, dx = self.file_offset
         if not (dy or dx):
             return atom
-        if isinstance(atom, _MaskedPaintAtom):
+        if isinstance(atom, MaskedPaintAtom):
             key = list(atom.slice_key)
             for axis, d in ((-2, dy), (-1, dx)):
                 s = key[axis]
@@ -300,27 +327,55 @@ class DiskLabelsLayer(Labels):
         return (tuple(indices), before, after)
 
     def _append_to_undo_history(self, item: list[Any]) -> None:
-        self._undo_history.append([self._to_file(atom) for atom in item])
+        if self.shows_file():
+            edit = _Edit(self._to_file(atom) for atom in item)
+        else:  # a script's array: the edit indexes it, and undo writes there
+            edit = _Edit(item, data=self.data)
+        _compat.history(self).append(edit)
         self.events.paint(value=item)
 
     def _load_history(self, before: Any, after: Any, undoing: bool = True) -> None:
         if len(before) == 0:
             return
         item = before.pop()
-        after.append(list(reversed(item)))
-        target = self._file_view()
+        data = item.data if isinstance(item, _Edit) else None
+        after.append(_Edit(reversed(item), data=data))
+        target = self._file_view() if data is None else data
         for atom in reversed(item):
-            if isinstance(atom, _MaskedPaintAtom):
-                values = atom.old_values if undoing else atom.new_value
-                if atom.mask is None:
-                    target[atom.slice_key] = values
-                else:
-                    target[atom.slice_key][atom.mask] = values
+            if isinstance(atom, MaskedPaintAtom):
+                _replay_masked(target, atom, undoing)
                 continue
             indices, old, new = atom
             target[indices] = old if undoing else new
-        if self._in_3d():
+        if data is None and self._in_3d():
             self.refresh_from_file()
         else:
             self.refresh()
         self.events.history_replayed()
+
+
+class _Edit(list):
+    """One undo item (napari's list of history atoms) and where it was made:
+    ``data`` is the array its atoms index, None for the labels file (the
+    atoms then hold file coordinates)."""
+
+    def __init__(self, atoms: Any = (), data: Any = None) -> None:
+        super().__init__(atoms)
+        self.data = data
+
+
+def _replay_masked(target: Any, atom: Any, undoing: bool) -> None:
+    """Write a masked paint atom's old (undo) or new (redo) values."""
+    values = atom.old_values if undoing else atom.new_value
+    if atom.mask is None:
+        target[atom.slice_key] = values
+    elif isinstance(target, np.ndarray):
+        target[atom.slice_key][atom.mask] = values  # a view: in place
+    else:  # an array-like: read, modify, write back (as napari does)
+        region = np.asarray(target[atom.slice_key])
+        region[atom.mask] = values
+        target[atom.slice_key] = region
+
+
+def _address(array: np.ndarray) -> int:
+    return int(array.__array_interface__["data"][0])

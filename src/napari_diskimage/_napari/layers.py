@@ -33,6 +33,7 @@ __all__ = [
     "default_stride",
     "describe_layer",
     "disk_image_of",
+    "file_view",
     "folder_warnings",
     "image_sizes",
     "layer_axes",
@@ -55,6 +56,22 @@ def disk_image_of(layer: Layer | None) -> DiskImage | None:
         return None
     img = layer.metadata.get("disk_image")
     return img if isinstance(img, DiskImage) else None
+
+
+def file_view(
+    labels: DiskImage, y: slice = slice(None), x: slice = slice(None)
+) -> np.ndarray:
+    """The layer data of ``labels``: a numpy view of the mapped file with the
+    axes of :func:`display_axes` (t and z only if longer than 1)."""
+    t, _, z, _, _ = labels.shape
+    index: tuple[Any, ...] = (
+        slice(None) if t > 1 else 0,
+        0,
+        slice(None) if z > 1 else 0,
+        y,
+        x,
+    )
+    return labels.array[index]
 
 
 def level0(layer: Layer) -> Any:

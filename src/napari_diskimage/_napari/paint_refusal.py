@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from napari.layers import Labels
-from napari.layers.labels._labels_constants import Mode
 
-__all__ = ["ReadOnlyLabels", "refuse_mode", "why_not_paintable"]
+__all__ = ["ReadOnlyLabels", "read_only_labels", "refuse_mode", "why_not_paintable"]
 
-_VIEWING = (Mode.PAN_ZOOM, Mode.TRANSFORM, Mode.PICK)
+#: napari's labels modes (its ``Mode`` string enum) that do not paint.
+_VIEWING = ("pan_zoom", "transform", "pick")
 
 
 def why_not_paintable(layer: Labels, viewer_ndisplay: int | None = None) -> str:
@@ -44,24 +44,23 @@ def why_not_paintable(layer: Labels, viewer_ndisplay: int | None = None) -> str:
 
 def refuse_mode(layer: Labels, asked: Any, kept: Any) -> None:
     """A notification when napari kept ``layer`` out of paint mode ``asked``."""
-    try:
-        asked_mode = Mode(asked)
-    except ValueError:
-        return
-    if asked_mode in _VIEWING or Mode(kept) == asked_mode:
+    asked_mode, kept_mode = str(asked), str(kept)  # napari's modes: str enums
+    if asked_mode in _VIEWING or kept_mode == asked_mode:
         return
     reason = why_not_paintable(layer)
     if reason:
         from .notify import show_warning
 
-        show_warning(f"cannot {asked_mode.value.replace('_', ' ')}: {reason}")
+        show_warning(f"cannot {asked_mode.replace('_', ' ')}: {reason}")
 
 
 class ReadOnlyLabels(Labels):
     """A napari Labels layer that says why when a paint tool is chosen.
 
     ``read_only_reason`` is the message (e.g. the overview of a large labels
-    plane: "paint on the layer above").
+    plane: "paint on the layer above").  It overrides napari's private
+    ``_mode_setter_helper`` (checked by :mod:`._compat`); where that changed,
+    :func:`read_only_labels` makes a plain ``Labels`` layer instead.
     """
 
     read_only_reason: str = ""
@@ -78,3 +77,16 @@ class ReadOnlyLabels(Labels):
         kept = super()._mode_setter_helper(mode)
         refuse_mode(self, mode, kept)
         return kept
+
+
+def read_only_labels(data: Any, *, read_only_reason: str = "", **kwargs: Any) -> Labels:
+    """A read-only labels layer: a :class:`ReadOnlyLabels`, or a plain
+    napari ``Labels`` layer (not editable) where napari's private surface
+    changed (:data:`._compat.OK` False)."""
+    from . import _compat
+
+    if _compat.OK:
+        return ReadOnlyLabels(data, read_only_reason=read_only_reason, **kwargs)
+    layer = Labels(data, **kwargs)
+    layer.editable = False
+    return layer

@@ -103,8 +103,7 @@ def porosity_volume(seed: int = 0) -> np.ndarray:
     radius2 = sum(f**2 for f in freqs)
     field = np.fft.ifftn(
         np.fft.fftn(noise) * np.exp(-radius2 * (2 * np.pi * 3) ** 2 / 2)
-    )
-    field = field.real
+    ).real
     field /= field.std()
     threshold = np.quantile(field, 0.3)  # about 30 % porosity
     solid = np.clip((field - threshold) * 3.0 + 0.5, 0.0, 1.0)
@@ -146,7 +145,7 @@ def large_sample_geometry(size: int | str = DEFAULT_LARGE_SIZE) -> Geometry:
     y = max(16, round((2 * nbytes) ** (1 / 3) / 16) * 16)
     x = 2 * y
     z = max(1, round(nbytes / (2 * x * y)))
-    return Geometry("uint16", x, y, z)
+    return Geometry(np.dtype(np.uint16), x, y, z)
 
 
 def _interpolation(n_out: int, n_in: int) -> Any:

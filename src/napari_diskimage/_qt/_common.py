@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Label
+from magicgui.widgets import ComboBox, FileEdit, Label
 from napari.layers import Image, Labels, Layer
 from napari.viewer import Viewer
 
@@ -21,6 +22,7 @@ __all__ = [
     "add_disk_image",
     "apply_saved_settings",
     "ask",
+    "chosen_path",
     "elide_middle",
     "fit_labels",
     "refresh_layer",
@@ -41,6 +43,15 @@ def unwrap(viewer: Any) -> Viewer:
     the core works on the real layers and disk images.
     """
     return getattr(viewer, "__wrapped__", viewer)
+
+
+def chosen_path(edit: FileEdit) -> Path:
+    """The path in a file field that holds one (modes r, w and d; ``Path(".")``
+    when empty)."""
+    value = edit.value
+    if isinstance(value, tuple):  # mode "rm" only: several files
+        value = value[0] if value else None
+    return Path(value if value is not None else "")
 
 
 def status_label() -> Label:
@@ -108,9 +119,9 @@ def refresh_layer(layer: Layer) -> None:
     does not clear it, so a written pixel would not show when zoomed out
     nor in the thumbnail.
     """
-    materializer = getattr(layer, "_level_materializer", None)
-    if materializer is not None and hasattr(materializer, "cache_clear"):
-        materializer.cache_clear()
+    from .._napari._compat import clear_level_cache
+
+    clear_level_cache(layer)
     layer.refresh()
 
 
@@ -216,11 +227,15 @@ def fit_labels(widget: Any) -> None:
 
 
 class LayerChoice(ComboBox):
-    """A drop-down of the viewer's image layers that follows the selection.
+    """A drop-down of the viewer's layers of some kinds.
 
-    ``disk_images_only`` lists only layers backed by a disk image;
-    ``labels`` lists labels layers too.  Long names are elided in the
-    middle, whole in the tooltip (:func:`elide_middle`).
+    ``kinds`` are the layer classes listed (image layers by default);
+    ``labels`` adds labels layers (never the read-only overview of another
+    labels layer's file); ``disk_images_only`` lists only layers backed by
+    a disk image.  ``follow_selection`` makes it choose the layer the user
+    selects in the layer list (when it lists it); ``nullable`` False keeps
+    a layer chosen (the last one) whenever there is one.  Long names are
+    elided in the middle, whole in the tooltip (:func:`elide_middle`).
     """
 
     def __init__(
@@ -229,24 +244,32 @@ class LayerChoice(ComboBox):
         label: str = "layer",
         disk_images_only: bool = False,
         labels: bool = False,
+        *,
+        kinds: tuple[type[Layer], ...] = (Image,),
+        nullable: bool = True,
+        follow_selection: bool = True,
     ) -> None:
         self._viewer = viewer
         self._disk_images_only = disk_images_only
-        self._labels = labels
-        super().__init__(label=label, choices=self._choices, nullable=True)
+        self._kinds = (*kinds, Labels) if labels else kinds
+        self._keep_one = not nullable
+        self._follows = follow_selection
+        super().__init__(label=label, choices=self._choices, nullable=nullable)
         elide_middle(self.native)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self._refresh)
-        viewer.layers.selection.events.active.connect(self._follow_selection)
-        self._follow_selection()
+        if follow_selection:
+            viewer.layers.selection.events.active.connect(self._follow_selection)
+            self._follow_selection()
+        else:
+            self._refresh()
 
     def _accepts(self, layer: Any) -> bool:
-        if self._labels and isinstance(layer, Labels):
-            if layer.metadata.get("labels_overview"):
-                return False  # a view of another labels layer's file
-        elif not isinstance(layer, Image):
+        if not isinstance(layer, self._kinds):
             return False
+        if isinstance(layer, Labels) and layer.metadata.get("labels_overview"):
+            return False  # a view of another labels layer's file
         return not self._disk_images_only or disk_image_of(layer) is not None
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Layer]]:
@@ -254,8 +277,14 @@ class LayerChoice(ComboBox):
 
     def _refresh(self, _event: Any = None) -> None:
         self.reset_choices()
-        if self.value is None:
+        if self.value is not None:
+            return
+        if self._follows:
             self._follow_selection()
+        elif self._keep_one:
+            choices = self._choices()
+            if choices:
+                self.value = choices[-1][1]
 
     def _follow_selection(self, _event: Any = None) -> None:
         active = self._viewer.layers.selection.active

@@ -43,6 +43,8 @@ class _CancelableProgress(cancelable_progress):
 
 
 _CANCELLED = object()
+#: The application property set once its quit cancels the running jobs.
+_CANCEL_ON_QUIT = "napari_diskimage_cancel_on_quit"
 
 
 def _drive(make_steps: Callable[[], Any], cancel: threading.Event) -> Generator:
@@ -158,9 +160,9 @@ def _cancel_on_quit() -> None:
     from qtpy.QtWidgets import QApplication
 
     app = QApplication.instance()
-    if app is not None and not getattr(app, "_ndi_cancel_on_quit", False):
+    if app is not None and not app.property(_CANCEL_ON_QUIT):
         app.aboutToQuit.connect(cancel_all_jobs)
-        app._ndi_cancel_on_quit = True
+        app.setProperty(_CANCEL_ON_QUIT, True)  # once per application
 
 
 def cancel_all_jobs(timeout: float = 10.0) -> None:
@@ -170,7 +172,9 @@ def cancel_all_jobs(timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     from qtpy.QtCore import QThreadPool
 
-    QThreadPool.globalInstance().waitForDone(int(timeout * 1000))
+    pool = QThreadPool.globalInstance()
+    if pool is not None:
+        pool.waitForDone(int(timeout * 1000))
     while StepsJob.running_jobs and time.monotonic() < deadline:
         from qtpy.QtWidgets import QApplication
 

@@ -106,15 +106,23 @@ class FrameTable(QTableView):
         self.setSortingEnabled(True)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        header = self.horizontalHeader()
+        header = self._header()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setResizeContentsPrecision(200)  # rows sampled to size columns
-        self.verticalHeader().setVisible(False)
+        rows = self.verticalHeader()
+        if rows is not None:
+            rows.setVisible(False)
         self.setMinimumHeight(160)
         self.clicked.connect(self._clicked)
 
+    def _header(self) -> QHeaderView:
+        header = self.horizontalHeader()
+        if header is None:  # a QTableView always has one; Qt's stubs allow None
+            raise RuntimeError("the table has no horizontal header")
+        return header
+
     def set_frame(self, frame: Any) -> None:
-        self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self._header().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.frame_model.set_frame(frame)
         self.resizeColumnsToContents()
 

@@ -1,7 +1,7 @@
 """The "3D box (full resolution)" tool.
 
 napari shows a large volume in 3D through its bounded overview (strided in
-z, y and x; see :mod:`napari_diskimage._pyramid`).  This tool reads the
+z, y and x; see :mod:`napari_diskimage.display`).  This tool reads the
 region in view, and a range of planes around the current slice (prefilled
 within the box budget), at full resolution into memory, and adds it as an
 image layer placed exactly over the volume in world coordinates; then it

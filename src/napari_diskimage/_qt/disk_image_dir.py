@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import napari.viewer
+from magicgui.types import FileDialogMode
 from magicgui.widgets import Container, FileEdit, PushButton
 
 import napari_diskimage as ndi
@@ -22,7 +23,7 @@ from .._files import nearest_existing
 from .._napari.layers import folder_warnings
 from .._napari.notify import error_message, notify_error, show_info, show_warning
 from .._scratch import ENV_VAR, format_bytes
-from ._common import apply_saved_settings, status_label, unwrap
+from ._common import apply_saved_settings, chosen_path, status_label, unwrap
 
 __all__ = ["DiskImageDir"]
 
@@ -34,7 +35,9 @@ class DiskImageDir(Container):
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
         self.current = status_label()
-        self.folder = FileEdit(label="new folder", mode="d")
+        self.folder = FileEdit(
+            label="new folder", mode=FileDialogMode.EXISTING_DIRECTORY
+        )
         self.use_button = PushButton(text="Use this folder")
         self.warning = status_label()
         super().__init__(
@@ -60,7 +63,7 @@ class DiskImageDir(Container):
 
     def use(self, _value: Any = None) -> Path | None:
         try:
-            folder = ndi.set_disk_image_dir(self.folder.value)
+            folder = ndi.set_disk_image_dir(chosen_path(self.folder))
         except OSError as exc:
             notify_error("set the disk-image directory", exc)
             return None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import napari.viewer
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
 from napari.layers import Labels
 
@@ -28,7 +29,14 @@ from .._napari.labels import KEY, DiskLabels
 from .._napari.layers import disk_image_of, image_sizes
 from .._napari.notify import notify_error, show_info, show_warning
 from .._scratch import format_bytes
-from ._common import LayerChoice, apply_saved_settings, ask, status_label, unwrap
+from ._common import (
+    LayerChoice,
+    apply_saved_settings,
+    ask,
+    chosen_path,
+    status_label,
+    unwrap,
+)
 from ._job import StepsJob, start_save
 
 __all__ = ["LabelsTool"]
@@ -49,11 +57,15 @@ class LabelsTool(Container):
         self.dtype = ComboBox(label="pixel type", choices=DTYPES, value="uint32")
         self.new_button = PushButton(text="New labels")
         self.path = FileEdit(
-            label="labels file", mode="r", filter="Images (*.tif *.tiff *.raw)"
+            label="labels file",
+            mode=FileDialogMode.EXISTING_FILE,
+            filter="Images (*.tif *.tiff *.raw)",
         )
         self.open_button = PushButton(text="Open labels file")
         self.save_path = FileEdit(
-            label="save as", mode="w", filter="Images (*.tif *.tiff *.raw)"
+            label="save as",
+            mode=FileDialogMode.OPTIONAL_FILE,
+            filter="Images (*.tif *.tiff *.raw)",
         )
         self.save_button = PushButton(text="Save labels")
         self.window_button = PushButton(text="Move paint window to view")
@@ -149,7 +161,7 @@ class LabelsTool(Container):
         into a copy in the disk-image directory; None asks
         (:meth:`confirm`, naming the file) when the file can be written."""
         image_layer = self.layer.value
-        p = Path(path if path is not None else self.path.value).expanduser()
+        p = (Path(path) if path is not None else chosen_path(self.path)).expanduser()
         if str(p) in ("", "."):
             show_warning("Labels: choose the labels file to open.")
             return None
@@ -202,7 +214,9 @@ class LabelsTool(Container):
         if layer is None:
             show_warning("Labels: make or open labels first.")
             return None
-        p = Path(path if path is not None else self.save_path.value).expanduser()
+        p = (
+            Path(path) if path is not None else chosen_path(self.save_path)
+        ).expanduser()
         if str(p) in ("", "."):
             show_warning("Labels: choose a file name ending in .tif or .raw.")
             return None

@@ -26,7 +26,13 @@ from .. import _cluster, measure
 from .._diskimage import DiskImage
 from .._napari.layers import copy_source, disk_image_of, level0
 from .._napari.notify import notify_error, show_info
-from ._common import apply_saved_settings, elide_middle, status_label, unwrap
+from ._common import (
+    LayerChoice,
+    apply_saved_settings,
+    elide_middle,
+    status_label,
+    unwrap,
+)
 from ._job import JobTool, StepsJob
 from ._plot import PlotCanvas
 from ._table import FrameTable
@@ -50,34 +56,6 @@ NO_LABELS_LAYER = "no labels layer: label a mask (Process > label) or open label
 _NONE = "(none)"
 
 
-class _LayerCombo(ComboBox):
-    """A drop-down of the viewer's layers of one kind."""
-
-    def __init__(self, viewer: Any, label: str, kind: type, nullable: bool) -> None:
-        self._viewer = viewer
-        self._kind = kind
-        super().__init__(label=label, choices=self._choices, nullable=nullable)
-        elide_middle(self.native)  # long names: start and end, whole in a tooltip
-        events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self._refresh)
-        self._refresh()
-
-    def _choices(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return [
-            (lay.name, lay)
-            for lay in self._viewer.layers
-            if isinstance(lay, self._kind) and not lay.metadata.get("labels_overview")
-        ]
-
-    def _refresh(self, _event: Any = None) -> None:
-        self.reset_choices()
-        if self.value is None and not self._nullable:
-            choices = self._choices()
-            if choices:
-                self.value = choices[-1][1]
-
-
 def _source(layer: Layer) -> Any:
     """What to measure of ``layer``: its disk image, else its data."""
     img = disk_image_of(layer)
@@ -99,8 +77,10 @@ class MeasureLabels(JobTool):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
-        self.layer = _LayerCombo(viewer, "labels", Labels, nullable=False)
-        self.intensity = _LayerCombo(viewer, "intensity", Image, nullable=True)
+        self.layer = LayerChoice(
+            viewer, "labels", kinds=(Labels,), nullable=False, follow_selection=False
+        )
+        self.intensity = LayerChoice(viewer, "intensity", follow_selection=False)
         self.properties = Select(
             label="measure",
             choices=list(measure.PROPERTIES),

@@ -8,10 +8,10 @@ actual file size before opening.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import napari.viewer
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -26,7 +26,14 @@ import napari_diskimage as ndi
 
 from .._geometry import Geometry
 from .._napari.notify import notify_error
-from ._common import MAX_INT, add_disk_image, apply_saved_settings, status_label, unwrap
+from ._common import (
+    MAX_INT,
+    add_disk_image,
+    apply_saved_settings,
+    chosen_path,
+    status_label,
+    unwrap,
+)
 from .save import BYTE_ORDERS
 
 __all__ = ["OpenRaw"]
@@ -53,7 +60,9 @@ class OpenRaw(Container):
         apply_saved_settings()
         self.viewer = viewer = unwrap(viewer)
         self.path = FileEdit(
-            label="RAW file", mode="r", filter="RAW files (*.raw);;All files (*)"
+            label="RAW file",
+            mode=FileDialogMode.EXISTING_FILE,
+            filter="RAW files (*.raw);;All files (*)",
         )
         self.dtype = ComboBox(label="pixel type", choices=_TYPE_CHOICES, value="uint8")
         self.sizes = {
@@ -86,7 +95,7 @@ class OpenRaw(Container):
 
     def _path_changed(self, _value: Any = None) -> None:
         with contextlib.suppress(ValueError):
-            g = Geometry.from_filename(Path(self.path.value).name)
+            g = Geometry.from_filename(chosen_path(self.path).name)
             self.dtype.value = g.dtype.name
             for a, n in zip("xyzct", g.sizes, strict=True):
                 self.sizes[a].value = min(n, MAX_INT)
@@ -94,7 +103,7 @@ class OpenRaw(Container):
 
     def check_size(self, _value: Any = None) -> None:
         """Show expected vs actual file size when they differ."""
-        path = Path(self.path.value)
+        path = chosen_path(self.path)
         try:
             actual = path.stat().st_size if path.is_file() else None
         except OSError:
@@ -115,7 +124,7 @@ class OpenRaw(Container):
             )
 
     def open(self, _value: Any = None) -> list[Layer]:
-        path = Path(self.path.value)
+        path = chosen_path(self.path)
         try:
             image = ndi.open_raw(
                 path,

@@ -84,7 +84,7 @@ class ProcessImage(Container):
             value="gaussian",
         )
         elide_middle(self.operation.native)
-        self.parameters = Container(labels=True)
+        self.parameters: Container[Any] = Container(labels=True)
         self.run_on = RunOn()
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -283,6 +283,9 @@ class ProcessImage(Container):
             if self.block_shape is not None and op.takes_block_shape:
                 params["block_shape"] = self.block_shape
             run = op.make_run(source, **params)
+            output = run.output
+            if output is None:  # every operation the tool lists writes an image
+                raise TypeError(f"{key} gives no image to show")
         except (OSError, ValueError, TypeError, IndexError) as exc:
             notify_error(what, exc)
             self.status.value = f"not started: {error_message(exc)}"
@@ -290,7 +293,7 @@ class ProcessImage(Container):
         run.close_output_on_failure = False  # see _ended: layer first, then file
         self.run = run
         name = f"{layer.name} {key}"
-        self.result_layers = self._add_result(run.output, name, layer, key)
+        self.result_layers = self._add_result(output, name, layer, key)
         self.cluster_report: list[str] = []
         self.job = StepsJob(
             lambda: _cluster.steps_on(
@@ -392,7 +395,7 @@ class ProcessImage(Container):
             self.result_layers = []
             if self.run is not None and self.run.output is not None:
                 self.run.output.close()
-            if job.cancelled:
+            if job.cancelled or job.error is None:
                 self.status.value = "cancelled; the output file was removed"
             else:
                 self.status.value = f"failed: {error_message(job.error)}"

@@ -41,13 +41,13 @@ class RunOn(Container):
         super().__init__(
             widgets=[self.kind, self.address, self.jobs, self.cores, self.memory]
         )
-        self._load()
+        self._load_saved()
         self._show_fields()
         self.kind.changed.connect(self._show_fields)
         for field in (self.kind, self.address, self.jobs, self.cores, self.memory):
             field.changed.connect(self._save)
 
-    def _load(self) -> None:
+    def _load_saved(self) -> None:
         saved = _settings.load_settings().get(KEY)
         if not isinstance(saved, dict):
             return

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import napari.viewer
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, FileEdit
 
 from .._napari.layers import disk_image_of, layer_source
 from .._napari.notify import notify_error, show_info, show_warning
-from ._common import LayerChoice, apply_saved_settings, unwrap
+from ._common import LayerChoice, apply_saved_settings, chosen_path, unwrap
 from ._job import JobTool, StepsJob, start_save
 
 __all__ = ["SaveImage"]
@@ -31,7 +32,9 @@ class SaveImage(JobTool):
         self.viewer = viewer = unwrap(viewer)
         self.layer = LayerChoice(viewer, labels=True)
         self.path = FileEdit(
-            label="save as", mode="w", filter="Images (*.tif *.tiff *.raw)"
+            label="save as",
+            mode=FileDialogMode.OPTIONAL_FILE,
+            filter="Images (*.tif *.tiff *.raw)",
         )
         self.byte_order = ComboBox(label="RAW byte order", choices=BYTE_ORDERS)
         super().__init__("Save", [self.layer, self.path, self.byte_order])
@@ -61,7 +64,7 @@ class SaveImage(JobTool):
         if layer is None:
             show_warning("Save: choose an image layer first.")
             return None
-        path = Path(self.path.value).expanduser()
+        path = chosen_path(self.path).expanduser()
         if str(self.path.value) in ("", "."):
             show_warning("Save: choose a file name ending in .tif, .tiff or .raw.")
             return None
