@@ -26,10 +26,10 @@ import numpy as np
 
 from .._diskimage import DiskImage
 from .._geometry import Geometry
+from .._steps import Steps
 from ._blocks import block_grid, user_blocks
 from ._checks import check_image, check_mask, mask_values, name_of, shape_of
 from ._engine import Cancelled, Run
-from .._steps import Steps
 from ._registry import _Block, operation
 from ._tasks import BlockWriter, BoxReader, new_output
 

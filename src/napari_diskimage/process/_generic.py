@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from .._geometry import Geometry, as_dtype
+from .._steps import Steps
 from ._blocks import block_chunks, fit_halo
 from ._checks import check_image, dtype_of, per_axis, same_shape, shape_of
 from ._engine import Run
-from .._steps import Steps
 from ._registry import _Block, operation
 from ._tasks import BlockWriter, BoxReader, map_tasks, new_output, reduce_tasks
 

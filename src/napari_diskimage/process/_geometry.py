@@ -12,12 +12,12 @@ import numpy as np
 
 from .._diskimage import DiskImage
 from .._geometry import Geometry
+from .._steps import Steps
+from ..io.stream import Source, kernel_copy
 from ..storage import FileLayout
 from ._blocks import BLOCK_BYTES, block_chunks, block_grid
 from ._checks import check_image, dtype_of, name_of, per_axis, shape_of
 from ._engine import Run
-from .._steps import Steps
-from ..io.stream import Source, kernel_copy
 from ._registry import Parameter, _Block, operation
 from ._tasks import BlockWriter, BoxReader, new_output
 from ._values import to_type

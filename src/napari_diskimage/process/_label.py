@@ -29,11 +29,11 @@ import numpy as np
 
 from .._diskimage import DiskImage
 from .._geometry import Geometry
+from .._steps import Steps
+from ..io.stream import read_box
 from ._blocks import block_chunks, block_grid, choose_chunks
 from ._checks import check_image, check_mask, mask_values, name_of, shape_of
 from ._engine import Run
-from .._steps import Steps
-from ..io.stream import read_box
 from ._registry import Parameter, _Block, operation
 from ._tasks import BlockWriter, BoxReader, new_output
 

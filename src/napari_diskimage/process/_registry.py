@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from .._diskimage import DiskImage
-from ._engine import Run, drive
 from .._steps import ProgressCallback
+from ._engine import Run, drive
 
 __all__ = ["MENU", "OPERATIONS", "Driven", "Operation", "Parameter"]
 

@@ -22,10 +22,10 @@ import numpy as np
 from .._diskimage import DiskImage, new_disk_image
 from .._errors import closed_error
 from .._geometry import Geometry
+from ..io.stream import Source
 from ._blocks import block_grid
 from ._checks import name_of, shape_of
 from ._engine import check_cancel, count, report
-from ..io.stream import Source
 
 __all__ = [
     "BlockWriter",

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from .._geometry import Geometry, as_dtype
+from .._steps import Steps
 from ._blocks import block_chunks
 from ._checks import check_image, dtype_of, name_of, number, same_shape, shape_of
 from ._engine import Run
 from ._generic import blockwise, minmax, reduction_run
-from .._steps import Steps
 from ._registry import Parameter, _Block, operation, reduction
 from ._tasks import BlockWriter, BoxReader, map_tasks, new_output, reduce_tasks
 

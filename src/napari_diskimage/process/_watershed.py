@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._geometry import Geometry
+from .._steps import Steps
 from ._blocks import block_grid, user_blocks
 from ._checks import check_image, check_mask, name_of, shape_of
 from ._distance import (
@@ -43,7 +44,6 @@ from ._distance import (
     plan_passes,
 )
 from ._engine import Run
-from .._steps import Steps
 from ._label import label
 from ._registry import Parameter, _Block, operation
 from ._tasks import BlockWriter, BoxReader, new_output
