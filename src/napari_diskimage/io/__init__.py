@@ -1,0 +1,1 @@
+"""Reading and writing whole images: streams, atomic files, savers."""
