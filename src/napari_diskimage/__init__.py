@@ -37,6 +37,8 @@ from ._raw import open_raw
 from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
 from ._sequence import SequenceGapWarning, open_tiff_sequence
 from ._tiff import TiffSeriesInfo, open_tiff, tiff_series
+from ._zarr_open import open_zarr
+from .io.ome_zarr import iter_save_ome_zarr, save_ome_zarr
 
 
 def apply(func: Any, image: Any, *images: Any, **kwargs: Any) -> DiskImage:
@@ -67,6 +69,7 @@ __all__ = [
     "is_disk_image",
     "iter_copy",
     "iter_save",
+    "iter_save_ome_zarr",
     "iter_save_raw",
     "iter_save_tiff",
     "new_disk_image",
@@ -75,6 +78,8 @@ __all__ = [
     "open_raw",
     "open_tiff",
     "open_tiff_sequence",
+    "open_zarr",
+    "save_ome_zarr",
     "save_raw",
     "save_tiff",
     "set_disk_image_dir",
