@@ -155,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     copy.add_argument("src", type=Path, help="a TIFF or RAW file")
-    copy.add_argument("dst", type=Path, help="the new file (.tif, .tiff, .raw)")
+    copy.add_argument(
+        "dst", type=Path, help="the new file (.tif, .tiff, .raw, .ome.zarr)"
+    )
     _raw_options(copy)
     _cluster_options(copy)
 
@@ -369,6 +371,9 @@ def _open(path: Path, args: argparse.Namespace) -> Any:
         )
         if given
     ]
+    if path.is_dir() and path.suffix.lower() == ".zarr":
+        _no_raw_options(raw_options, path, "a Zarr store")
+        return ndi.open_zarr(path)
     if path.is_dir() or any(ch in path.name for ch in "*?["):
         _no_raw_options(raw_options, path, "a folder of TIFF slices")
         return ndi.open_tiff_sequence(path)
@@ -531,7 +536,11 @@ def copy_file(args: argparse.Namespace, session: Any = None) -> Path:
 
     image = _open(args.src, args)
     with image:
-        if session is not None:  # one streamed copy on a worker
+        if args.dst.name.lower().endswith(".zarr"):  # OME-Zarr with a pyramid
+            saved = _run(
+                ndi.iter_save_ome_zarr(image, args.dst), f"copy to {args.dst.name}"
+            )
+        elif session is not None:  # one streamed copy on a worker
             saved = session.copy(image, args.dst, args.byte_order)
         else:
             saved = _run(

@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 #: Ways to compute a coarser level from the finer one.
-DOWNSAMPLE = ("mean", "gaussian", "nearest")
+DOWNSAMPLE = ("mean", "gaussian", "nearest", "mode")
 #: Compressors by name (Blosc with byte shuffle; None stores raw chunks).
 COMPRESSORS = ("zstd", "lz4", "gzip", None)
 #: Bytes of the finest level read and reduced at a time (a slab of planes).
@@ -730,8 +730,9 @@ def save_ome_zarr(
     levels : int, optional
         Number of resolution levels including the finest; default down to
         about 256 pixels in y and x.
-    downsample : {"mean", "gaussian", "nearest"}
-        How a level is computed from the one above (see the module doc).
+    downsample : {"mean", "gaussian", "nearest", "mode"}
+        How a level is computed from the one above (see the module doc);
+        ``"mode"`` for an image of labels saved as the image itself.
     compressor : {"zstd", "lz4", "gzip", None}
         Blosc zstd or lz4 with byte shuffle (level 1), gzip level 1, or raw.
     version : {"0.5", "0.4"}
