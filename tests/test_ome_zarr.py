@@ -442,6 +442,21 @@ def test_progress_counts_every_input_byte_once(data_dir):
 
 
 # --- the command line and napari's reader and writers ------------------------------
+def test_processing_reads_a_store_as_any_disk_image(data_dir):
+    from napari_diskimage import process
+
+    data = _volume((12, 40, 48))
+    out = ndi.save_ome_zarr(data, data_dir / "p.ome.zarr", chunks=(4, 16, 16))
+    with ndi.open_zarr(out) as image, ndi.copy(data) as mapped:
+        from_store = process.gaussian(image, sigma=1.5)
+        from_file = process.gaussian(mapped, sigma=1.5)
+        np.testing.assert_array_equal(
+            np.asarray(from_store.array), np.asarray(from_file.array)
+        )
+        from_store.close()
+        from_file.close()
+
+
 def test_cli_copy_to_ome_zarr_and_back(data_dir, capsys):
     from napari_diskimage._cli import main
 
@@ -452,6 +467,9 @@ def test_cli_copy_to_ome_zarr_and_back(data_dir, capsys):
         np.testing.assert_array_equal(image.array[0, 0], data)
     assert main(["copy", str(data_dir / "o.ome.zarr"), str(data_dir / "b.tif")]) == 0
     np.testing.assert_array_equal(tifffile.imread(data_dir / "b.tif"), data)
+    capsys.readouterr()
+    assert main(["info", str(data_dir / "o.ome.zarr")]) == 0
+    assert "format: ZARR" in capsys.readouterr().out
 
 
 def test_napari_reader_takes_zarr_folders(data_dir):

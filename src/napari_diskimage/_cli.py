@@ -445,8 +445,8 @@ def describe_file(image: Any) -> str:
             f"storage: {image.storage.describe()}: decoded lazily, chunk by chunk"
         )
         lines.append(
-            "napari-diskimage: opens it at once, decodes only the strips or "
-            "tiles shown; read-only (copy it to edit)"
+            "napari-diskimage: opens it at once, decodes only the strips, "
+            "tiles or chunks shown; read-only (copy it to edit)"
         )
     if image.kind == "tiff":
         series = tiff_series(image.path)
