@@ -359,11 +359,43 @@ class ZarrStorage(Storage):
                 )
             per_axis.append(parts)
         view = _in_array_order(out, self.axes)
-        for combo in itertools.product(*per_axis):
+        combos = list(itertools.product(*per_axis))
+        if len(combos) > 1:
+            self._decode_missing([tuple(k for k, _, _ in combo) for combo in combos])
+        for combo in combos:
             key = tuple(k for k, _, _ in combo)
             chunk = self._chunk(key)
             view[tuple(o for _, o, _ in combo)] = chunk[tuple(i for _, _, i in combo)]
         return out
+
+    def _decode_missing(self, keys: list[tuple[int, ...]]) -> None:
+        """Decode the chunks of ``keys`` not in the cache with one zarr read
+        of the box around them (zarr decodes its chunks in parallel), when
+        that box is at most :data:`READ_BYTES` and fits in the cache."""
+        cache = self.handle.cache
+        missing = [k for k in keys if cache.get((self.name, k)) is None]
+        if len(missing) < 2:
+            return
+        arr = self.zarr_array
+        lo = [min(k[i] for k in missing) for i in range(len(arr.chunks))]
+        hi = [max(k[i] for k in missing) + 1 for i in range(len(arr.chunks))]
+        box = tuple(
+            slice(a * c, min(b * c, n))
+            for a, b, c, n in zip(lo, hi, arr.chunks, self.array_shape, strict=True)
+        )
+        nbytes = math.prod(s.stop - s.start for s in box) * self.dtype.itemsize
+        if nbytes > min(READ_BYTES, cache.max_bytes // 2):
+            return  # chunk by chunk instead, memory bounded
+        data = self._decode(arr, box)
+        for key in missing:
+            part = tuple(
+                slice(k * c - s.start, min((k + 1) * c, n) - s.start)
+                for k, c, n, s in zip(
+                    key, arr.chunks, self.array_shape, box, strict=True
+                )
+            )
+            chunk = np.ascontiguousarray(data[part])
+            cache.put((self.name, key), chunk, chunk.nbytes)
 
     def read_region(
         self, t: int, c: int, z: int,
