@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -227,7 +228,8 @@ def markdown(rows: dict) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} by `python benchmarks/ome_zarr.py` "
         "(2 cores shared with other work: times are noisy; both tools ran in "
-        "the same run). Peak: the process's own anonymous memory.",
+        f"the same run; load average at the end {os.getloadavg()[0]:.1f}). "
+        "Peak: the process's own anonymous memory.",
         "",
         f"**{rows['input_mib']} MiB porous TIFF to OME-Zarr 0.5 with its pyramid** "
         "(6 GiB cap):",
