@@ -25,7 +25,14 @@ from ._errors import ClosedImageError, CorruptFileError, DiskImageError
 from ._geometry import Geometry
 from ._labels import check_labels, new_labels
 from ._meta import ImageMeta
-from ._open import open_any, open_labels, open_raw, open_tiff, open_tiff_sequence
+from ._open import (
+    open_any,
+    open_labels,
+    open_raw,
+    open_tiff,
+    open_tiff_sequence,
+    open_zarr,
+)
 from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
 from ._sequence import SequenceGapWarning
 from ._tiff import TiffSeriesInfo, tiff_series
@@ -38,6 +45,7 @@ from .io import (
     save_raw,
     save_tiff,
 )
+from .io.ome_zarr import iter_save_ome_zarr, save_ome_zarr
 
 
 def apply(func: Any, image: Any, *images: Any, **kwargs: Any) -> DiskImage:
@@ -69,6 +77,7 @@ __all__ = [
     "is_disk_image",
     "iter_copy",
     "iter_save",
+    "iter_save_ome_zarr",
     "iter_save_raw",
     "iter_save_tiff",
     "new_disk_image",
@@ -78,6 +87,8 @@ __all__ = [
     "open_raw",
     "open_tiff",
     "open_tiff_sequence",
+    "open_zarr",
+    "save_ome_zarr",
     "save_raw",
     "save_tiff",
     "set_disk_image_dir",

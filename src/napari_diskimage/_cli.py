@@ -151,7 +151,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     copy.add_argument("src", type=Path, help="a TIFF or RAW file")
-    copy.add_argument("dst", type=Path, help="the new file (.tif, .tiff, .raw)")
+    copy.add_argument(
+        "dst", type=Path, help="the new file (.tif, .tiff, .raw, .ome.zarr)"
+    )
     _raw_options(copy)
     _cluster_options(copy)
 
@@ -365,7 +367,11 @@ def _open(path: Path, args: argparse.Namespace) -> Any:
     ]
     kind = kind_of(path)
     if kind.name != "raw":
-        what = {"tiff sequence": "a folder of TIFF slices", "tiff": "a TIFF file"}
+        what = {
+            "tiff sequence": "a folder of TIFF slices",
+            "tiff": "a TIFF file",
+            "zarr": "a Zarr store",
+        }
         _no_raw_options(raw_options, path, what.get(kind.name, f"a {kind.name}"))
         return open_any(path)
     geometry = None
@@ -434,8 +440,8 @@ def describe_file(image: Any) -> str:
             f"storage: {image.storage.describe()}: decoded lazily, chunk by chunk"
         )
         lines.append(
-            "napari-diskimage: opens it at once, decodes only the strips or "
-            "tiles shown; read-only (copy it to edit)"
+            "napari-diskimage: opens it at once, decodes only the strips, "
+            "tiles or chunks shown; read-only (copy it to edit)"
         )
     if image.kind == "tiff":
         series = tiff_series(image.path)
@@ -525,7 +531,11 @@ def copy_file(args: argparse.Namespace, session: Any = None) -> Path:
 
     image = _open(args.src, args)
     with image:
-        if session is not None:  # one streamed copy on a worker
+        if args.dst.name.lower().endswith(".zarr"):  # OME-Zarr with a pyramid
+            saved = _run(
+                ndi.iter_save_ome_zarr(image, args.dst), f"copy to {args.dst.name}"
+            )
+        elif session is not None:  # one streamed copy on a worker
             saved = session.copy(image, args.dst, args.byte_order)
         else:
             saved = _run(

@@ -49,7 +49,7 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {}
 
 def register_operations(**operations: Callable[..., Any]) -> None:
     """Give the facade its long operations (``copy``, ``save_tiff``,
-    ``save_raw``); called by :mod:`napari_diskimage.io`."""
+    ``save_raw``, ``save_ome_zarr``); called by :mod:`napari_diskimage.io`."""
     _OPERATIONS.update(operations)
 
 
@@ -120,12 +120,14 @@ class DiskImage:
         self._mode = mode
         self._meta = meta
         # each stored level is an image of its own, its spacing scaled
-        _, _, _, y, x = storage.shape
+        _, _, z, y, x = storage.shape
         self._levels = tuple(
             DiskImage(
                 level,
                 dataclasses.replace(
-                    meta.binned((1, y / level.shape[3], x / level.shape[4])),
+                    meta.binned(
+                        (z / level.shape[2], y / level.shape[3], x / level.shape[4])
+                    ),
                     shown_series=(0,),
                 ),
             )
@@ -481,6 +483,18 @@ class DiskImage:
         return _OPERATIONS["save_raw"](
             self, path, byte_order=byte_order, progress=progress
         )
+
+    def save_ome_zarr(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Path:
+        """Save as a multiscale OME-Zarr store (see :func:`save_ome_zarr`;
+        ``options`` are its keywords: labels, chunks, levels, downsample,
+        compressor, version)."""
+        return _OPERATIONS["save_ome_zarr"](self, path, progress=progress, **options)
 
 
 def is_disk_image(obj: Any) -> bool:

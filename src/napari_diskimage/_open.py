@@ -21,7 +21,7 @@ from ._geometry import Geometry
 from ._labels import check_labels
 from ._quiet import quieted
 from ._sequence import list_sequence
-from .storage import mapped, sequence, tiff
+from .storage import mapped, sequence, tiff, zarr
 from .storage._base import Opened
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "open_raw",
     "open_tiff",
     "open_tiff_sequence",
+    "open_zarr",
 ]
 
 
@@ -171,6 +172,41 @@ def open_tiff_sequence(
     return _image(sequence.open_sequence(folder, files, axis=axis))
 
 
+def open_zarr(
+    path: str | os.PathLike[str], mode: str = "r", *, level: int = 0
+) -> DiskImage:
+    """Open an OME-Zarr (NGFF 0.4, 0.5) or a plain Zarr v2/v3 array lazily.
+
+    Nothing is decoded when it opens: a read decodes the chunks it touches
+    (kept in a bounded cache).  The store's resolution levels are the
+    display pyramid (``image.display_levels``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The store's folder (``.zarr``, ``.ome.zarr``).
+    mode : {"r", "r+"}
+        ``"r+"`` lets :meth:`DiskImage.write_pixel` write into the store;
+        the coarser levels covering a written pixel are updated.
+    level : int
+        The resolution level to open (0: the finest).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    CorruptFileError
+        Not a Zarr store, broken metadata, a listed level missing, or a
+        codec that is not installed; the message names the store.
+
+    Examples
+    --------
+    >>> import napari_diskimage as ndi
+    >>> image = ndi.open_zarr("scan.ome.zarr")  # doctest: +SKIP
+    """
+    return _image(zarr.open_zarr_storage(path, mode, level))
+
+
 # --- one dispatch ------------------------------------------------------------
 class Kind(NamedTuple):
     """A format: its name, whether a path is one, and its opener
@@ -186,12 +222,21 @@ def _is_slice_folder(p: Path) -> bool:
     return p.is_dir() or (any(ch in p.name for ch in "*?[") and not p.exists())
 
 
+def _is_zarr(p: Path) -> bool:
+    """A folder named ``*.zarr`` or holding Zarr metadata."""
+    return p.is_dir() and (
+        p.suffix.lower() == ".zarr"
+        or any((p / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+    )
+
+
 def _has_suffix(*suffixes: str) -> Callable[[Path], bool]:
     return lambda p: p.suffix.lower() in suffixes
 
 
 #: The formats :func:`open_any` knows, tried in order.
 KINDS: tuple[Kind, ...] = (
+    Kind("zarr", _is_zarr, open_zarr),
     Kind("tiff sequence", _is_slice_folder, open_tiff_sequence),
     Kind("tiff", _has_suffix(*TIFF_SUFFIXES), open_tiff),
     Kind("raw", _has_suffix(*RAW_SUFFIXES), open_raw),
@@ -214,7 +259,8 @@ def kind_of(path: str | os.PathLike[str]) -> Kind:
     suffix = p.suffix.lower()
     raise ValueError(
         f"{str(p)!r} is not a TIFF ({', '.join(TIFF_SUFFIXES)}) or RAW "
-        f"({', '.join(RAW_SUFFIXES)}) file, nor a folder of TIFF slices: "
+        f"({', '.join(RAW_SUFFIXES)}) file, a Zarr store nor a folder of TIFF "
+        "slices: "
         f"cannot tell its format from its suffix {suffix or '(none)'}"
     )
 

@@ -109,6 +109,8 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
 def _try_open(path: str | os.PathLike[str]) -> list[tuple[DiskImage, str]] | None:
     """The images of ``path`` to show and their layer names, or None."""
     p = Path(path)
+    if p.is_dir() and p.suffix.lower() == ".zarr":
+        return _try_zarr(p)
     if p.is_dir():
         return _try_folder(p)
     suffix = p.suffix.lower()
@@ -152,6 +154,19 @@ def _try_folder(p: Path) -> list[tuple[DiskImage, str]] | None:
         if issubclass(w.category, SequenceGapWarning):
             _warn(str(w.message))
     return [(image, p.name)]
+
+
+def _try_zarr(p: Path) -> list[tuple[DiskImage, str]] | None:
+    """An OME-Zarr or Zarr array folder as one image; None, with a hint, if
+    it cannot be opened (napari-ome-zarr may take it)."""
+    from .._open import open_zarr
+
+    try:
+        image = open_zarr(p)
+    except (OSError, ValueError) as exc:
+        _hint(f"napari-diskimage did not open {p.name}: {exc}")
+        return None
+    return [(image, p.name.removesuffix(".zarr").removesuffix(".ome"))]
 
 
 def _warn(message: str) -> None:

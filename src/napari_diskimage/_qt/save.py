@@ -1,4 +1,4 @@
-"""The "Save as TIFF / RAW" tool: streams a layer's disk image to a file.
+"""The "Save as TIFF / RAW / OME-Zarr" tool: streams a layer's disk image.
 
 In a worker thread with progress and Cancel; atomic (a temporary file
 renamed when complete), so a cancelled or failed save leaves nothing and
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import napari.layers
 import napari.viewer
 from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, FileEdit
@@ -34,7 +35,7 @@ class SaveImage(JobTool):
         self.path = FileEdit(
             label="save as",
             mode=FileDialogMode.OPTIONAL_FILE,
-            filter="Images (*.tif *.tiff *.raw)",
+            filter="Images (*.tif *.tiff *.raw *.zarr)",
         )
         self.byte_order = ComboBox(label="RAW byte order", choices=BYTE_ORDERS)
         super().__init__("Save", [self.layer, self.path, self.byte_order])
@@ -66,7 +67,9 @@ class SaveImage(JobTool):
             return None
         path = chosen_path(self.path).expanduser()
         if str(self.path.value) in ("", "."):
-            show_warning("Save: choose a file name ending in .tif, .tiff or .raw.")
+            show_warning(
+                "Save: choose a file name ending in .tif, .tiff, .raw or .ome.zarr."
+            )
             return None
         attributes = {
             "name": layer.name,
@@ -85,6 +88,17 @@ class SaveImage(JobTool):
             show_info(f"saved {layer.name!r} to {str(saved)!r}")
             self.status.value = f"saved {saved.name}"
 
+        if path.name.lower().endswith(".zarr"):  # OME-Zarr, with its pyramid
+            from ..io.ome_zarr import iter_save_ome_zarr
+
+            labels = isinstance(layer, napari.layers.Labels)
+            method = "mode" if labels else "mean"
+            return StepsJob(
+                lambda: iter_save_ome_zarr(source, path, downsample=method),
+                what,
+                done,
+                self.job_ended,
+            ).start()
         return start_save(
             source, path, what, done, self.job_ended, self.byte_order.value
         )

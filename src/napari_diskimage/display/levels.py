@@ -353,10 +353,14 @@ def display_levels(
     for level_image in stored[1:]:
         previous = levels[-1].image.shape
         shape = level_image.shape
-        if shape[:3] == previous[:3] and (
-            shape[3] <= previous[3]
-            and shape[4] <= previous[4]
+        # z may shrink too (an OME-Zarr's averaged levels: napari scales each
+        # axis by the ratio of the shapes), but not to one plane from several
+        z_kept = shape[2] <= previous[2] and (shape[2] > 1 or previous[2] == 1)
+        if (
+            shape[:2] == previous[:2]
+            and z_kept
             and shape[3:] != previous[3:]
+            and (shape[3] <= previous[3] and shape[4] <= previous[4])
         ):
             levels.append(DisplayLevel(level_image, channel, 1))
     coarsest = levels[-1].image

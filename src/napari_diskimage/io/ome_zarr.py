@@ -1,0 +1,776 @@
+"""Save a disk image as OME-Zarr (NGFF): chunked, compressed, multiscale.
+
+:func:`save_ome_zarr` writes an image (and optionally label images) as an
+OME-Zarr store that BigDataViewer, Neuroglancer, napari-ome-zarr, Fiji's
+N5 tools, ome-zarr-py and ngff-zarr read:
+
+* NGFF 0.5 (Zarr v3) by default, NGFF 0.4 (Zarr v2) on request;
+* axes ``t`` and ``c`` when larger than 1, then ``z``, ``y``, ``x``, with the
+  image's spacing as each level's scale and its unit (when NGFF knows it);
+* a pyramid down to about 256 pixels: each level is the **mean** of 2 x 2
+  blocks of the level above, and of 2 x 2 x 2 blocks while z stays no
+  coarser than y and x (physical spacing), so thin structures fade instead
+  of flickering; ``downsample="gaussian"`` smooths each plane in y and x
+  first (sigma 2/3 pixel, as ``skimage.transform.pyramid_reduce``),
+  ``"nearest"`` keeps the first voxel of each block; label images always
+  take the block's **mode** (ties go to the smallest label);
+* integer means are rounded half up; a block at an odd edge is the mean of
+  the voxels it has (level sizes are rounded up).
+
+Out of core: the finest level is read once, in slabs of whole chunk rows in
+z, and each slab is reduced into the coarser levels as it streams; no
+level is built by reading the input again.  Memory holds one slab and one
+chunk row in z of each coarser level: about ``4/3 x`` a slab (at most
+:data:`SLAB_BYTES` unless one z-chunk of planes is larger).
+
+Atomic: the store is written into a temporary folder beside ``path`` and
+renamed when complete; a failure or a cancel removes it.  An existing
+Zarr store at ``path`` is replaced only when the new one is complete; any
+other file or folder there is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .._diskimage import DiskImage
+from .._scratch import _pid_running
+from .._steps import ProgressCallback, Steps, run_steps
+from .atomic import full_error
+from .stream import Source
+
+__all__ = [
+    "COMPRESSORS",
+    "DOWNSAMPLE",
+    "SLAB_BYTES",
+    "is_zarr_store",
+    "iter_save_ome_zarr",
+    "pyramid_factors",
+    "reduce_block",
+    "save_ome_zarr",
+]
+
+#: Ways to compute a coarser level from the finer one.
+DOWNSAMPLE = ("mean", "gaussian", "nearest", "mode")
+#: Compressors by name (Blosc with byte shuffle; None stores raw chunks).
+COMPRESSORS = ("zstd", "lz4", "gzip", None)
+#: Bytes of the finest level read and reduced at a time (a slab of planes).
+SLAB_BYTES = 32 << 20
+#: The pyramid stops when the largest of y and x is at most this.
+SMALLEST = 256
+#: Default chunk edge in y and x, and the largest in z.
+CHUNK_YX = 256
+CHUNK_Z = 64
+
+#: NGFF units (UDUNITS-2 names) of the usual spellings.
+_UNITS = {
+    "nm": "nanometer",
+    "nanometer": "nanometer",
+    "um": "micrometer",
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "micron": "micrometer",
+    "micrometer": "micrometer",
+    "mm": "millimeter",
+    "millimeter": "millimeter",
+    "cm": "centimeter",
+    "centimeter": "centimeter",
+    "m": "meter",
+    "meter": "meter",
+    "angstrom": "angstrom",
+    "å": "angstrom",
+    "pm": "picometer",
+    "picometer": "picometer",
+    "inch": "inch",
+}
+
+
+def ngff_unit(unit: str | None) -> str | None:
+    """The NGFF (UDUNITS-2) name of ``unit``, or None if NGFF has none."""
+    if not unit:
+        return None
+    return _UNITS.get(unit.strip().lower())
+
+
+def is_zarr_store(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` is a folder holding Zarr metadata (v2 or v3)."""
+    p = Path(path)
+    return p.is_dir() and any(
+        (p / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray", ".zattrs")
+    )
+
+
+# --- the pyramid ------------------------------------------------------------
+def pyramid_factors(
+    shape_zyx: tuple[int, int, int],
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    levels: int | None = None,
+) -> list[tuple[int, int, int]]:
+    """Per-level reduction factors ``(fz, fy, fx)`` from each level to the next.
+
+    y and x are halved at each level (an axis of size 1 stays); z is halved
+    only while its spacing stays no coarser than y's and x's.  ``levels``
+    is the number of levels including the finest; None goes on until the
+    largest of y and x is at most 256.
+    """
+    z, y, x = shape_zyx
+    sz, sy, sx = (abs(float(s)) or 1.0 for s in spacing)
+    out: list[tuple[int, int, int]] = []
+    while True:
+        if levels is None and max(y, x) <= SMALLEST:
+            break
+        if levels is not None and len(out) + 1 >= levels:
+            break
+        fy, fx = (2 if y > 1 else 1), (2 if x > 1 else 1)
+        if fy == fx == 1:
+            break
+        finest_next = min(sy * fy, sx * fx)
+        fz = 2 if z > 1 and sz * 2 <= finest_next * (1 + 1e-9) else 1
+        out.append((fz, fy, fx))
+        z, y, x = -(-z // fz), -(-y // fy), -(-x // fx)
+        sz, sy, sx = sz * fz, sy * fy, sx * fx
+    return out
+
+
+def _accumulator(dtype: np.dtype) -> np.dtype:
+    if dtype.kind == "b":
+        return np.dtype(np.int32)
+    if dtype.kind in "iu" and dtype.itemsize <= 2:
+        return np.dtype(np.int32)
+    if dtype.kind in "iu" and dtype.itemsize <= 4:
+        return np.dtype(np.int64)
+    return np.dtype(np.float64)
+
+
+def _pad_to(block: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    """Repeat the last plane, row, column so that each size divides evenly
+    (a repeat changes no mean or mode of the voxels a block has)."""
+    pad = [(0, (-n) % f) for n, f in zip(block.shape, factors, strict=True)]
+    if not any(after for _, after in pad):
+        return block
+    return np.pad(block, pad, mode="edge")
+
+
+def _block_views(block: np.ndarray, factors: tuple[int, int, int]) -> list[np.ndarray]:
+    fz, fy, fx = factors
+    return [
+        block[dz::fz, dy::fy, dx::fx]
+        for dz in range(fz)
+        for dy in range(fy)
+        for dx in range(fx)
+    ]
+
+
+def _mean(block: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    dtype = block.dtype
+    acc_dtype = _accumulator(dtype)
+    block = _pad_to(block, factors)
+    views = _block_views(block, factors)
+    acc = views[0].astype(acc_dtype)
+    for view in views[1:]:
+        acc += view
+    n = len(views)
+    if acc_dtype.kind == "f":
+        acc /= n
+        if dtype.kind in "iub":
+            acc = np.floor(acc + 0.5)
+        return acc.astype(dtype)
+    # integers: round half up, exactly
+    acc *= 2
+    acc += n
+    acc //= 2 * n
+    return acc.astype(dtype)
+
+
+def _mode(block: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    block = _pad_to(block, factors)
+    views = _block_views(block, factors)
+    best = views[0].copy()
+    best_count = np.zeros(best.shape, np.int8)
+    for i, vi in enumerate(views):
+        count = np.zeros(best.shape, np.int8)
+        for vj in views:
+            count += vi == vj
+        better = (count > best_count) | ((count == best_count) & (vi < best))
+        if i == 0:
+            better[...] = True
+        np.copyto(best, vi, where=better)
+        np.copyto(best_count, count, where=better)
+    return best
+
+
+def reduce_block(
+    block: np.ndarray, factors: tuple[int, int, int], method: str = "mean"
+) -> np.ndarray:
+    """One pyramid step of ``block`` (z, y, x) by ``factors`` (fz, fy, fx).
+
+    ``method``: ``"mean"`` (integers rounded half up), ``"gaussian"`` (each
+    plane smoothed in y and x with sigma 2/3 pixel along halved axes, then
+    the mean), ``"nearest"`` (the block's first voxel) or ``"mode"`` (the most
+    frequent value, ties to the smallest: labels).  Sizes are rounded up.
+    """
+    if method == "nearest":
+        fz, fy, fx = factors
+        return np.ascontiguousarray(block[::fz, ::fy, ::fx])
+    if method == "mode":
+        return _mode(block, factors)
+    if method == "gaussian":
+        from scipy import ndimage
+
+        sigma = [0.0] + [2.0 / 3.0 if f > 1 else 0.0 for f in factors[1:]]
+        smooth = ndimage.gaussian_filter(
+            block.astype(np.float32 if block.dtype.itemsize <= 2 else np.float64),
+            sigma,
+            mode="nearest",
+        )
+        if block.dtype.kind in "iu":
+            info = np.iinfo(block.dtype)
+            smooth = np.clip(np.floor(smooth + 0.5), info.min, info.max)
+        elif block.dtype.kind == "b":
+            smooth = smooth >= 0.5
+        return _mean(smooth.astype(block.dtype), factors)
+    if method == "mean":
+        return _mean(block, factors)
+    raise ValueError(f"unknown downsample method {method!r}: use one of {DOWNSAMPLE}")
+
+
+# --- the store --------------------------------------------------------------
+@dataclass
+class _Level:
+    """One level of one image being written: its array and what is pending."""
+
+    array: Any
+    factors: tuple[int, int, int] | None  # from the finer level (None: finest)
+    chunk_z: int
+    pending: list[np.ndarray] = field(default_factory=list)
+    pending_z: int = 0
+    carry: np.ndarray | None = None
+    z_written: int = 0
+
+
+class _Pyramid:
+    """Writes slabs of the finest level and reduces them down the levels."""
+
+    def __init__(
+        self,
+        arrays: list[Any],
+        factors: list[tuple[int, int, int]],
+        chunk_z: list[int],
+        method: str,
+        prefix_axes: int,
+    ) -> None:
+        self.levels = [
+            _Level(arr, None if i == 0 else factors[i - 1], cz)
+            for i, (arr, cz) in enumerate(zip(arrays, chunk_z, strict=True))
+        ]
+        self.method = method
+        self.prefix_axes = prefix_axes
+        self.tc: tuple[int, ...] = ()
+
+    def start(self, tc: tuple[int, ...]) -> None:
+        self.tc = tc[-self.prefix_axes :] if self.prefix_axes else ()
+        for level in self.levels:
+            level.pending, level.pending_z, level.carry, level.z_written = (
+                [],
+                0,
+                None,
+                0,
+            )
+
+    def feed(self, index: int, planes: np.ndarray) -> None:
+        """Add ``planes`` (z, y, x) to level ``index``; write full chunk rows
+        and pass the planes on to the coarser levels."""
+        level = self.levels[index]
+        level.pending.append(planes)
+        level.pending_z += planes.shape[0]
+        if level.pending_z >= level.chunk_z:
+            self._write(level, whole_chunks=True)
+        if index + 1 < len(self.levels):
+            nxt = self.levels[index + 1]
+            assert nxt.factors is not None
+            fz = nxt.factors[0]
+            if nxt.carry is not None:
+                planes = np.concatenate([nxt.carry, planes])
+                nxt.carry = None
+            even = planes.shape[0] - planes.shape[0] % fz
+            if even < planes.shape[0]:
+                nxt.carry = planes[even:].copy()
+            if even:
+                self.feed(
+                    index + 1, reduce_block(planes[:even], nxt.factors, self.method)
+                )
+
+    def finish(self) -> None:
+        """Flush what remains at the end of z (odd planes, partial chunk rows)."""
+        for index, level in enumerate(self.levels):
+            if level.carry is not None:
+                carry, level.carry = level.carry, None
+                assert level.factors is not None
+                self.feed(index, reduce_block(carry, level.factors, self.method))
+            self._write(level, whole_chunks=False)
+
+    def _write(self, level: _Level, *, whole_chunks: bool) -> None:
+        if not level.pending:
+            return
+        data = (
+            level.pending[0]
+            if len(level.pending) == 1
+            else np.concatenate(level.pending)
+        )
+        n = data.shape[0]
+        if whole_chunks:
+            n -= n % level.chunk_z
+        if n:
+            z0 = level.z_written
+            key = (*self.tc, slice(z0, z0 + n))
+            level.array[key] = data[:n]
+            level.z_written += n
+        rest = data[n:]
+        level.pending = [rest] if rest.shape[0] else []
+        level.pending_z = rest.shape[0]
+
+
+def _compressors(name: str | None, zarr_format: int) -> Any:
+    if name is None or name == "none":
+        return None
+    if name not in COMPRESSORS:
+        raise ValueError(
+            f"unknown compressor {name!r}: use one of 'zstd', 'lz4', 'gzip' or None"
+        )
+    if zarr_format == 3:
+        from zarr.codecs import BloscCodec, GzipCodec
+
+        if name == "gzip":
+            return [GzipCodec(level=1)]
+        return [BloscCodec(cname=name, clevel=1, shuffle="shuffle")]  # type: ignore[arg-type]
+    import numcodecs
+
+    if name == "gzip":
+        return [numcodecs.GZip(level=1)]
+    return [numcodecs.Blosc(cname=name, clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)]
+
+
+def _default_chunks(
+    shape_zyx: tuple[int, int, int], itemsize: int
+) -> tuple[int, int, int]:
+    z, y, x = shape_zyx
+    plane = max(1, y * x * itemsize)
+    cz = 1
+    while cz * 2 <= min(z, CHUNK_Z) and cz * 2 * plane <= SLAB_BYTES:
+        cz *= 2
+    return (cz, min(y, CHUNK_YX), min(x, CHUNK_YX))
+
+
+def _check_chunks(
+    chunks: Any, shape_zyx: tuple[int, int, int], itemsize: int
+) -> tuple[int, int, int]:
+    if chunks is None:
+        return _default_chunks(shape_zyx, itemsize)
+    if isinstance(chunks, (int, np.integer)):
+        chunks = (int(chunks),) * 3
+    chunks = tuple(chunks)
+    if len(chunks) != 3 or not all(
+        isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1
+        for c in chunks
+    ):
+        raise ValueError(
+            f"chunks must be one positive integer or three (z, y, x), got {chunks!r}"
+        )
+    return tuple(min(int(c), n) for c, n in zip(chunks, shape_zyx, strict=True))  # type: ignore[return-value]
+
+
+def _axes(keep_t: bool, keep_c: bool, unit: str | None) -> list[dict[str, Any]]:
+    axes: list[dict[str, Any]] = []
+    if keep_t:
+        axes.append({"name": "t", "type": "time"})
+    if keep_c:
+        axes.append({"name": "c", "type": "channel"})
+    for name in "zyx":
+        axis: dict[str, Any] = {"name": name, "type": "space"}
+        if unit:
+            axis["unit"] = unit
+        axes.append(axis)
+    return axes
+
+
+def _multiscale(name: str, axes: list[dict[str, Any]], scales: list[list[float]],
+                method: str, version: str) -> dict[str, Any]:  # fmt: skip
+    ms: dict[str, Any] = {
+        "name": name,
+        "axes": axes,
+        "datasets": [
+            {
+                "path": str(i),
+                "coordinateTransformations": [{"type": "scale", "scale": s}],
+            }
+            for i, s in enumerate(scales)
+        ],
+        "type": method,
+        "metadata": {
+            "method": f"napari_diskimage.io.ome_zarr.reduce_block({method!r})",
+            "description": _METHOD_TEXT[method],
+        },
+    }
+    if version == "0.4":
+        ms = {"version": "0.4", **ms}
+    return ms
+
+
+_METHOD_TEXT = {
+    "mean": "mean of 2x2 (x2 in z) blocks, integers rounded half up",
+    "gaussian": "gaussian in y and x (sigma 2/3 px), then mean of 2x2 (x2 in z) blocks",
+    "nearest": "first voxel of 2x2 (x2 in z) blocks",
+    "mode": "mode of 2x2 (x2 in z) blocks, ties to the smallest label",
+}
+
+
+def _write_attrs(group: Any, attrs: dict[str, Any], version: str) -> None:
+    group.attrs.update(
+        {"ome": {"version": "0.5", **attrs}} if version == "0.5" else attrs
+    )
+
+
+@dataclass
+class _Item:
+    """One image of the store: the finest level's source and where it goes."""
+
+    source: Source
+    group: Any
+    name: str
+    method: str
+    keep_c: bool
+    image_label: dict[str, Any] | None = None
+
+
+def _temporary_dir(target: Path, what: str = "part") -> Path:
+    token = secrets.token_hex(6)
+    return target.with_name(f".{target.name}.ndi-{os.getpid()}-{token}.{what}")
+
+
+def _sweep_partial(target: Path) -> None:
+    """Remove temporary folders of saves to ``target`` by killed processes."""
+    pattern = re.compile(
+        rf"^\.{re.escape(target.name)}\.ndi-(?P<pid>\d+)-[0-9a-f]{{12}}\.(part|old)$"
+    )
+    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+        for entry in entries:
+            match = pattern.match(entry.name)
+            if (
+                match
+                and int(match["pid"]) != os.getpid()
+                and entry.is_dir(follow_symlinks=False)
+                and not _pid_running(int(match["pid"]))
+            ):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _check_target(path: str | os.PathLike[str], sources: list[Source]) -> Path:
+    target = Path(path).expanduser().absolute()
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"cannot save to {str(target)!r}: folder {str(target.parent)!r} "
+            "does not exist",
+            str(target),
+        )
+    if target.exists() or target.is_symlink():
+        if not is_zarr_store(target) or target.is_symlink():
+            raise FileExistsError(
+                errno.EEXIST,
+                f"cannot save to {str(target)!r}: it exists and is not a Zarr "
+                "store, so it is not replaced; choose another name or remove it",
+                str(target),
+            )
+        resolved = target.resolve()
+        for source in sources:
+            img = source.disk_image
+            if img is not None and (
+                Path(img.path).resolve() == resolved
+                or resolved in Path(img.path).resolve().parents
+            ):
+                raise ValueError(
+                    f"cannot save {str(img.path)!r} onto itself: save to another name"
+                )
+    return target
+
+
+def _tc_keys(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    return [(t, c) for t in range(shape[0]) for c in range(shape[1])]
+
+
+def iter_save_ome_zarr(
+    image: Any,
+    path: str | os.PathLike[str],
+    *,
+    labels: Mapping[str, Any] | None = None,
+    chunks: Any = None,
+    levels: int | None = None,
+    downsample: str = "mean",
+    compressor: str | None = "zstd",
+    version: str = "0.5",
+) -> Steps:
+    """Steps ``(done_bytes, total_bytes)`` of :func:`save_ome_zarr`; returns
+    the saved path.  Closing the generator cancels and removes the partial
+    store."""
+    import zarr
+
+    if version not in ("0.4", "0.5"):
+        raise ValueError(f"unknown NGFF version {version!r}: use '0.5' or '0.4'")
+    if downsample not in DOWNSAMPLE:
+        raise ValueError(
+            f"unknown downsample {downsample!r}: use one of {', '.join(DOWNSAMPLE)}"
+        )
+    if levels is not None and (
+        isinstance(levels, bool)
+        or not isinstance(levels, (int, np.integer))
+        or levels < 1
+    ):
+        raise ValueError(f"levels must be a positive integer or None, got {levels!r}")
+    zarr_format: Literal[2, 3] = 3 if version == "0.5" else 2
+    codecs = _compressors(compressor, zarr_format)
+    source = Source(image)
+    shape = source.geometry.shape
+    dtype = source.geometry.dtype
+    if dtype.byteorder == ">":  # pragma: no cover - Geometry is native
+        dtype = dtype.newbyteorder("=")
+    label_sources: dict[str, Source] = {}
+    for name, label_image in (labels or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)) or name in (".", ".."):
+            raise ValueError(
+                f"label name {name!r}: use letters, digits, '_', '-' and '.'"
+            )
+        ls = Source(label_image)
+        lshape = ls.geometry.shape
+        if ls.geometry.dtype.kind not in "iub":
+            raise ValueError(
+                f"labels {name!r} are {ls.geometry.dtype}: label images hold integers"
+            )
+        if lshape[1] != 1 or (lshape[0], *lshape[2:]) != (shape[0], *shape[2:]):
+            raise ValueError(
+                f"labels {name!r} have shape {lshape} (t, c, z, y, x) but the "
+                f"image has {shape}: labels need the image's t, z, y, x and one c"
+            )
+        label_sources[str(name)] = ls
+    target = _check_target(path, [source, *label_sources.values()])
+    disk = source.disk_image
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    if isinstance(disk, DiskImage):
+        spacing = (disk.spacing[0], disk.spacing[1], disk.spacing[2])
+    unit = ngff_unit(disk.unit) if isinstance(disk, DiskImage) else None
+    shape_zyx = (shape[2], shape[3], shape[4])
+    factors = pyramid_factors(shape_zyx, spacing, levels)
+    keep_t = shape[0] > 1
+    keep_c = shape[1] > 1
+    _check_chunks(chunks, shape_zyx, dtype.itemsize)  # bad chunks: before work
+
+    _sweep_partial(target)
+    tmp = _temporary_dir(target)
+    total = source.geometry.nbytes + sum(
+        s.geometry.nbytes for s in label_sources.values()
+    )
+    ok = False
+    try:
+        root = zarr.open_group(str(tmp), mode="w-", zarr_format=zarr_format)
+        items = [_Item(source, root, target.name, downsample, keep_c)]
+        if label_sources:
+            label_root = root.create_group("labels")
+            _write_attrs(label_root, {"labels": list(label_sources)}, version)
+            for name, ls in label_sources.items():
+                items.append(
+                    _Item(
+                        ls,
+                        label_root.create_group(name),
+                        name,
+                        "mode",
+                        False,
+                        {"source": {"image": "../../"}},
+                    )
+                )
+        pyramids = []
+        for item in items:
+            item_dtype = item.source.geometry.dtype
+            item_chunk = _check_chunks(chunks, shape_zyx, item_dtype.itemsize)
+            level_shapes: list[tuple[int, int, int]] = [shape_zyx]
+            for f in factors:
+                z, y, x = level_shapes[-1]
+                level_shapes.append((-(-z // f[0]), -(-y // f[1]), -(-x // f[2])))
+            prefix = ([shape[0]] if keep_t else []) + (
+                [shape[1]] if item.keep_c else []
+            )
+            arrays, chunk_z, scales = [], [], []
+            scale = list(spacing)
+            for i, zyx in enumerate(level_shapes):
+                if i:
+                    scale = [s * f for s, f in zip(scale, factors[i - 1], strict=True)]
+                lchunk = tuple(min(c, n) for c, n in zip(item_chunk, zyx, strict=True))
+                kwargs: dict[str, Any] = {
+                    "name": str(i),
+                    "shape": (*prefix, *zyx),
+                    "chunks": (*([1] * len(prefix)), *lchunk),
+                    "dtype": item_dtype,
+                    "compressors": codecs,
+                    "fill_value": 0,
+                    "config": {"write_empty_chunks": True},
+                }
+                if zarr_format == 3:
+                    kwargs["dimension_names"] = [
+                        a["name"] for a in _axes(keep_t, item.keep_c, unit)
+                    ]
+                else:
+                    kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+                arrays.append(item.group.create_array(**kwargs))
+                chunk_z.append(lchunk[0])
+                scales.append([*([1.0] * len(prefix)), *(float(s) for s in scale)])
+            attrs: dict[str, Any] = {
+                "multiscales": [
+                    _multiscale(
+                        item.name, _axes(keep_t, item.keep_c, unit), scales,
+                        item.method, version,
+                    )
+                ]
+            }  # fmt: skip
+            if item.image_label is not None:
+                label_meta = dict(item.image_label)
+                if version == "0.4":
+                    label_meta = {"version": "0.4", **label_meta}
+                attrs["image-label"] = label_meta
+            _write_attrs(item.group, attrs, version)
+            pyramids.append(
+                (
+                    item,
+                    _Pyramid(arrays, factors, chunk_z, item.method, len(prefix)),
+                )
+            )
+
+        done = 0
+        yield done, total
+        for item, pyramid in pyramids:
+            src = item.source
+            cz = pyramid.levels[0].chunk_z
+            for t, c in _tc_keys(src.geometry.shape):
+                pyramid.start((t, c) if item.keep_c else (t,))
+                for z0 in range(0, shape_zyx[0], cz):
+                    z1 = min(z0 + cz, shape_zyx[0])
+                    slab = np.ascontiguousarray(
+                        src.block((t, c, slice(z0, z1))), dtype=src.geometry.dtype
+                    )
+                    pyramid.feed(0, slab)
+                    done += slab.nbytes
+                    yield done, total
+                pyramid.finish()
+        _replace(tmp, target)
+        ok = True
+        return target
+    except OSError as exc:
+        full = full_error(exc, target, total)
+        if full is None:
+            raise
+        raise full from exc
+    finally:
+        if not ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Move the complete store ``tmp`` to ``target`` (replacing a Zarr store
+    there only now that the new one is complete)."""
+    if not (target.exists() or target.is_symlink()):
+        os.rename(tmp, target)
+        return
+    old = _temporary_dir(target, "old")
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_ome_zarr(
+    image: Any,
+    path: str | os.PathLike[str],
+    *,
+    labels: Mapping[str, Any] | None = None,
+    chunks: Any = None,
+    levels: int | None = None,
+    downsample: str = "mean",
+    compressor: str | None = "zstd",
+    version: str = "0.5",
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Save an image (and label images) as a multiscale OME-Zarr store.
+
+    Parameters
+    ----------
+    image : DiskImage or array-like
+        What to save: a disk image (its spacing and unit become the axes'
+        scale and unit) or an array of 1 to 5 axes (t, c, z, y, x).
+    path : str or os.PathLike
+        The store to create, conventionally ending in ``.ome.zarr``.  A
+        Zarr store already there is replaced once the new one is complete;
+        anything else there is refused (FileExistsError).
+    labels : mapping of str to DiskImage or array-like, optional
+        Label images written under ``labels/<name>`` with ``image-label``
+        metadata: integers, same t, z, y, x as ``image`` and one c.  Their
+        levels are the mode of each block.
+    chunks : int or (z, y, x), optional
+        Chunk shape of every level (t and c chunks are 1).  Default: 256 in
+        y and x and up to 64 planes in z, as many as keep a chunk row under
+        32 MiB.  Memory use grows with ``chunks[0]`` x a plane.
+    levels : int, optional
+        Number of resolution levels including the finest; default down to
+        about 256 pixels in y and x.
+    downsample : {"mean", "gaussian", "nearest", "mode"}
+        How a level is computed from the one above (see the module doc);
+        ``"mode"`` for an image of labels saved as the image itself.
+    compressor : {"zstd", "lz4", "gzip", None}
+        Blosc zstd or lz4 with byte shuffle (level 1), gzip level 1, or raw.
+    version : {"0.5", "0.4"}
+        NGFF 0.5 (Zarr v3) or 0.4 (Zarr v2).
+    progress : callable, optional
+        ``progress(done_bytes, total_bytes)`` after each slab; raise from it
+        to cancel (the partial store is removed).
+
+    Returns
+    -------
+    Path
+        The absolute path of the store.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    FileExistsError
+        ``path`` exists and is not a Zarr store.
+    ValueError
+        A bad option, labels that do not fit the image, or ``path`` is the
+        store ``image`` is read from.
+    OSError
+        A write error (disk full: the message names the store); nothing is
+        left behind.
+
+    Examples
+    --------
+    >>> import napari_diskimage as ndi
+    >>> ndi.save_ome_zarr(np.zeros((4, 512, 512), np.uint8), "x.ome.zarr")
+    ... # doctest: +SKIP
+    """
+    return run_steps(
+        iter_save_ome_zarr(
+            image, path, labels=labels, chunks=chunks, levels=levels,
+            downsample=downsample, compressor=compressor, version=version,
+        ),
+        progress,
+    )  # fmt: skip
