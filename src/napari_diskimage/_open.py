@@ -224,10 +224,7 @@ def _is_slice_folder(p: Path) -> bool:
 
 def _is_zarr(p: Path) -> bool:
     """A folder named ``*.zarr`` or holding Zarr metadata."""
-    return p.is_dir() and (
-        p.suffix.lower() == ".zarr"
-        or any((p / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
-    )
+    return p.is_dir() and (p.suffix.lower() == ".zarr" or zarr.is_zarr_store(p))
 
 
 def _has_suffix(*suffixes: str) -> Callable[[Path], bool]:

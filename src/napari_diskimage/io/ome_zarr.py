@@ -38,7 +38,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +48,23 @@ from .._diskimage import DiskImage
 from .._scratch import _pid_running
 from .._steps import ProgressCallback, Steps, run_steps
 from .atomic import full_error
+from .downsample import (
+    DOWNSAMPLE,
+    SLAB_BYTES,
+    Pyramid,
+    pyramid_factors,
+    reduce_block,
+)
+from .ngff import (
+    COMPRESSORS,
+    check_chunks,
+    compressors,
+    is_zarr_store,
+    multiscale,
+    ngff_axes,
+    ngff_unit,
+    write_attrs,
+)
 from .stream import Source
 
 __all__ = [
@@ -61,386 +78,8 @@ __all__ = [
     "save_ome_zarr",
 ]
 
-#: Ways to compute a coarser level from the finer one.
-DOWNSAMPLE = ("mean", "gaussian", "nearest", "mode")
-#: Compressors by name (Blosc with byte shuffle; None stores raw chunks).
-COMPRESSORS = ("zstd", "lz4", "gzip", None)
-#: Bytes of the finest level read and reduced at a time (a slab of planes).
-SLAB_BYTES = 32 << 20
-#: The pyramid stops when the largest of y and x is at most this.
-SMALLEST = 256
-#: Default chunk edge in y and x, and the largest in z.
-CHUNK_YX = 256
-CHUNK_Z = 64
-
-#: NGFF units (UDUNITS-2 names) of the usual spellings.
-_UNITS = {
-    "nm": "nanometer",
-    "nanometer": "nanometer",
-    "um": "micrometer",
-    "µm": "micrometer",
-    "μm": "micrometer",
-    "micron": "micrometer",
-    "micrometer": "micrometer",
-    "mm": "millimeter",
-    "millimeter": "millimeter",
-    "cm": "centimeter",
-    "centimeter": "centimeter",
-    "m": "meter",
-    "meter": "meter",
-    "angstrom": "angstrom",
-    "å": "angstrom",
-    "pm": "picometer",
-    "picometer": "picometer",
-    "inch": "inch",
-}
-
-
-def ngff_unit(unit: str | None) -> str | None:
-    """The NGFF (UDUNITS-2) name of ``unit``, or None if NGFF has none."""
-    if not unit:
-        return None
-    return _UNITS.get(unit.strip().lower())
-
-
-def is_zarr_store(path: str | os.PathLike[str]) -> bool:
-    """True if ``path`` is a folder holding Zarr metadata (v2 or v3)."""
-    p = Path(path)
-    return p.is_dir() and any(
-        (p / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray", ".zattrs")
-    )
-
-
-# --- the pyramid ------------------------------------------------------------
-def pyramid_factors(
-    shape_zyx: tuple[int, int, int],
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    levels: int | None = None,
-) -> list[tuple[int, int, int]]:
-    """Per-level reduction factors ``(fz, fy, fx)`` from each level to the next.
-
-    y and x are halved at each level (an axis of size 1 stays); z is halved
-    only while its spacing stays no coarser than y's and x's.  ``levels``
-    is the number of levels including the finest; None goes on until the
-    largest of y and x is at most 256.
-    """
-    z, y, x = shape_zyx
-    sz, sy, sx = (abs(float(s)) or 1.0 for s in spacing)
-    out: list[tuple[int, int, int]] = []
-    while True:
-        if levels is None and max(y, x) <= SMALLEST:
-            break
-        if levels is not None and len(out) + 1 >= levels:
-            break
-        fy, fx = (2 if y > 1 else 1), (2 if x > 1 else 1)
-        if fy == fx == 1:
-            break
-        finest_next = min(sy * fy, sx * fx)
-        fz = 2 if z > 1 and sz * 2 <= finest_next * (1 + 1e-9) else 1
-        out.append((fz, fy, fx))
-        z, y, x = -(-z // fz), -(-y // fy), -(-x // fx)
-        sz, sy, sx = sz * fz, sy * fy, sx * fx
-    return out
-
-
-def _accumulator(dtype: np.dtype) -> np.dtype:
-    if dtype.kind == "b":
-        return np.dtype(np.int32)
-    if dtype.kind in "iu" and dtype.itemsize <= 2:
-        return np.dtype(np.int32)
-    if dtype.kind in "iu" and dtype.itemsize <= 4:
-        return np.dtype(np.int64)
-    return np.dtype(np.float64)
-
-
-def _pad_to(block: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    """Repeat the last plane, row, column so that each size divides evenly
-    (a repeat changes no mean or mode of the voxels a block has)."""
-    pad = [(0, (-n) % f) for n, f in zip(block.shape, factors, strict=True)]
-    if not any(after for _, after in pad):
-        return block
-    return np.pad(block, pad, mode="edge")
-
-
-def _block_views(block: np.ndarray, factors: tuple[int, int, int]) -> list[np.ndarray]:
-    fz, fy, fx = factors
-    return [
-        block[dz::fz, dy::fy, dx::fx]
-        for dz in range(fz)
-        for dy in range(fy)
-        for dx in range(fx)
-    ]
-
-
-def _mean(block: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    dtype = block.dtype
-    acc_dtype = _accumulator(dtype)
-    block = _pad_to(block, factors)
-    views = _block_views(block, factors)
-    acc = views[0].astype(acc_dtype)
-    for view in views[1:]:
-        acc += view
-    n = len(views)
-    if acc_dtype.kind == "f":
-        acc /= n
-        if dtype.kind in "iub":
-            acc = np.floor(acc + 0.5)
-        return acc.astype(dtype)
-    # integers: round half up, exactly
-    acc *= 2
-    acc += n
-    acc //= 2 * n
-    return acc.astype(dtype)
-
-
-def _mode(block: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    block = _pad_to(block, factors)
-    views = _block_views(block, factors)
-    best = views[0].copy()
-    best_count = np.zeros(best.shape, np.int8)
-    for i, vi in enumerate(views):
-        count = np.zeros(best.shape, np.int8)
-        for vj in views:
-            count += vi == vj
-        better = (count > best_count) | ((count == best_count) & (vi < best))
-        if i == 0:
-            better[...] = True
-        np.copyto(best, vi, where=better)
-        np.copyto(best_count, count, where=better)
-    return best
-
-
-def reduce_block(
-    block: np.ndarray, factors: tuple[int, int, int], method: str = "mean"
-) -> np.ndarray:
-    """One pyramid step of ``block`` (z, y, x) by ``factors`` (fz, fy, fx).
-
-    ``method``: ``"mean"`` (integers rounded half up), ``"gaussian"`` (each
-    plane smoothed in y and x with sigma 2/3 pixel along halved axes, then
-    the mean), ``"nearest"`` (the block's first voxel) or ``"mode"`` (the most
-    frequent value, ties to the smallest: labels).  Sizes are rounded up.
-    """
-    if method == "nearest":
-        fz, fy, fx = factors
-        return np.ascontiguousarray(block[::fz, ::fy, ::fx])
-    if method == "mode":
-        return _mode(block, factors)
-    if method == "gaussian":
-        from scipy import ndimage
-
-        sigma = [0.0] + [2.0 / 3.0 if f > 1 else 0.0 for f in factors[1:]]
-        smooth = ndimage.gaussian_filter(
-            block.astype(np.float32 if block.dtype.itemsize <= 2 else np.float64),
-            sigma,
-            mode="nearest",
-        )
-        if block.dtype.kind in "iu":
-            info = np.iinfo(block.dtype)
-            smooth = np.clip(np.floor(smooth + 0.5), info.min, info.max)
-        elif block.dtype.kind == "b":
-            smooth = smooth >= 0.5
-        return _mean(smooth.astype(block.dtype), factors)
-    if method == "mean":
-        return _mean(block, factors)
-    raise ValueError(f"unknown downsample method {method!r}: use one of {DOWNSAMPLE}")
-
 
 # --- the store --------------------------------------------------------------
-@dataclass
-class _Level:
-    """One level of one image being written: its array and what is pending."""
-
-    array: Any
-    factors: tuple[int, int, int] | None  # from the finer level (None: finest)
-    chunk_z: int
-    pending: list[np.ndarray] = field(default_factory=list)
-    pending_z: int = 0
-    carry: np.ndarray | None = None
-    z_written: int = 0
-
-
-class _Pyramid:
-    """Writes slabs of the finest level and reduces them down the levels."""
-
-    def __init__(
-        self,
-        arrays: list[Any],
-        factors: list[tuple[int, int, int]],
-        chunk_z: list[int],
-        method: str,
-        prefix_axes: int,
-    ) -> None:
-        self.levels = [
-            _Level(arr, None if i == 0 else factors[i - 1], cz)
-            for i, (arr, cz) in enumerate(zip(arrays, chunk_z, strict=True))
-        ]
-        self.method = method
-        self.prefix_axes = prefix_axes
-        self.tc: tuple[int, ...] = ()
-
-    def start(self, tc: tuple[int, ...]) -> None:
-        self.tc = tc[-self.prefix_axes :] if self.prefix_axes else ()
-        for level in self.levels:
-            level.pending, level.pending_z, level.carry, level.z_written = (
-                [],
-                0,
-                None,
-                0,
-            )
-
-    def feed(self, index: int, planes: np.ndarray) -> None:
-        """Add ``planes`` (z, y, x) to level ``index``; write full chunk rows
-        and pass the planes on to the coarser levels."""
-        level = self.levels[index]
-        level.pending.append(planes)
-        level.pending_z += planes.shape[0]
-        if level.pending_z >= level.chunk_z:
-            self._write(level, whole_chunks=True)
-        if index + 1 < len(self.levels):
-            nxt = self.levels[index + 1]
-            assert nxt.factors is not None
-            fz = nxt.factors[0]
-            if nxt.carry is not None:
-                planes = np.concatenate([nxt.carry, planes])
-                nxt.carry = None
-            even = planes.shape[0] - planes.shape[0] % fz
-            if even < planes.shape[0]:
-                nxt.carry = planes[even:].copy()
-            if even:
-                self.feed(
-                    index + 1, reduce_block(planes[:even], nxt.factors, self.method)
-                )
-
-    def finish(self) -> None:
-        """Flush what remains at the end of z (odd planes, partial chunk rows)."""
-        for index, level in enumerate(self.levels):
-            if level.carry is not None:
-                carry, level.carry = level.carry, None
-                assert level.factors is not None
-                self.feed(index, reduce_block(carry, level.factors, self.method))
-            self._write(level, whole_chunks=False)
-
-    def _write(self, level: _Level, *, whole_chunks: bool) -> None:
-        if not level.pending:
-            return
-        data = (
-            level.pending[0]
-            if len(level.pending) == 1
-            else np.concatenate(level.pending)
-        )
-        n = data.shape[0]
-        if whole_chunks:
-            n -= n % level.chunk_z
-        if n:
-            z0 = level.z_written
-            key = (*self.tc, slice(z0, z0 + n))
-            level.array[key] = data[:n]
-            level.z_written += n
-        rest = data[n:]
-        level.pending = [rest] if rest.shape[0] else []
-        level.pending_z = rest.shape[0]
-
-
-def _compressors(name: str | None, zarr_format: int) -> Any:
-    if name is None or name == "none":
-        return None
-    if name not in COMPRESSORS:
-        raise ValueError(
-            f"unknown compressor {name!r}: use one of 'zstd', 'lz4', 'gzip' or None"
-        )
-    if zarr_format == 3:
-        from zarr.codecs import BloscCodec, GzipCodec
-
-        if name == "gzip":
-            return [GzipCodec(level=1)]
-        return [BloscCodec(cname=name, clevel=1, shuffle="shuffle")]  # type: ignore[arg-type]
-    import numcodecs
-
-    if name == "gzip":
-        return [numcodecs.GZip(level=1)]
-    return [numcodecs.Blosc(cname=name, clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)]
-
-
-def _default_chunks(
-    shape_zyx: tuple[int, int, int], itemsize: int
-) -> tuple[int, int, int]:
-    z, y, x = shape_zyx
-    plane = max(1, y * x * itemsize)
-    cz = 1
-    while cz * 2 <= min(z, CHUNK_Z) and cz * 2 * plane <= SLAB_BYTES:
-        cz *= 2
-    return (cz, min(y, CHUNK_YX), min(x, CHUNK_YX))
-
-
-def _check_chunks(
-    chunks: Any, shape_zyx: tuple[int, int, int], itemsize: int
-) -> tuple[int, int, int]:
-    if chunks is None:
-        return _default_chunks(shape_zyx, itemsize)
-    if isinstance(chunks, (int, np.integer)):
-        chunks = (int(chunks),) * 3
-    chunks = tuple(chunks)
-    if len(chunks) != 3 or not all(
-        isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1
-        for c in chunks
-    ):
-        raise ValueError(
-            f"chunks must be one positive integer or three (z, y, x), got {chunks!r}"
-        )
-    return tuple(min(int(c), n) for c, n in zip(chunks, shape_zyx, strict=True))  # type: ignore[return-value]
-
-
-def _axes(keep_t: bool, keep_c: bool, unit: str | None) -> list[dict[str, Any]]:
-    axes: list[dict[str, Any]] = []
-    if keep_t:
-        axes.append({"name": "t", "type": "time"})
-    if keep_c:
-        axes.append({"name": "c", "type": "channel"})
-    for name in "zyx":
-        axis: dict[str, Any] = {"name": name, "type": "space"}
-        if unit:
-            axis["unit"] = unit
-        axes.append(axis)
-    return axes
-
-
-def _multiscale(name: str, axes: list[dict[str, Any]], scales: list[list[float]],
-                method: str, version: str) -> dict[str, Any]:  # fmt: skip
-    ms: dict[str, Any] = {
-        "name": name,
-        "axes": axes,
-        "datasets": [
-            {
-                "path": str(i),
-                "coordinateTransformations": [{"type": "scale", "scale": s}],
-            }
-            for i, s in enumerate(scales)
-        ],
-        "type": method,
-        "metadata": {
-            "method": f"napari_diskimage.io.ome_zarr.reduce_block({method!r})",
-            "description": _METHOD_TEXT[method],
-        },
-    }
-    if version == "0.4":
-        ms = {"version": "0.4", **ms}
-    return ms
-
-
-_METHOD_TEXT = {
-    "mean": "mean of 2x2 (x2 in z) blocks, integers rounded half up",
-    "gaussian": "gaussian in y and x (sigma 2/3 px), then mean of 2x2 (x2 in z) blocks",
-    "nearest": "first voxel of 2x2 (x2 in z) blocks",
-    "mode": "mode of 2x2 (x2 in z) blocks, ties to the smallest label",
-}
-
-
-def _write_attrs(group: Any, attrs: dict[str, Any], version: str) -> None:
-    group.attrs.update(
-        {"ome": {"version": "0.5", **attrs}} if version == "0.5" else attrs
-    )
-
-
 @dataclass
 class _Item:
     """One image of the store: the finest level's source and where it goes."""
@@ -538,7 +177,7 @@ def iter_save_ome_zarr(
     ):
         raise ValueError(f"levels must be a positive integer or None, got {levels!r}")
     zarr_format: Literal[2, 3] = 3 if version == "0.5" else 2
-    codecs = _compressors(compressor, zarr_format)
+    codecs = compressors(compressor, zarr_format)
     source = Source(image)
     shape = source.geometry.shape
     dtype = source.geometry.dtype
@@ -572,7 +211,7 @@ def iter_save_ome_zarr(
     factors = pyramid_factors(shape_zyx, spacing, levels)
     keep_t = shape[0] > 1
     keep_c = shape[1] > 1
-    _check_chunks(chunks, shape_zyx, dtype.itemsize)  # bad chunks: before work
+    check_chunks(chunks, shape_zyx, dtype.itemsize)  # bad chunks: before work
 
     _sweep_partial(target)
     tmp = _temporary_dir(target)
@@ -585,7 +224,7 @@ def iter_save_ome_zarr(
         items = [_Item(source, root, target.name, downsample, keep_c)]
         if label_sources:
             label_root = root.create_group("labels")
-            _write_attrs(label_root, {"labels": list(label_sources)}, version)
+            write_attrs(label_root, {"labels": list(label_sources)}, version)
             for name, ls in label_sources.items():
                 items.append(
                     _Item(
@@ -600,7 +239,7 @@ def iter_save_ome_zarr(
         pyramids = []
         for item in items:
             item_dtype = item.source.geometry.dtype
-            item_chunk = _check_chunks(chunks, shape_zyx, item_dtype.itemsize)
+            item_chunk = check_chunks(chunks, shape_zyx, item_dtype.itemsize)
             level_shapes: list[tuple[int, int, int]] = [shape_zyx]
             for f in factors:
                 z, y, x = level_shapes[-1]
@@ -625,7 +264,7 @@ def iter_save_ome_zarr(
                 }
                 if zarr_format == 3:
                     kwargs["dimension_names"] = [
-                        a["name"] for a in _axes(keep_t, item.keep_c, unit)
+                        a["name"] for a in ngff_axes(keep_t, item.keep_c, unit)
                     ]
                 else:
                     kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
@@ -634,8 +273,8 @@ def iter_save_ome_zarr(
                 scales.append([*([1.0] * len(prefix)), *(float(s) for s in scale)])
             attrs: dict[str, Any] = {
                 "multiscales": [
-                    _multiscale(
-                        item.name, _axes(keep_t, item.keep_c, unit), scales,
+                    multiscale(
+                        item.name, ngff_axes(keep_t, item.keep_c, unit), scales,
                         item.method, version,
                     )
                 ]
@@ -645,11 +284,11 @@ def iter_save_ome_zarr(
                 if version == "0.4":
                     label_meta = {"version": "0.4", **label_meta}
                 attrs["image-label"] = label_meta
-            _write_attrs(item.group, attrs, version)
+            write_attrs(item.group, attrs, version)
             pyramids.append(
                 (
                     item,
-                    _Pyramid(arrays, factors, chunk_z, item.method, len(prefix)),
+                    Pyramid(arrays, factors, chunk_z, item.method, len(prefix)),
                 )
             )
 
