@@ -65,8 +65,7 @@ def bin(
     )
     output = new_output(geometry, f"bin {name_of(image)} by {factor}", image)
     if isinstance(image, DiskImage):
-        sz, sy, sx = image.spacing
-        output.spacing = (sz * fz, sy * fy, sx * fx)
+        output.meta = output.meta.binned((fz, fy, fx))
 
     factors = (1, 1, fz, fy, fx)
     out_chunks = tuple(c // f for c, f in zip(chunks, factors, strict=True))

@@ -11,6 +11,7 @@ scheduler.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -245,9 +246,15 @@ def reduce_tasks(
 
 
 def new_output(geometry: Geometry, what: str, like: Any = None) -> DiskImage:
-    """A scratch disk image for a result, with the spacing of ``like``."""
+    """A scratch disk image for a result, with the metadata of ``like``
+    (spacing, unit; shown in colour only if it keeps ``like``'s RGB pixels)."""
     output = new_disk_image(geometry, what=what)
     if isinstance(like, DiskImage):
-        output.spacing = like.spacing
-        output.unit = like.unit
+        rgb = like.rgb and (geometry.dtype, geometry.shape[1]) == (
+            like.dtype,
+            like.shape[1],
+        )
+        output.meta = dataclasses.replace(
+            like.meta, kind="raw", shown_series=(0,), rgb=rgb
+        )
     return output
