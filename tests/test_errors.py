@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 import napari_diskimage as ndi
-from napari_diskimage import _tiff
+from napari_diskimage.storage import tiff as _tiff
 
 
 def test_a_corrupt_tiff_is_a_corrupt_file_error(data_dir):
