@@ -253,12 +253,20 @@ def test_ctrl_c_during_a_copy_leaves_no_partial_file(tmp_path):
     command = [*_napari_diskimage_command(), "copy", str(src), str(dst),
                "--byte-order", ">"]  # fmt: skip
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    import time
-
-    time.sleep(1.0)
-    assert proc.poll() is None, "the copy ended before it could be interrupted"
+    # interrupt once the copy reports progress (its first block is written),
+    # not after a fixed time: on a loaded machine the start-up takes longer
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "%" in line:
+            break
+    assert proc.poll() is None, (
+        f"the copy ended before it could be interrupted: {lines}"
+    )
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, rest = proc.communicate(timeout=60)
+    err = "".join(lines) + rest
     assert proc.returncode == 130, err
     assert "cancelled; no partial file was left" in err
     assert list(dst.parent.iterdir()) == []

@@ -19,7 +19,8 @@ import tifffile
 from skimage.filters import threshold_otsu
 
 import napari_diskimage as ndi
-from napari_diskimage._cli import _Bar, main
+from napari_diskimage._cli import main
+from napari_diskimage._cli_common import ProgressBar
 
 
 def _command() -> list[str]:
@@ -123,7 +124,7 @@ def test_a_truncated_tiff_prints_no_tifffile_log_line(data_dir):
 def test_progress_is_reported_in_a_log(monkeypatch):
     log = io.StringIO()  # not a terminal: a batch job's output file
     monkeypatch.setattr(sys, "stderr", log)
-    bar = _Bar("writing the sample scan")
+    bar = ProgressBar("writing the sample scan")
     for done in range(0, 101, 5):
         bar(done << 20, 100 << 20)
     bar.close()

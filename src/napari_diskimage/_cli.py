@@ -28,11 +28,19 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._cli_common import (
+    ProgressBar,
+    UsageError,
+    cluster_options,
+    describe_file,
+    open_input,
+    raw_options,
+    run_with_bar,
+)
 from ._napari.samples import DEFAULT_LARGE_SIZE, parse_size
 from ._scratch import format_bytes, get_disk_image_dir
 
@@ -62,58 +70,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _raw_options(parser: argparse.ArgumentParser) -> None:
-    raw = parser.add_argument_group(
-        "RAW files", "geometry of a RAW input whose name does not carry it"
-    )
-    raw.add_argument(
-        "--raw-type", dest="pixel_type", help="pixel type, e.g. UInt16, Real32, uint8"
-    )
-    raw.add_argument(
-        "--raw-size",
-        dest="raw_size",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="sizes x y [z [c [t]]]",
-    )
-    raw.add_argument(
-        "--raw-offset", dest="offset", type=int, default=0, help="header bytes (0)"
-    )
-    raw.add_argument(
-        "--byte-order",
-        choices=("<", ">"),
-        default="<",
-        help="of the RAW input (and output): < little-endian (default), > big",
-    )
-
-
-def _cluster_options(parser: argparse.ArgumentParser) -> None:
-    """--slurm JOBS / --scheduler ADDRESS (process, copy, measure)."""
-    group = parser.add_argument_group(
-        "cluster",
-        "run on SLURM jobs or a dask scheduler instead of this machine (the "
-        "input and the disk-image directory must be on a file system every "
-        "node sees); SLURM sizes not given here come from dask-jobqueue's "
-        "config, ~/.config/dask/jobqueue.yaml",
-    )
-    where = group.add_mutually_exclusive_group()
-    where.add_argument(
-        "--slurm",
-        type=int,
-        metavar="JOBS",
-        help="start JOBS SLURM jobs of dask workers (dask-jobqueue), run, end them",
-    )
-    where.add_argument(
-        "--scheduler", metavar="ADDRESS", help="run on this dask scheduler"
-    )
-    group.add_argument("--slurm-cores", type=int, metavar="N", help="cores per job")
-    group.add_argument("--slurm-memory", metavar="SIZE", help="per job, e.g. 16GB")
-    group.add_argument("--slurm-walltime", metavar="HH:MM:SS", help="per job")
-    group.add_argument("--slurm-queue", metavar="NAME", help="partition")
-    group.add_argument("--slurm-account", metavar="NAME", help="account")
-
-
 def _parser() -> argparse.ArgumentParser:
     from .process import OPERATIONS
 
@@ -137,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     info.add_argument("file", type=Path, help="a TIFF or RAW file")
-    _raw_options(info)
+    raw_options(info)
 
     copy = commands.add_parser(
         "copy",
@@ -154,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument(
         "dst", type=Path, help="the new file (.tif, .tiff, .raw, .ome.zarr)"
     )
-    _raw_options(copy)
-    _cluster_options(copy)
+    raw_options(copy)
+    cluster_options(copy)
 
     proc = commands.add_parser(
         "process",
@@ -175,12 +131,12 @@ def _parser() -> argparse.ArgumentParser:
             _add_parameter(sub, p)
         if key == "threshold":
             _otsu_option(sub)
-        _raw_options(sub)
-        _cluster_options(sub)
+        raw_options(sub)
+        cluster_options(sub)
     otsu = ops.add_parser("otsu", help="print Otsu's threshold of the whole image")
     otsu.add_argument("src", type=Path)
-    _raw_options(otsu)
-    _cluster_options(otsu)
+    raw_options(otsu)
+    cluster_options(otsu)
 
     _measure_parsers(commands)
 
@@ -289,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "demo":
                 return demo(args)
             if args.command == "info":
-                print(describe_file(_open(args.file, args)))
+                print(describe_file(open_input(args.file, args)))
                 return 0
             if args.command in ("copy", "save"):
                 paths = [args.src, args.dst.absolute().parent]
@@ -346,199 +302,19 @@ def _leave_now_if_blocks_in_flight(status: int) -> None:
 
 
 # --- terminal commands ---------------------------------------------------------
-class UsageError(ValueError):
-    """Options that do not fit the input (exit status 2, as argparse's)."""
-
-
-def _open(path: Path, args: argparse.Namespace) -> Any:
-    """Open a TIFF, or a RAW file (geometry from the options or the name)."""
-    import napari_diskimage as ndi
-
-    from ._open import kind_of, open_any
-
-    raw_options = [
-        flag
-        for flag, given in (
-            ("--raw-type", args.pixel_type),
-            ("--raw-size", args.raw_size),
-            ("--raw-offset", args.offset),
-        )
-        if given
-    ]
-    kind = kind_of(path)
-    if kind.name != "raw":
-        what = {
-            "tiff sequence": "a folder of TIFF slices",
-            "tiff": "a TIFF file",
-            "zarr": "a Zarr store",
-        }
-        _no_raw_options(raw_options, path, what.get(kind.name, f"a {kind.name}"))
-        return open_any(path)
-    geometry = None
-    if args.raw_size or args.pixel_type:
-        if not (args.raw_size and args.pixel_type):
-            raise ValueError(
-                "a RAW geometry needs both --raw-type (e.g. UInt16) and "
-                "--raw-size X Y [Z [C [T]]]"
-            )
-        if len(args.raw_size) > 5:
-            raise ValueError(
-                f"--raw-size takes at most 5 sizes x y z c t, got {args.raw_size}"
-            )
-        geometry = ndi.Geometry(args.pixel_type, *args.raw_size)
-    return open_any(
-        path, geometry=geometry, offset=args.offset, byte_order=args.byte_order
-    )
-
-
-def _no_raw_options(given: list[str], path: Path, what: str) -> None:
-    if given:
-        raise UsageError(
-            f"{' and '.join(given)} describe a RAW file; {str(path)!r} is {what}, "
-            "whose header gives its geometry: leave them out"
-        )
-
-
-def describe_file(image: Any) -> str:
-    """What ``napari-diskimage info`` prints for an open image."""
-    from ._tiff import tiff_series
-
-    g = image.geometry
-    lines = [
-        f"file: {image.path}",
-        f"format: {image.kind.upper()}",
-        f"geometry: {g}",
-        f"shape (t, c, z, y, x): {image.shape}",
-        f"pixel type: {image.dtype} "
-        f"({'big' if image.byte_order == '>' else 'little'}-endian in the file)",
-        f"pixels: {format_bytes(image.nbytes)}; "
-        f"{'files' if len(image.files) > 1 else 'file'}: "
-        f"{format_bytes(sum(f.stat().st_size for f in image.files))}",
-    ]
-    if image.spacing != (1.0, 1.0, 1.0) or image.unit:
-        z, y, x = image.spacing
-        lines.append(f"pixel size (x, y, z): {x:g} x {y:g} x {z:g} {image.unit or ''}")
-    if image.kind == "tiff sequence":
-        files = image.files
-        lines.append(
-            f"storage: {image.storage.describe()} ({files[0].name} ... "
-            f"{files[-1].name})"
-        )
-        lines.append(
-            "napari-diskimage: opens it at once (the first slice's header "
-            "only), reads each slice when shown and checks its header then; "
-            "read-only (copy it into one file to edit it)"
-        )
-    elif image.is_mapped:
-        lines.append("storage: uncompressed and contiguous: memory-mapped")
-        lines.append(
-            "napari-diskimage: opens it at once without reading the pixels; "
-            "shows strided planes on demand; edits in place only with mode 'r+'"
-        )
-    else:
-        lines.append(
-            f"storage: {image.storage.describe()}: decoded lazily, chunk by chunk"
-        )
-        lines.append(
-            "napari-diskimage: opens it at once, decodes only the strips, "
-            "tiles or chunks shown; read-only (copy it to edit)"
-        )
-    if image.kind == "tiff":
-        series = tiff_series(image.path)
-        if len(series) > 1:
-            lines.append(f"series: {len(series)}")
-            lines += [
-                f"  {s.index}: {s.name} {s.shape} {s.dtype} {s.storage}"
-                + (" (a reduced level)" if s.reduced else "")
-                for s in series
-            ]
-        if len(image.display_levels) > 1:
-            lines.append(f"stored resolution levels: {len(image.display_levels)}")
-    return "\n".join(lines)
-
-
-class _Bar:
-    """A tqdm bar on stderr for ``(done_bytes, total_bytes)`` steps; when
-    stderr is not a terminal (a log file, a batch job's output), a line
-    every :data:`LOG_EVERY` of the work instead."""
-
-    #: Fraction of the work between two progress lines in a log.
-    LOG_EVERY = 0.1
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.bar: Any = None
-        self.logged = -1.0
-        self.start = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if not _is_terminal(sys.stderr):
-            self._log(done, total)
-            return
-        if self.bar is None:
-            self.bar = tqdm(
-                total=total,
-                desc=self.what,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                file=sys.stderr,
-                leave=True,
-                disable=None,  # no bar when stderr is not a terminal
-            )
-        self.bar.update(done - self.bar.n)
-
-    def _log(self, done: int, total: int) -> None:
-        fraction = done / total if total > 0 else 1.0
-        if fraction < 1.0 and fraction < self.logged + self.LOG_EVERY:
-            return
-        if fraction >= 1.0 and self.logged >= 1.0:
-            return
-        self.logged = fraction
-        print(
-            f"{self.what}: {100 * fraction:.0f} % ({format_bytes(done)} of "
-            f"{format_bytes(total)}, {time.perf_counter() - self.start:.0f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def _run(steps: Any, what: str) -> Any:
-    from ._steps import run_steps
-
-    bar = _Bar(what)
-    try:
-        return run_steps(steps, bar)
-    finally:
-        bar.close()
-
-
 def copy_file(args: argparse.Namespace, session: Any = None) -> Path:
     import napari_diskimage as ndi
 
-    image = _open(args.src, args)
+    image = open_input(args.src, args)
     with image:
         if args.dst.name.lower().endswith(".zarr"):  # OME-Zarr with a pyramid
-            saved = _run(
+            saved = run_with_bar(
                 ndi.iter_save_ome_zarr(image, args.dst), f"copy to {args.dst.name}"
             )
         elif session is not None:  # one streamed copy on a worker
             saved = session.copy(image, args.dst, args.byte_order)
         else:
-            saved = _run(
+            saved = run_with_bar(
                 ndi.iter_save(image, args.dst, args.byte_order),
                 f"copy to {args.dst.name}",
             )
@@ -551,10 +327,10 @@ def process_file(args: argparse.Namespace) -> int:
     from napari_diskimage import process
     from napari_diskimage.process._engine import CANCEL_WAIT
 
-    image = _open(args.src, args)
+    image = open_input(args.src, args)
     with image:
         if args.operation == "otsu":
-            value = _run(iter(process.otsu.run(image)), "otsu")
+            value = run_with_bar(iter(process.otsu.run(image)), "otsu")
             print(f"{value:g}")
             return 0
         op = process.OPERATIONS[args.operation]
@@ -562,7 +338,7 @@ def process_file(args: argparse.Namespace) -> int:
         if args.operation == "threshold":
             _threshold_bounds(args)
             if args.otsu is not None:
-                value = _run(iter(process.otsu.run(image)), "otsu")
+                value = run_with_bar(iter(process.otsu.run(image)), "otsu")
                 params["high" if args.otsu == "dark" else "low"] = value
                 print(
                     f"Otsu's threshold: {value:g}; the {args.otsu} phase is "
@@ -577,9 +353,9 @@ def process_file(args: argparse.Namespace) -> int:
         try:
             run = op.make_run(image, **params)
             run.cancel_wait = CANCEL_WAIT  # Ctrl+C, SIGTERM: out within a second
-            out = _run(iter(run), args.operation)
+            out = run_with_bar(iter(run), args.operation)
             with out:
-                saved = _run(
+                saved = run_with_bar(
                     ndi.iter_save(out, args.dst, args.byte_order),
                     f"save {args.dst.name}",
                 )
@@ -628,8 +404,8 @@ def _measure_parsers(commands: Any) -> None:
     measure.add_argument(
         "-o", "--output", type=Path, required=True, help="the CSV file to write"
     )
-    _raw_options(measure)
-    _cluster_options(measure)
+    raw_options(measure)
+    cluster_options(measure)
 
     porosity = commands.add_parser(
         "porosity",
@@ -647,19 +423,19 @@ def _measure_parsers(commands: Any) -> None:
         metavar="AXIS",
         help="print the profile along AXIS (0 = z, 1 = y, 2 = x of a volume)",
     )
-    _raw_options(porosity)
-    _cluster_options(porosity)
+    raw_options(porosity)
+    cluster_options(porosity)
 
 
 def measure_file(args: argparse.Namespace) -> int:
     from .measure import measure_run, save_csv
 
-    labels = _open(args.labels, args)
+    labels = open_input(args.labels, args)
     with labels:
-        intensity = None if args.intensity is None else _open(args.intensity, args)
+        intensity = None if args.intensity is None else open_input(args.intensity, args)
         try:
             run = measure_run(labels, intensity, args.properties, spacing=args.spacing)
-            table = _run(iter(run), f"measure {args.labels.name}")
+            table = run_with_bar(iter(run), f"measure {args.labels.name}")
         finally:
             if intensity is not None:
                 intensity.close()
@@ -671,9 +447,9 @@ def measure_file(args: argparse.Namespace) -> int:
 def porosity_file(args: argparse.Namespace) -> int:
     from .measure import porosity_run
 
-    mask = _open(args.mask, args)
+    mask = open_input(args.mask, args)
     with mask:
-        value = _run(iter(porosity_run(mask, args.profile)), "porosity")
+        value = run_with_bar(iter(porosity_run(mask, args.profile)), "porosity")
     if args.profile is None:
         print(f"{value:.6g}")
     else:
@@ -722,7 +498,7 @@ def _image_or_number(text: str, args: argparse.Namespace) -> tuple[Any, list[Any
         return float(text), []
     except ValueError:
         pass
-    other = _open(Path(text), args)
+    other = open_input(Path(text), args)
     return other, [other]
 
 
@@ -733,7 +509,7 @@ def demo(args: argparse.Namespace) -> int:
     terminal's progress bar while the sample scan is written."""
     from ._napari.demo import demo as run_demo
 
-    bar = _Bar("writing the sample scan")
+    bar = ProgressBar("writing the sample scan")
     try:
         return run_demo(
             args.size,
