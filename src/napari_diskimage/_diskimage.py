@@ -23,21 +23,11 @@ from ._errors import closed_error
 from ._geometry import AXES, Geometry, check_value
 from ._meta import ImageMeta
 from ._scratch import ScratchFile, create_scratch
-
-# shim until process/ follows (issue 22b): the step names live in _steps
-from ._steps import ProgressCallback, Steps, drive_steps, run_steps
+from ._steps import ProgressCallback
 from .storage._base import Storage
 from .storage.mapped import open_scratch
 
-__all__ = [
-    "DiskImage",
-    "ProgressCallback",
-    "Steps",
-    "drive_steps",
-    "is_disk_image",
-    "new_disk_image",
-    "run_steps",
-]
+__all__ = ["DiskImage", "is_disk_image", "new_disk_image"]
 
 
 #: The long operations behind :meth:`DiskImage.copy`, :meth:`DiskImage.save_tiff`
@@ -157,7 +147,7 @@ class DiskImage:
 
     @spacing.setter
     def spacing(self, value: tuple[float, ...]) -> None:
-        # shim until process/ follows (issue 22b): it copies meta whole then
+        # a new ImageMeta (it is frozen): copies made before keep theirs
         self._meta = dataclasses.replace(self._meta, spacing=tuple(value))  # type: ignore[arg-type]
 
     @property
@@ -167,7 +157,6 @@ class DiskImage:
 
     @unit.setter
     def unit(self, value: str | None) -> None:
-        # shim until process/ follows (issue 22b): it copies meta whole then
         self._meta = dataclasses.replace(self._meta, unit=value)
 
     @property
