@@ -458,9 +458,14 @@ def test_meta_is_frozen_and_carried_whole(tiff_file):
 def test_open_any_dispatches_by_kind(raw_file, tiff_file, data_dir):
     from napari_diskimage._open import KINDS, kind_of
 
-    assert [k.name for k in KINDS] == ["tiff sequence", "tiff", "raw"]
+    assert [k.name for k in KINDS] == ["zarr", "tiff sequence", "tiff", "raw"]
     with ndi.open_any(raw_file) as raw, ndi.open_any(tiff_file, mode="r") as tif:
         assert (raw.kind, tif.kind) == ("raw", "tiff")
     assert kind_of(data_dir).name == "tiff sequence"
+    store = ndi.save_ome_zarr(np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+                              data_dir / "small.ome.zarr")  # fmt: skip
+    with ndi.open_any(store) as zarr_image:
+        assert zarr_image.kind == "zarr"
+        assert np.asarray(zarr_image)[0, 0, 1, 2, 3] == 23
     with pytest.raises(ValueError, match=r"\.tif"):
         ndi.open_any(data_dir / "image.png")

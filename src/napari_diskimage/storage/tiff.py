@@ -21,7 +21,7 @@ import tifffile
 
 from .._errors import CorruptFileError
 from .._files import check_mode, check_readable, check_writable_file
-from .._geometry import as_dtype
+from .._geometry import Geometry, as_dtype
 from .._meta import ImageMeta
 from .._tiff_meta import (
     compression_name,
@@ -250,6 +250,8 @@ def open_tiff(
                 )
             _check_complete(s, p, size)
             storage = LazyTiffStorage(handle, s, description=lazy_reason(s))
+        # sizes of 0 (a damaged header) are refused here, naming the file
+        Geometry.from_shape(storage.shape, storage.dtype)
         sources = level_sources(all_series, int(series))
         levels = open_levels(handle, sources, storage.shape)
         meta = ImageMeta(
