@@ -319,3 +319,18 @@ def test_cli_builds_and_clears(volume, disk_image_dir, capsys):
     assert not store.exists()
     assert main(["view-cache"]) == 2
     assert main(["view-cache", str(path.with_name("missing.tif"))]) == 1
+
+
+def test_chunks_keep_the_build_bounded(monkeypatch):
+    image = ndi.new_disk_image(ndi.Geometry(np.dtype(np.uint16), 64, 32, 2))
+    try:
+        assert vc.view_cache_chunks(image) == (64, 64, 64)
+        plane = 32 * 64 * 2
+        monkeypatch.setattr(vc, "SLAB_BUDGET", 8 * plane)
+        cz, cy, cx = vc.view_cache_chunks(image)
+        assert (cz, cy, cx) == (8, 176, 176)
+        assert cz * plane <= vc.SLAB_BUDGET
+        monkeypatch.setattr(vc, "SLAB_BUDGET", 1)
+        assert vc.view_cache_chunks(image) == (1, 512, 512)
+    finally:
+        image.close()

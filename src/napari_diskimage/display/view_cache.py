@@ -4,7 +4,8 @@ On a row-major file a YZ or XZ plane touches every row of the file; a 3D
 overview strided in y and x loses what is smaller than the stride.  The
 view cache is the image saved once as OME-Zarr
 (:func:`~napari_diskimage.io.ome_zarr.iter_save_ome_zarr`): near-cubic
-chunks (:data:`CHUNKS`), compressed, every level the **mean** of the blocks
+chunks (:data:`CHUNKS`; :func:`view_cache_chunks` for planes over
+2 MiB), compressed, every level the **mean** of the blocks
 of the level above.  Any plane of it reads a few chunks.
 
 * **Where**: in the disk-image directory, as ``ndi-view-<key>.ome.zarr``;
@@ -52,9 +53,11 @@ from ..io.downsample import pyramid_factors
 __all__ = [
     "CHUNKS",
     "IDENTITY_FILE",
+    "SLAB_BUDGET",
     "clear_view_caches",
     "iter_view_cache",
     "view_cache",
+    "view_cache_chunks",
     "view_cache_path",
     "view_cache_size",
 ]
@@ -62,6 +65,11 @@ __all__ = [
 #: Chunk shape (z, y, x) of every level: near-cubic, so that XY, XZ and YZ
 #: planes each read about as many bytes.
 CHUNKS = (64, 64, 64)
+
+#: The build holds one z-chunk row of planes (about 4/3 of it with the
+#: coarser levels' rows): when 64 planes exceed this, chunks take fewer
+#: planes and more pixels in y and x (the same voxels per chunk).
+SLAB_BUDGET = 128 << 20
 
 #: The file inside a complete, valid store that names its source.
 IDENTITY_FILE = "ndi-view-cache.json"
@@ -161,6 +169,23 @@ register_operations(pixel_written=_invalidate)
 
 
 # --- size --------------------------------------------------------------------
+def view_cache_chunks(image: DiskImage) -> tuple[int, int, int]:
+    """The chunk shape (z, y, x) of the view cache of ``image``.
+
+    :data:`CHUNKS` (64^3) when 64 planes fit :data:`SLAB_BUDGET`; else the
+    largest power of two of planes that fits (at least 1), and y and x
+    widened to keep about 64^3 voxels a chunk.  Bounded memory, at the cost
+    of less cubic chunks for planes over 2 MiB.
+    """
+    geo = image.geometry
+    plane = geo.size_y * geo.size_x * geo.dtype.itemsize
+    cz = CHUNKS[0]
+    while cz > 1 and cz * plane > SLAB_BUDGET:
+        cz //= 2
+    side = CHUNKS[1] if cz == CHUNKS[0] else round(64 * (64 / cz) ** 0.5 / 16) * 16
+    return (cz, side, side)
+
+
 def view_cache_size(image: DiskImage) -> int:
     """Bytes the view cache of ``image`` takes at most (uncompressed).
 
@@ -172,11 +197,12 @@ def view_cache_size(image: DiskImage) -> int:
     zyx = (geo.size_z, geo.size_y, geo.size_x)
     factors = pyramid_factors(zyx, image.spacing, None)
     planes = geo.size_t * geo.size_c
+    chunk = view_cache_chunks(image)
     total = 0
     for f in [(1, 1, 1), *factors]:
         zyx = (-(-zyx[0] // f[0]), -(-zyx[1] // f[1]), -(-zyx[2] // f[2]))
         chunks = 1
-        for n, c in zip(zyx, CHUNKS, strict=True):
+        for n, c in zip(zyx, chunk, strict=True):
             chunks *= -(-n // c)
         voxels = zyx[0] * zyx[1] * zyx[2]
         # Each chunk: at most its raw bytes plus the codec's header.
@@ -218,7 +244,8 @@ def iter_view_cache(image: DiskImage) -> Steps:
     if store.exists():  # stale: never valid again, replaced when complete
         with contextlib.suppress(FileNotFoundError):
             os.unlink(store / IDENTITY_FILE)
-    yield from iter_save_ome_zarr(image, store, chunks=CHUNKS, downsample="mean")
+    chunks = view_cache_chunks(image)
+    yield from iter_save_ome_zarr(image, store, chunks=chunks, downsample="mean")
     if image.write_count != writes or _identity(image) != identity:
         raise RuntimeError(
             f"{str(image.path)!r} changed while its view cache was built; "
