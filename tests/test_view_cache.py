@@ -328,9 +328,34 @@ def test_chunks_keep_the_build_bounded(monkeypatch):
         plane = 32 * 64 * 2
         monkeypatch.setattr(vc, "SLAB_BUDGET", 8 * plane)
         cz, cy, cx = vc.view_cache_chunks(image)
-        assert (cz, cy, cx) == (8, 176, 176)
+        assert (cz, cy, cx) == (8, 64, 64)
         assert cz * plane <= vc.SLAB_BUDGET
         monkeypatch.setattr(vc, "SLAB_BUDGET", 1)
-        assert vc.view_cache_chunks(image) == (1, 512, 512)
+        assert vc.view_cache_chunks(image) == (1, 64, 64)
     finally:
         image.close()
+
+
+@pytest.mark.gui
+def test_labels_painted_in_napari_invalidate(make_napari_viewer, data_dir):
+    from napari_diskimage._napari.labels import DiskLabels
+
+    path = data_dir / "cells.tif"
+    tifffile.imwrite(path, np.zeros((8, 40, 50), np.uint16))
+    labels = ndi.open_labels(path, mode="r+")
+    cache = ndi.view_cache(labels)
+    assert cache is not None
+    cache.close()
+    viewer = make_napari_viewer()
+    layer = DiskLabels.attach(viewer, labels, name="cells")
+    assert ndi.view_cache(labels, build=False) is not None
+    layer.brush_size = 1
+    mtime = path.stat().st_mtime_ns
+    layer.paint((3, 4, 5), 9)  # as the brush does
+    assert labels[0, 0, 3, 4, 5] == 9
+    os.utime(path, ns=(mtime, mtime))  # the edit shows in no timestamp
+    assert ndi.view_cache(labels, build=False) is None
+    cache = ndi.view_cache(labels)
+    assert cache[0, 0, 3, 4, 5] == 9
+    cache.close()
+    viewer.layers.clear()
