@@ -71,7 +71,7 @@ for i in range(16):
     if cold_each:  # as a volume larger than the page cache: from the disk
         os.sync()
         with open("/proc/sys/vm/drop_caches", "w") as fh:
-            fh.write("3\n")
+            fh.write("3")
     t = time.perf_counter()
     # a copy: a plane of a mapped file is a view until its pixels are read
     if axis == "x":

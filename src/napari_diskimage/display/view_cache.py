@@ -249,7 +249,15 @@ def iter_view_cache(image: DiskImage) -> Steps:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(store / IDENTITY_FILE)
     chunks = view_cache_chunks(image)
-    yield from iter_save_ome_zarr(image, store, chunks=chunks, downsample="mean")
+    try:
+        yield from iter_save_ome_zarr(image, store, chunks=chunks, downsample="mean")
+    except Exception:
+        # One chunk write failed (a full disk): zarr's other writes of the
+        # same call are still running and may create files after the
+        # writer removed its partial store.  Wait for them, remove it again.
+        _drain_zarr_writes()
+        _remove_own_parts(store)
+        raise
     if image.write_count != writes or _identity(image) != identity:
         raise RuntimeError(
             f"{str(image.path)!r} changed while its view cache was built; "
@@ -257,6 +265,35 @@ def iter_view_cache(image: DiskImage) -> Steps:
         )
     _write_identity(store, identity)
     return open_zarr(store)
+
+
+def _drain_zarr_writes(timeout: float = 30.0) -> None:
+    """Wait for zarr's tasks still running (``asyncio.gather`` lets the
+    others run on when one fails)."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def others() -> None:
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    with contextlib.suppress(Exception):
+        sync(others())
+
+
+def _remove_own_parts(store: Path) -> None:
+    prefix = f".{store.name}.ndi-{os.getpid()}-"
+    with contextlib.suppress(OSError), os.scandir(store.parent) as entries:
+        for entry in entries:
+            if (
+                entry.name.startswith(prefix)
+                and _PART.match(entry.name)
+                and entry.is_dir(follow_symlinks=False)
+            ):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def view_cache(
