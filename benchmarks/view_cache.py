@@ -216,7 +216,7 @@ def markdown(rows: dict) -> str:
         f"{rows['chunks']} (z, y, x), zstd, mean pyramid): {rows['store_mib']} MiB.",
         "",
         "**Whole YZ / XZ planes, one pixel step at a time** (16 steps; "
-        f"{cold} before each run; 'every step': dropped before each step too, "
+        f"{cold}; 'every step': dropped before each step too, "
         "as for a volume larger than RAM):",
         "",
         "| plane | read from | page cache | first (ms) | p95 (ms) |",
