@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -157,14 +158,22 @@ def _write_identity(store: Path, identity: dict[str, Any]) -> None:
     os.replace(tmp, store / IDENTITY_FILE)
 
 
+#: The key of each open image written to (its file's identity does not
+#: change while it is open): one unlink per write, not a hash.
+_written_keys: weakref.WeakKeyDictionary[DiskImage, str] = weakref.WeakKeyDictionary()
+
+
 def invalidate_view_cache(image: DiskImage) -> None:
     """After our own write (a pixel, a labels edit in napari): the view cache
     of ``image``, if any, is no longer valid (rebuilt when next asked)."""
-    try:
-        store = view_cache_path(image)
-    except OSError:
-        return
-    with contextlib.suppress(FileNotFoundError):
+    key = _written_keys.get(image)
+    if key is None:
+        try:
+            key = _written_keys[image] = _key(image)
+        except OSError:
+            return
+    store = get_disk_image_dir() / f"{_PREFIX}{key}{_SUFFIX}"
+    with contextlib.suppress(OSError):
         os.unlink(store / IDENTITY_FILE)
 
 
