@@ -36,6 +36,12 @@ from ._open import (
 from ._scratch import get_disk_image_dir, set_disk_image_dir, sweep_orphans
 from ._sequence import SequenceGapWarning
 from ._tiff import TiffSeriesInfo, tiff_series
+from .display.view_cache import (
+    clear_view_caches,
+    iter_view_cache,
+    view_cache,
+    view_cache_size,
+)
 from .io import (
     copy,
     iter_copy,
@@ -72,6 +78,7 @@ __all__ = [
     "TiffSeriesInfo",
     "apply",
     "check_labels",
+    "clear_view_caches",
     "copy",
     "get_disk_image_dir",
     "is_disk_image",
@@ -80,6 +87,7 @@ __all__ = [
     "iter_save_ome_zarr",
     "iter_save_raw",
     "iter_save_tiff",
+    "iter_view_cache",
     "new_disk_image",
     "new_labels",
     "open_any",
@@ -94,4 +102,6 @@ __all__ = [
     "set_disk_image_dir",
     "sweep_orphans",
     "tiff_series",
+    "view_cache",
+    "view_cache_size",
 ]

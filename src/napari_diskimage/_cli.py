@@ -13,6 +13,8 @@ as the Python API, with a terminal progress bar (tqdm) on stderr:
   labelled object (:func:`napari_diskimage.measure.regionprops_table`);
 * ``napari-diskimage porosity MASK [--profile AXIS]``: the porosity (and
   the per-slice profile as CSV);
+* ``napari-diskimage view-cache FILE`` (``--clear``): build the view
+  cache of FILE (remove every view cache);
 * ``napari-diskimage demo``: napari on a large synthetic scan.
 
 Exit status as a Unix tool's: 0 done, 1 failed (the message on stderr
@@ -140,6 +142,23 @@ def _parser() -> argparse.ArgumentParser:
 
     _measure_parsers(commands)
 
+    cache = commands.add_parser(
+        "view-cache",
+        help="build the view cache of FILE (fast XZ/YZ views, averaged 3D)",
+        description="Build the view cache of FILE in the disk-image directory "
+        f"(now {get_disk_image_dir()}): a chunked, averaged multiscale OME-Zarr "
+        "copy that napari-diskimage reads for views that are not XY. Reused "
+        "while FILE is unchanged. --clear removes every view cache.",
+        epilog="examples:\n  napari-diskimage view-cache scan.tif\n"
+        "  napari-diskimage view-cache --clear",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cache.add_argument("file", type=Path, nargs="?", help="a TIFF, RAW or folder")
+    cache.add_argument(
+        "--clear", action="store_true", help="remove every view cache instead"
+    )
+    _raw_options(cache)
+
     demo = commands.add_parser(
         "demo",
         help="open napari on a large synthetic scan with the plugin's panel",
@@ -259,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 inputs = [args.labels] + ([args.intensity] if args.intensity else [])
                 with _on_cluster(args, inputs):
                     return measure_file(args)
+            if args.command == "view-cache":
+                return view_cache_file(args)
             if args.command == "porosity":
                 with _on_cluster(args, [args.mask]):
                     return porosity_file(args)
@@ -320,6 +341,24 @@ def copy_file(args: argparse.Namespace, session: Any = None) -> Path:
             )
     print(f"wrote {saved} ({format_bytes(image.nbytes)})", file=sys.stderr)
     return saved
+
+
+def view_cache_file(args: argparse.Namespace) -> int:
+    import napari_diskimage as ndi
+
+    if args.clear:
+        freed = ndi.clear_view_caches()
+        print(f"removed view caches: {format_bytes(freed)} freed", file=sys.stderr)
+        return 0
+    if args.file is None:
+        raise UsageError("give FILE to build its view cache, or --clear")
+    with _open(args.file, args) as image:
+        size = format_bytes(ndi.view_cache_size(image))
+        print(f"view cache of {args.file.name}: at most {size}", file=sys.stderr)
+        cache = _run(ndi.iter_view_cache(image), f"view cache of {args.file.name}")
+    with cache:
+        print(cache.path)
+    return 0
 
 
 def process_file(args: argparse.Namespace) -> int:

@@ -375,6 +375,9 @@ class DiskImage:
         self._storage.write(idx["t"], idx["c"], idx["z"], idx["y"], idx["x"], scalar)
         with self._count_lock:  # no lost counts: display caches key on it
             self.write_count += 1
+        written = _OPERATIONS.get("pixel_written")  # the view cache's hook
+        if written is not None:
+            written(self)
 
     def flush(self) -> None:
         """Make written pixels durable (fsync)."""

@@ -83,7 +83,15 @@ class DiskLabels:
             viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
             layer.events.history_replayed.connect(self._refresh_overview)
         layer.events.n_edit_dimensions.connect(self._refuse_3d_edits)
+        layer.events.paint.connect(self._painted)
         viewer.layers.events.removed.connect(self._layer_removed)
+
+    def _painted(self, event: Any = None) -> None:
+        """An edit (paint, fill, undo) went into the file: its view cache, if
+        any, no longer shows it."""
+        from ..display.view_cache import invalidate_view_cache
+
+        invalidate_view_cache(self.labels)
 
     def _layer_removed(self, event: Any) -> None:
         """The labels layer is gone: let go of the file (a scratch file is
