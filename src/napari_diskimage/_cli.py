@@ -66,7 +66,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # usage, then exit status 2
         if message.endswith("required: COMMAND"):
             message += (
-                " (info, copy, save, process, measure, porosity or demo; see --help)"
+                " (info, copy, save, process, measure, porosity, view-cache or "
+                "demo; see --help)"
             )
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -157,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument(
         "--clear", action="store_true", help="remove every view cache instead"
     )
-    _raw_options(cache)
+    raw_options(cache)
 
     demo = commands.add_parser(
         "demo",
@@ -352,10 +353,12 @@ def view_cache_file(args: argparse.Namespace) -> int:
         return 0
     if args.file is None:
         raise UsageError("give FILE to build its view cache, or --clear")
-    with _open(args.file, args) as image:
+    with open_input(args.file, args) as image:
         size = format_bytes(ndi.view_cache_size(image))
         print(f"view cache of {args.file.name}: at most {size}", file=sys.stderr)
-        cache = _run(ndi.iter_view_cache(image), f"view cache of {args.file.name}")
+        cache = run_with_bar(
+            ndi.iter_view_cache(image), f"view cache of {args.file.name}"
+        )
     with cache:
         print(cache.path)
     return 0
