@@ -252,7 +252,14 @@ def test_ctrl_c_during_a_copy_leaves_no_partial_file(tmp_path):
     # big-endian output: the block path (not the kernel's copy), ~ seconds
     command = [*_napari_diskimage_command(), "copy", str(src), str(dst),
                "--byte-order", ">"]  # fmt: skip
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as from a terminal: a shell's background job (a CI run started
+        # with `&`) inherits SIGINT ignored, and Python keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     # interrupt once the copy reports progress (its first block is written),
     # not after a fixed time: on a loaded machine the start-up takes longer
     assert proc.stderr is not None
