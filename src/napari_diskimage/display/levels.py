@@ -20,6 +20,13 @@ and striding starts only below the coarsest stored level.  An RGB(A) image
 (``image.rgb``) gives levels with a trailing colour axis, so napari shows
 one colour layer.
 
+A read whose z is not one plane (a YZ or XZ plane of rolled dims, a
+level read whole in 3D) comes from the image's view cache while one is
+valid (:mod:`.cached_views`: chunks, not rows; block means on the levels
+whose grid matches one of the cache's), and the 3D overview is then put on
+the grid of one of the cache's mean levels.  XY planes always come from
+the file.
+
 Whole planes of the strided levels are kept in a small cache
 (:mod:`.cache`); contrast limits are sampled from the coarsest level
 (:mod:`.sampling`); full-resolution 3D boxes are :mod:`.box`.  How much a
@@ -37,6 +44,7 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._index import as_slice, normalize_key
 from .cache import CACHE_PLANE_BYTES, plane_cache, token_of, version_of
+from .cached_views import cache_overview, read_cached
 
 __all__ = [
     "COARSEST_SIZE",
@@ -241,7 +249,17 @@ class DisplayLevel:
         rows, flip_y = _ascending(y_idx)
         cols, flip_x = _ascending(x_idx)
         out = np.empty((len(ts), len(zs), len(rows), len(cols), len(ss)), self.dtype)
-        if out.size:
+        cached = None
+        if out.size and isinstance(z_idx, range):
+            # YZ / XZ planes (rolled dims) and 3D: from the view cache if valid
+            (tr, flip_t), (zr, flip_z) = _ascending(t_idx), _ascending(z_idx)
+            cached = read_cached(
+                self._image, tr, zr, rows, cols,
+                tuple(self._channels[s] for s in ss), self._factor, self._zfactor,
+            )  # fmt: skip
+            if cached is not None:
+                out = cached[:: -1 if flip_t else 1, :: -1 if flip_z else 1]
+        if out.size and cached is None:
             for k, s in enumerate(ss):
                 read_plane = self._plane_reader(self._channels[s], rows, cols)
                 for (i, t), (j, z) in itertools.product(enumerate(ts), enumerate(zs)):
@@ -377,6 +395,11 @@ def display_levels(
         colours=len(channel) if isinstance(channel, tuple) else 1,
     )
     if strides is not None:
+        # with a view cache: an overview on the grid of one of its mean levels
+        strides = cache_overview(
+            coarsest, factor, overview_voxels or OVERVIEW_VOXELS, OVERVIEW_SIDE,
+            len(channel) if isinstance(channel, tuple) else 1,
+        ) or strides  # fmt: skip
         zfactor, factor = strides
         levels.append(DisplayLevel(coarsest, channel, factor, zfactor))
     return levels
