@@ -140,3 +140,22 @@ def test_3d_box_reads_the_cache_when_valid(volume):
         np.testing.assert_array_equal(read_box(image, box), expected)
         assert image.bytes_read == before
         assert cache.bytes_read > cached_before
+
+
+def test_labels_levels_never_read_the_cache(volume):
+    """Labels layers ask for levels without the view cache: a mean of labels
+    is no label."""
+    path, data = volume
+    with ndi.open_tiff(path) as image:
+        ndi.view_cache(image).close()
+        assert valid_view_cache(image) is not None
+        levels = display_levels(
+            image, 0, overview_bytes=1 << 20, overview_voxels=1 << 20, view_cache=False
+        )
+        overview = levels[-1]
+        fz, f = overview.zfactor, overview.factor
+        assert (fz, f) != (4, 4)  # not on the cache's grid
+        np.testing.assert_array_equal(np.asarray(overview), data[::fz, ::f, ::f])
+        before = image.bytes_read
+        np.testing.assert_array_equal(np.asarray(levels[0][:, :, 5]), data[:, :, 5])
+        assert image.bytes_read > before  # the file, exact

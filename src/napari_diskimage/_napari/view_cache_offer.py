@@ -100,6 +100,8 @@ def _dims_changed(viewer: Any) -> None:
     if not _rolled(viewer):
         return
     for layer in list(viewer.layers):
+        if layer._type_string != "image":
+            continue  # labels have no view cache: a mean of labels is no label
         offer_view_cache(
             viewer,
             disk_image_of(layer),

@@ -113,7 +113,12 @@ class ViewCacheActions(Container):
         self.clear_button.changed.connect(lambda _v=None: self.clear_caches())
 
     def image(self) -> DiskImage | None:
-        return disk_image_of(self.viewer.layers.selection.active)
+        """The selected image layer's disk image (labels have no view cache:
+        a mean of labels is no label)."""
+        layer = self.viewer.layers.selection.active
+        if layer is None or layer._type_string != "image":
+            return None
+        return disk_image_of(layer)
 
     def refresh(self) -> None:
         """The button shows the size of the selected image's cache."""
@@ -137,7 +142,9 @@ class ViewCacheActions(Container):
         """Build the cache of ``image`` (the selected layer's by default)."""
         image = image or self.image()
         if not _can_have_cache(image):
-            self.status.value = "select a disk-image volume (not OME-Zarr)"
+            self.status.value = (
+                "select the image layer of a disk-image volume (not OME-Zarr)"
+            )
             return None
         assert image is not None
         if self.job is not None and self.job.running:

@@ -108,6 +108,10 @@ class DisplayLevel:
         of a file without stored levels.
     zfactor : int
         Stride in z over ``image`` (the 3D overview); 1 keeps every plane.
+    view_cache : bool
+        Read views that are not XY from the image's view cache while it is
+        valid (:mod:`.cached_views`); False for labels (a mean of labels is
+        no label).
 
     Examples
     --------
@@ -126,6 +130,8 @@ class DisplayLevel:
         channel: int | tuple[int, ...] = 0,
         factor: int = 1,
         zfactor: int = 1,
+        *,
+        view_cache: bool = True,
     ) -> None:
         t, c, z, y, x = image.shape
         channels = channel if isinstance(channel, tuple) else (channel,)
@@ -146,6 +152,7 @@ class DisplayLevel:
         self._channels = tuple(int(ch) for ch in channels)
         self._factor = int(factor)
         self._zfactor = int(zfactor)
+        self._view_cache = bool(view_cache)
         # One entry per axis t, z, y, x, colour: an int (axis dropped) or a
         # range of indices (axis kept): full-resolution indices of the image
         # for y and x, positions in ``_channels`` for the colour axis.
@@ -165,6 +172,7 @@ class DisplayLevel:
         view._channels = parent._channels
         view._factor = parent._factor
         view._zfactor = parent._zfactor
+        view._view_cache = parent._view_cache
         view._index = index
         return view
 
@@ -250,7 +258,7 @@ class DisplayLevel:
         cols, flip_x = _ascending(x_idx)
         out = np.empty((len(ts), len(zs), len(rows), len(cols), len(ss)), self.dtype)
         cached = None
-        if out.size and isinstance(z_idx, range):
+        if out.size and self._view_cache and isinstance(z_idx, range):
             # YZ / XZ planes (rolled dims) and 3D: from the view cache if valid
             (tr, flip_t), (zr, flip_z) = _ascending(t_idx), _ascending(z_idx)
             cached = read_cached(
@@ -342,6 +350,7 @@ def display_levels(
     *,
     overview_bytes: int | None = None,
     overview_voxels: int | None = None,
+    view_cache: bool = True,
 ) -> list[DisplayLevel]:
     """The display pyramid of one channel of ``image``, finest first.
 
@@ -363,11 +372,16 @@ def display_levels(
     smaller than 256 pixels.  Its cost is bounded whatever the size of the
     volume.
 
+    With ``view_cache`` (labels: False) and a valid view cache, the 3D
+    overview is on the grid of one of the cache's mean levels and views
+    that are not XY read the cache (see :class:`DisplayLevel`).
+
     Sizes strictly decrease, as napari requires.  ``channel`` is as for
     :class:`DisplayLevel` (a tuple for a colour axis).
     """
     stored = list(getattr(image, "display_levels", None) or [image])
-    levels = [DisplayLevel(stored[0], channel, 1)]
+    opts = {"view_cache": view_cache}
+    levels = [DisplayLevel(stored[0], channel, 1, **opts)]
     for level_image in stored[1:]:
         previous = levels[-1].image.shape
         shape = level_image.shape
@@ -380,13 +394,13 @@ def display_levels(
             and shape[3:] != previous[3:]
             and (shape[3] <= previous[3] and shape[4] <= previous[4])
         ):
-            levels.append(DisplayLevel(level_image, channel, 1))
+            levels.append(DisplayLevel(level_image, channel, 1, **opts))
     coarsest = levels[-1].image
     y, x = coarsest.shape[3], coarsest.shape[4]
     factor = 1
     while max(-(-y // factor), -(-x // factor)) > COARSEST_SIZE:
         factor *= 2
-        levels.append(DisplayLevel(coarsest, channel, factor))
+        levels.append(DisplayLevel(coarsest, channel, factor, **opts))
     strides = overview_strides(
         coarsest,
         factor,
@@ -394,14 +408,15 @@ def display_levels(
         OVERVIEW_VOXELS if overview_voxels is None else overview_voxels,
         colours=len(channel) if isinstance(channel, tuple) else 1,
     )
-    if strides is not None:
+    if strides is not None and view_cache:
         # with a view cache: an overview on the grid of one of its mean levels
         strides = cache_overview(
             coarsest, factor, overview_voxels or OVERVIEW_VOXELS, OVERVIEW_SIDE,
             len(channel) if isinstance(channel, tuple) else 1,
         ) or strides  # fmt: skip
+    if strides is not None:
         zfactor, factor = strides
-        levels.append(DisplayLevel(coarsest, channel, factor, zfactor))
+        levels.append(DisplayLevel(coarsest, channel, factor, zfactor, **opts))
     return levels
 
 
