@@ -2,10 +2,14 @@
 
 napari asks a layer for a YZ or XZ plane when its dims are rolled (what
 napari-orthogonal-views' extra viewers do), and for a whole level in 3D.
-On a row-major file such a read touches every row it crosses; the view
-cache (:mod:`.view_cache`) holds the same pixels in 64^3 chunks.  The
-display levels (:mod:`.levels`) ask :func:`read_cached` first for every
-read whose z is not a single plane; XY planes always come from the file.
+On a row-major file a YZ plane or a 3D level touches every row it
+crosses; the view cache (:mod:`.view_cache`) holds the same pixels in
+near-cubic chunks.  The display levels (:mod:`.levels`) ask
+:func:`read_cached` first for YZ planes and 3D reads.  XY planes always
+come from the file, and so do XZ planes: one row of each plane, read as it
+lies, which decoding a row of chunks per plane does not beat (2 GiB,
+cold: 0.9 s from the TIFF against 7.5 s for the first XZ view of the
+cache; docs/benchmarks.md).
 
 * **Which level of the cache**: the one on the same grid as the display
   level (its z and y/x strides equal the level's cumulative mean factors):

@@ -20,8 +20,9 @@ and striding starts only below the coarsest stored level.  An RGB(A) image
 (``image.rgb``) gives levels with a trailing colour axis, so napari shows
 one colour layer.
 
-A read whose z is not one plane (a YZ or XZ plane of rolled dims, a
-level read whole in 3D) comes from the image's view cache while one is
+A read whose z is not one plane and that crosses rows (a YZ plane of
+rolled dims, a level read whole in 3D) comes from the image's view cache
+while one is
 valid (:mod:`.cached_views`: chunks, not rows; block means on the levels
 whose grid matches one of the cache's), and the 3D overview is then put on
 the grid of one of the cache's mean levels.  XY planes always come from
@@ -258,8 +259,8 @@ class DisplayLevel:
         cols, flip_x = _ascending(x_idx)
         out = np.empty((len(ts), len(zs), len(rows), len(cols), len(ss)), self.dtype)
         cached = None
-        if out.size and self._view_cache and isinstance(z_idx, range):
-            # YZ / XZ planes (rolled dims) and 3D: from the view cache if valid
+        if out.size and self._view_cache and _wants_cache(self._index):
+            # YZ planes (rolled dims) and 3D: from the view cache if valid
             (tr, flip_t), (zr, flip_z) = _ascending(t_idx), _ascending(z_idx)
             cached = read_cached(
                 self._image, tr, zr, rows, cols,
@@ -324,6 +325,18 @@ class DisplayLevel:
             return plane[crop]
 
         return read_cached
+
+
+def _wants_cache(index: tuple[_Index, ...]) -> bool:
+    """Whether a view (t, z, y, x, colour) is read from the view cache: z is
+    not one plane and x is fixed (a YZ plane) or y and x both ranges (3D).
+    An XZ plane (y fixed) is one row of each plane: the file's rows are read
+    as they lie, which no chunked copy beats (measured: docs/benchmarks.md).
+    """
+    _, z, y, x, _ = index
+    return isinstance(z, range) and (
+        isinstance(x, int) or (isinstance(y, range) and isinstance(x, range))
+    )
 
 
 def _level_slice(r: range, factor: int) -> slice:
