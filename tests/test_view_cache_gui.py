@@ -43,13 +43,23 @@ def small_overview(monkeypatch):
     monkeypatch.setattr(display_levels_module, "OVERVIEW_VOXELS", 1 << 20)
 
 
-def _show_yz(viewer, layer, x: int) -> np.ndarray:
+def _roll_to_yz(viewer, layer) -> None:
     """Roll the dims to (z, y), as napari-orthogonal-views' YZ viewer does,
-    at full resolution; what napari shows."""
-    viewer.dims.order = (2, 0, 1)
-    viewer.dims.set_current_step(2, x)
+    full resolution.  (Without a canvas the first slice after the roll has
+    the XY view's region: one z row, read from the file.)"""
+    _roll(viewer, layer, (2, 0, 1))
+
+
+def _roll(viewer, layer, order: tuple[int, ...]) -> None:
+    viewer.dims.order = order
+    layer.locked_data_level = None  # a new level lock: the whole plane's region
     layer.locked_data_level = 0
     layer.refresh()
+
+
+def _show_yz(viewer, layer, x: int) -> np.ndarray:
+    """Step the rolled view to column ``x``; what napari shows."""
+    viewer.dims.set_current_step(2, x)
     return layer._slice.image.raw
 
 
@@ -72,14 +82,27 @@ def test_rolled_dims_show_the_cache_then_the_file_after_a_write(viewer, volume):
     layer = viewer.add_image(levels, **kwargs)
     cache = valid_view_cache(image)
     assert cache is not None
+    _roll_to_yz(viewer, layer)  # at the middle column
     before, cached_before = image.bytes_read, cache.bytes_read
-    shown = _show_yz(viewer, layer, 333)
+    shown = _show_yz(viewer, layer, 600)
     assert shown.shape == (96, 600)
-    np.testing.assert_array_equal(shown, _shown_region(layer, data[:, :, 333]))
+    np.testing.assert_array_equal(shown, _shown_region(layer, data[:, :, 600]))
     assert image.bytes_read == before  # the chunks of the cache only
     assert cache.bytes_read > cached_before
 
-    image.write_pixel(9, z=50, y=300, x=333)  # a write of ours
+    # an XZ plane (a row of each plane) is read from the file as it lies
+    _roll(viewer, layer, (1, 0, 2))
+    before, cached_before = image.bytes_read, cache.bytes_read
+    viewer.dims.set_current_step(1, 77)
+    (z0, _, x0), (z1, _, x1) = layer.corner_pixels
+    assert (z0, z1, x0, x1) == (0, 95, 0, 699)
+    np.testing.assert_array_equal(layer._slice.image.raw, data[:, 77, :])
+    assert image.bytes_read > before
+    assert cache.bytes_read == cached_before
+    _roll_to_yz(viewer, layer)
+    _show_yz(viewer, layer, 600)
+
+    image.write_pixel(9, z=50, y=300, x=600)  # a write of ours
     layer.refresh()
     shown = layer._slice.image.raw
     assert shown[50, 300] == 9  # the file, never the stale cache
@@ -123,6 +146,7 @@ def test_the_offer_builds_the_cache_and_the_layer_switches(
     part = shown[: means.shape[0], : means.shape[1], : means.shape[2]]
     assert np.abs(part - means).max() <= 1.0
     viewer.dims.ndisplay = 2
+    _roll_to_yz(viewer, layer)
     before = image.bytes_read
     np.testing.assert_array_equal(
         _show_yz(viewer, layer, 123), _shown_region(layer, data[:, :, 123])
@@ -166,6 +190,7 @@ def test_image_info_builds_and_clears_view_caches(viewer, qtbot, volume):
     assert actions.status.value == "view cache ready"
     assert actions.build_button.text == "View cache ready"
     assert not actions.build_button.enabled
+    _roll_to_yz(viewer, layer)
     before = image.bytes_read
     np.testing.assert_array_equal(
         _show_yz(viewer, layer, 10), _shown_region(layer, data[:, :, 10])
@@ -176,8 +201,9 @@ def test_image_info_builds_and_clears_view_caches(viewer, qtbot, volume):
     assert actions.status.value.startswith("view caches cleared")
     assert valid_view_cache(image) is None
     assert actions.build_button.text.startswith("Build view cache (")
+    _roll_to_yz(viewer, layer)  # the layers got new levels: level 0 again
     np.testing.assert_array_equal(
-        _show_yz(viewer, layer, 10), _shown_region(layer, data[:, :, 10])
+        _show_yz(viewer, layer, 20), _shown_region(layer, data[:, :, 20])
     )
     assert image.bytes_read > before  # the file again
 
