@@ -99,8 +99,10 @@ def _rolled(viewer: Any) -> bool:
 def _dims_changed(viewer: Any) -> None:
     if not _rolled(viewer):
         return
+    from napari.layers import Image
+
     for layer in list(viewer.layers):
-        if layer._type_string != "image":
+        if not isinstance(layer, Image):
             continue  # labels have no view cache: a mean of labels is no label
         offer_view_cache(
             viewer,

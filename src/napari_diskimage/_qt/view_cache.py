@@ -15,10 +15,11 @@ from collections.abc import Callable
 
 import napari.viewer
 from magicgui.widgets import Container, PushButton
+from napari.layers import Image
 
 from .._diskimage import DiskImage
 from .._napari.layers import disk_image_of
-from .._napari.notify import notify_error, show_info
+from .._napari.notify import error_message, notify_error, show_info
 from .._scratch import (
     _check_writable,
     check_free_space,
@@ -47,7 +48,7 @@ def use_view_cache(viewer: napari.viewer.Viewer, image: DiskImage | None = None)
         shown = disk_image_of(layer)
         if shown is None or (image is not None and shown is not image):
             continue
-        if not getattr(layer, "multiscale", False) or layer._type_string != "image":
+        if not isinstance(layer, Image) or not layer.multiscale:
             continue
         channel = layer.metadata.get("channel")
         if channel is None:  # an RGB(A) layer: every channel
@@ -116,7 +117,7 @@ class ViewCacheActions(Container):
         """The selected image layer's disk image (labels have no view cache:
         a mean of labels is no label)."""
         layer = self.viewer.layers.selection.active
-        if layer is None or layer._type_string != "image":
+        if not isinstance(layer, Image):
             return None
         return disk_image_of(layer)
 
@@ -165,7 +166,7 @@ class ViewCacheActions(Container):
             if job.cancelled:
                 self.status.value = "cancelled; the partial cache was removed"
             elif job.error is not None:
-                self.status.value = f"failed: {job.error}"
+                self.status.value = f"failed: {error_message(job.error)}"
             else:
                 self.status.value = "view cache ready"
         self.refresh()

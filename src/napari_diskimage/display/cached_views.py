@@ -121,11 +121,11 @@ def _levels(cache: DiskImage, image: DiskImage) -> list[tuple[DiskImage, Factors
     ``image``; only those whose shape agrees with the factors."""
     zyx = image.shape[2:]
     stored = list(cache.display_levels or [cache])
+    steps = pyramid_factors(zyx, image.spacing, None)  # as the cache was built
     out: list[tuple[DiskImage, Factors]] = []
     total: Factors = (1, 1, 1)
     for k, level in enumerate(stored):
         if k:
-            steps = pyramid_factors(zyx, image.spacing, None)
             if k > len(steps):
                 break
             f = steps[k - 1]
@@ -199,17 +199,10 @@ def read_cached(
     for level, factors in levels[1:]:
         if factors == (zfactor, factor, factor):
             source, f = level, factors
-    ranges = [
-        ts,
-        None,
-        _on_level(zs, f[0]),
-        _on_level(rows, f[1]),
-        _on_level(cols, f[2]),
-    ]
+    zyx = (_on_level(zs, f[0]), _on_level(rows, f[1]), _on_level(cols, f[2]))
     out = np.empty(
         (len(ts), len(zs), len(rows), len(cols), len(channels)), source.dtype
     )
     for k, c in enumerate(channels):
-        ranges[1] = range(c, c + 1)
-        out[..., k] = source.storage.read_box(ranges)[:, 0]  # type: ignore[arg-type]
+        out[..., k] = source.storage.read_box([ts, range(c, c + 1), *zyx])[:, 0]
     return out
