@@ -85,6 +85,48 @@ for i in range(16):
 seconds = sum(steps)
 """
 
+# The same steps through napari's slicing of the layer: dims rolled as
+# napari-orthogonal-views' extra viewers roll them, full resolution.  The
+# run without a cache points the disk-image directory at an empty folder.
+NAPARI_STEPS = """
+import os
+os.environ["NAPARI_DISKIMAGE_DIR"] = caches
+import numpy as np
+from napari.components import ViewerModel
+import napari_diskimage as ndi
+from napari_diskimage._napari.reader import disk_image_layers
+image = ndi.open_tiff(src)
+assert (ndi.view_cache(image, build=False) is not None) == use_cache
+viewer = ViewerModel()
+[(data, kwargs, _)] = disk_image_layers(image)
+layer = viewer.add_image(data, **kwargs)
+layer.locked_data_level = 0
+_, _, nz, ny, nx = image.shape
+axis_index = 2 if axis == "x" else 1
+start = (nx if axis == "x" else ny) // 3
+viewer.dims.set_current_step(axis_index, start - 1)
+os.sync()
+with open("/proc/sys/vm/drop_caches", "w") as fh:
+    fh.write("3")
+t = time.perf_counter()
+viewer.dims.order = (2, 0, 1) if axis == "x" else (1, 0, 2)  # the first view
+# no canvas here to set the visible region of the rolled view: the whole plane
+layer.locked_data_level = 0
+layer.refresh()
+first = time.perf_counter() - t
+assert layer._slice.image.raw.shape == (nz, ny if axis == "x" else nx)
+for i in range(16):
+    if cold_each:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3")
+    t = time.perf_counter()
+    viewer.dims.set_current_step(axis_index, start + i)
+    steps.append(time.perf_counter() - t)
+assert layer._slice.image.raw.shape == (nz, ny if axis == "x" else nx)
+seconds = first
+"""
+
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -149,6 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="2G", help="volume size (large sample)")
     parser.add_argument("--workdir", help="a folder on disk (default: a temp dir)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--napari-only",
+        action="store_true",
+        help="build, then only the steps through napari's slicing (rolled dims)",
+    )
     args = parser.parse_args(argv)
     if not memcap.available():
         raise SystemExit("needs root and a memory cgroup (benchmarks/memcap.py)")
@@ -174,7 +221,22 @@ def main(argv: list[str] | None = None) -> None:
         meta = json.loads((store / "0" / "zarr.json").read_text())
         chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
         rows["chunks"] = " x ".join(str(c) for c in chunks)
-        for cold_each in (False, True) if rows["cold"] else (False,):
+        empty = work / "no-caches"
+        empty.mkdir()
+        for axis in ("x", "y"):
+            for use_cache in (True, False):
+                env = {
+                    "src": str(src),
+                    "axis": axis,
+                    "use_cache": use_cache,
+                    "cold_each": rows["cold"],
+                    "caches": str(caches if use_cache else empty),
+                }
+                key = f"napari-{axis}-{'cache' if use_cache else 'file'}"
+                rows[key] = run(NAPARI_STEPS, env, 6 * GiB)
+        for cold_each in () if args.napari_only else (False, True):
+            if cold_each and not rows["cold"]:
+                continue
             for axis in ("x", "y"):
                 for use_cache in (True, False):
                     drop_caches()
@@ -191,9 +253,12 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(rows, indent=1))
     if not args.no_write:
+        md = HERE.parent / "docs" / "benchmarks.md"
+        if not args.napari_only:
+            write_section(md, "view-cache", "View cache (issue 24)", markdown(rows))
         write_section(
-            HERE.parent / "docs" / "benchmarks.md", "view-cache",
-            "View cache (issue 24)", markdown(rows),
+            md, "view-cache-napari", "View cache: YZ / XZ views in napari (issue 24)",
+            napari_markdown(rows),
         )  # fmt: skip
 
 
@@ -229,7 +294,7 @@ def markdown(rows: dict) -> str:
                 if row is None:
                     continue
                 lines.append(
-                    f"| {name} | {'view cache' if where == 'cache' else 'TIFF'} | "
+                    f"| {name} | {'valid' if where == 'cache' else 'none'} | "
                     f"{when} | {row.get('first_ms', row.get('error', '?'))} | "
                     f"{row.get('p95_ms', '?')} |"
                 )
@@ -246,6 +311,46 @@ def markdown(rows: dict) -> str:
         "memory as in napari). "
         "Whole planes at full resolution, not a napari canvas.",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def napari_markdown(rows: dict) -> str:
+    cold = "dropped before each step" if rows["cold"] else "NOT dropped (not root)"
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} by `python benchmarks/view_cache.py "
+        f"--size {rows['size']} --napari-only` on the {rows['input_mib']} MiB "
+        f"porous TIFF ({rows['geometry']}); 2 cores shared with other work "
+        f"(load average at the end {os.getloadavg()[0]:.1f}). A napari "
+        "`ViewerModel` shows the layer the reader makes, level 0 locked; its "
+        "dims are rolled to (z, y) (YZ, x-steps) or (z, x) (XZ, y-steps), as "
+        "napari-orthogonal-views' extra viewers do, and each step is "
+        "`viewer.dims.set_current_step` (napari's synchronous slicing of the "
+        f"layer, whole planes). Page cache {cold}; 'first' is the roll itself, "
+        "from a cold page cache.",
+        "",
+        "With a valid cache the layer reads YZ planes from it (chunks "
+        f"{rows['chunks']} (z, y, x)) and XZ planes from the TIFF still (one row "
+        "of each plane, read as it lies: the first XZ view of the cache "
+        "decoded a row of chunks per plane: 7.5 s and 3.0 s cold in two "
+        "earlier runs, against 0.9 s from the TIFF); the 'valid' XZ row "
+        "checks that nothing got slower (both XZ rows read the TIFF: their "
+        "difference is the machine's load). The price: with the page cache "
+        "dropped before every step (a volume larger than RAM), XZ steps from "
+        "the TIFF stay at 0.15-0.25 s (p95), above the 150 ms target, where "
+        "the cache's in-memory chunks gave 62 ms in those earlier runs.",
+        "",
+        "| view | view cache | first (ms) | p95 of 16 steps (ms) | peak anon (MiB) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for axis, name in (("x", "YZ (x-step)"), ("y", "XZ (y-step)")):
+        for where in ("cache", "file"):
+            row = rows.get(f"napari-{axis}-{where}", {})
+            first = row.get("seconds")
+            lines.append(
+                f"| {name} | {'valid' if where == 'cache' else 'none'} | "
+                f"{round(1000 * first) if first is not None else row.get('error')}"
+                f" | {row.get('p95_ms', '?')} | {row.get('anon_peak_mib', '?')} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -165,7 +165,7 @@ class DiskLabels:
         from .paint_refusal import read_only_labels
 
         overview = read_only_labels(
-            display_levels(self.labels, 0),
+            display_levels(self.labels, 0, view_cache=False),
             multiscale=True,
             name=f"{self.layer.name} (overview)",
             opacity=0.5,

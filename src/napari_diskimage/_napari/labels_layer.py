@@ -220,7 +220,7 @@ class DiskLabelsLayer(Labels):
         labels = self.disk_labels
         if labels is None or not self.shows_file():
             return None
-        coarsest = display_levels(labels, 0)[-1]
+        coarsest = display_levels(labels, 0, view_cache=False)[-1]
         ndim = self.ndim
         scale = np.ones(ndim)
         scale[-2:] = coarsest.factor

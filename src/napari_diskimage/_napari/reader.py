@@ -101,6 +101,11 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
         layers: list[LayerDataTuple] = []
         for image, name in images:
             layers.extend(disk_image_layers(image, name=name))
+        if "napari" in sys.modules:  # the offer of a view cache; never fails
+            with contextlib.suppress(Exception):
+                from .view_cache_offer import after_open
+
+                after_open([image for image, _ in images])
         return layers
 
     return read

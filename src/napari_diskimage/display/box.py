@@ -5,8 +5,9 @@ volume is the bounded 3D overview (:func:`.levels.display_levels`):
 strided in z, y and x.  To look at a region in detail, :func:`fit_box`
 turns "the region in view and some planes around the current slice" into a
 :class:`Box` within a voxel budget, and :func:`iter_read_box` reads exactly
-that box from the file (each plane's rows of the box, not the rows around
-it), plane by plane, with progress and cancellation like every long
+that box (from the view cache when it is valid, else from the file
+through the storage's ``read_box``: the box's rows, not the rows around
+it), a slab of planes at a time, with progress and cancellation like every long
 operation of the core.
 """
 
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._diskimage import DiskImage
+from .._errors import closed_error
 from .._steps import run_steps
 from .levels import OVERVIEW_SIDE
+from .view_cache import view_cache_chunks
 
 __all__ = ["BOX_VOXELS", "Box", "fit_box", "iter_read_box", "read_box"]
 
@@ -167,26 +170,50 @@ def fit_box(
     return Box(t=int(t), c=int(c), z=zr, y=yr, x=xr), messages
 
 
+#: Most bytes of one read of a box (a slab of planes) from the file.
+SLAB_BYTES = 32 << 20
+
+
 def iter_read_box(
     image: DiskImage, box: Box
 ) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Read ``box`` plane by plane; yields ``(bytes done, bytes total)``.
+    """Read ``box`` a slab of planes at a time; yields ``(bytes done, bytes
+    total)``.
 
-    Returns the (nz, ny, nx) array.  Each plane is one
-    :meth:`DiskImage.read_region` of the box's rows and columns: about the
-    box's own bytes are read (whole rows only when the box spans nearly the
-    whole width).  (A copy from the memory map instead was measured 1.3-3x
-    slower here: one page fault per 4 KiB.)
+    Returns the (nz, ny, nx) array.  While the image has a valid view cache
+    (:func:`~napari_diskimage.view_cache`) the box comes from it, in slabs
+    as deep as its chunks (a few chunks, not a row per plane); otherwise
+    from the file through the storage's ``read_box`` (a mapped file: the
+    box's rows only, with ``preadv``), slabs of at most
+    :data:`SLAB_BYTES`.
     """
+    from .cached_views import cache_levels
+
     nz, ny, nx = box.shape
     itemsize = np.dtype(image.dtype).itemsize
     out = np.empty(box.shape, dtype=image.dtype)
     plane_bytes = ny * nx * itemsize
     total = nz * plane_bytes
     yield (0, total)
-    for k, z in enumerate(range(*box.z)):
-        out[k] = image.read_region(box.t, box.c, z, box.y[0], ny, 1, box.x[0], nx, 1)
-        yield ((k + 1) * plane_bytes, total)
+    if image.closed:
+        raise closed_error(image.path)
+    levels = cache_levels(image)
+    if levels:
+        storage = levels[0][0].storage
+        depth = view_cache_chunks(image)[0]
+    else:
+        storage = image.storage
+        depth = max(1, SLAB_BYTES // max(1, plane_bytes))
+    z = box.z[0]
+    while z < box.z[1]:
+        stop = min(box.z[1], (z // depth + 1) * depth)  # chunk-aligned slabs
+        part = storage.read_box(
+            [range(box.t, box.t + 1), range(box.c, box.c + 1), range(z, stop),
+             range(*box.y), range(*box.x)]
+        )  # fmt: skip
+        out[z - box.z[0] : stop - box.z[0]] = part[0, 0]
+        z = stop
+        yield ((z - box.z[0]) * plane_bytes, total)
     return out
 
 

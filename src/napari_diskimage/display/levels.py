@@ -20,6 +20,14 @@ and striding starts only below the coarsest stored level.  An RGB(A) image
 (``image.rgb``) gives levels with a trailing colour axis, so napari shows
 one colour layer.
 
+A read whose z is not one plane and that crosses rows (a YZ plane of
+rolled dims, a level read whole in 3D) comes from the image's view cache
+while one is
+valid (:mod:`.cached_views`: chunks, not rows; block means on the levels
+whose grid matches one of the cache's), and the 3D overview is then put on
+the grid of one of the cache's mean levels.  XY planes always come from
+the file.
+
 Whole planes of the strided levels are kept in a small cache
 (:mod:`.cache`); contrast limits are sampled from the coarsest level
 (:mod:`.sampling`); full-resolution 3D boxes are :mod:`.box`.  How much a
@@ -37,6 +45,7 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._index import as_slice, normalize_key
 from .cache import CACHE_PLANE_BYTES, plane_cache, token_of, version_of
+from .cached_views import cache_overview, read_cached
 
 __all__ = [
     "COARSEST_SIZE",
@@ -100,6 +109,10 @@ class DisplayLevel:
         of a file without stored levels.
     zfactor : int
         Stride in z over ``image`` (the 3D overview); 1 keeps every plane.
+    view_cache : bool
+        Read views that are not XY from the image's view cache while it is
+        valid (:mod:`.cached_views`); False for labels (a mean of labels is
+        no label).
 
     Examples
     --------
@@ -118,6 +131,8 @@ class DisplayLevel:
         channel: int | tuple[int, ...] = 0,
         factor: int = 1,
         zfactor: int = 1,
+        *,
+        view_cache: bool = True,
     ) -> None:
         t, c, z, y, x = image.shape
         channels = channel if isinstance(channel, tuple) else (channel,)
@@ -138,6 +153,7 @@ class DisplayLevel:
         self._channels = tuple(int(ch) for ch in channels)
         self._factor = int(factor)
         self._zfactor = int(zfactor)
+        self._view_cache = bool(view_cache)
         # One entry per axis t, z, y, x, colour: an int (axis dropped) or a
         # range of indices (axis kept): full-resolution indices of the image
         # for y and x, positions in ``_channels`` for the colour axis.
@@ -157,6 +173,7 @@ class DisplayLevel:
         view._channels = parent._channels
         view._factor = parent._factor
         view._zfactor = parent._zfactor
+        view._view_cache = parent._view_cache
         view._index = index
         return view
 
@@ -241,7 +258,17 @@ class DisplayLevel:
         rows, flip_y = _ascending(y_idx)
         cols, flip_x = _ascending(x_idx)
         out = np.empty((len(ts), len(zs), len(rows), len(cols), len(ss)), self.dtype)
-        if out.size:
+        cached = None
+        if out.size and self._view_cache and _wants_cache(self._index):
+            # YZ planes (rolled dims) and 3D: from the view cache if valid
+            (tr, flip_t), (zr, flip_z) = _ascending(t_idx), _ascending(z_idx)
+            cached = read_cached(
+                self._image, tr, zr, rows, cols,
+                tuple(self._channels[s] for s in ss), self._factor, self._zfactor,
+            )  # fmt: skip
+            if cached is not None:
+                out = cached[:: -1 if flip_t else 1, :: -1 if flip_z else 1]
+        if out.size and cached is None:
             for k, s in enumerate(ss):
                 read_plane = self._plane_reader(self._channels[s], rows, cols)
                 for (i, t), (j, z) in itertools.product(enumerate(ts), enumerate(zs)):
@@ -300,6 +327,18 @@ class DisplayLevel:
         return read_cached
 
 
+def _wants_cache(index: tuple[_Index, ...]) -> bool:
+    """Whether a view (t, z, y, x, colour) is read from the view cache: z is
+    not one plane and x is one column (a YZ plane) or y more than one row
+    (3D).
+    An XZ plane (y fixed) is one row of each plane: the file's rows are read
+    as they lie, which no chunked copy beats (measured: docs/benchmarks.md).
+    """
+    # napari asks for a one-element range where it will show one index
+    z, y, x = (isinstance(i, int) or len(i) == 1 for i in index[1:4])
+    return not z and (x or not y)
+
+
 def _level_slice(r: range, factor: int) -> slice:
     """Full-resolution indices ``r`` as a slice of a level strided by ``factor``."""
     step = max(1, r.step // factor)  # a single index may carry step 1
@@ -324,6 +363,7 @@ def display_levels(
     *,
     overview_bytes: int | None = None,
     overview_voxels: int | None = None,
+    view_cache: bool = True,
 ) -> list[DisplayLevel]:
     """The display pyramid of one channel of ``image``, finest first.
 
@@ -345,11 +385,16 @@ def display_levels(
     smaller than 256 pixels.  Its cost is bounded whatever the size of the
     volume.
 
+    With ``view_cache`` (labels: False) and a valid view cache, the 3D
+    overview is on the grid of one of the cache's mean levels and views
+    that are not XY read the cache (see :class:`DisplayLevel`).
+
     Sizes strictly decrease, as napari requires.  ``channel`` is as for
     :class:`DisplayLevel` (a tuple for a colour axis).
     """
     stored = list(getattr(image, "display_levels", None) or [image])
-    levels = [DisplayLevel(stored[0], channel, 1)]
+    opts = {"view_cache": view_cache}
+    levels = [DisplayLevel(stored[0], channel, 1, **opts)]
     for level_image in stored[1:]:
         previous = levels[-1].image.shape
         shape = level_image.shape
@@ -362,13 +407,13 @@ def display_levels(
             and shape[3:] != previous[3:]
             and (shape[3] <= previous[3] and shape[4] <= previous[4])
         ):
-            levels.append(DisplayLevel(level_image, channel, 1))
+            levels.append(DisplayLevel(level_image, channel, 1, **opts))
     coarsest = levels[-1].image
     y, x = coarsest.shape[3], coarsest.shape[4]
     factor = 1
     while max(-(-y // factor), -(-x // factor)) > COARSEST_SIZE:
         factor *= 2
-        levels.append(DisplayLevel(coarsest, channel, factor))
+        levels.append(DisplayLevel(coarsest, channel, factor, **opts))
     strides = overview_strides(
         coarsest,
         factor,
@@ -376,9 +421,15 @@ def display_levels(
         OVERVIEW_VOXELS if overview_voxels is None else overview_voxels,
         colours=len(channel) if isinstance(channel, tuple) else 1,
     )
+    if strides is not None and view_cache:
+        # with a view cache: an overview on the grid of one of its mean levels
+        strides = cache_overview(
+            coarsest, factor, overview_voxels or OVERVIEW_VOXELS, OVERVIEW_SIDE,
+            len(channel) if isinstance(channel, tuple) else 1,
+        ) or strides  # fmt: skip
     if strides is not None:
         zfactor, factor = strides
-        levels.append(DisplayLevel(coarsest, channel, factor, zfactor))
+        levels.append(DisplayLevel(coarsest, channel, factor, zfactor, **opts))
     return levels
 
 

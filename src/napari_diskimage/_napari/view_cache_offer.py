@@ -1,0 +1,140 @@
+"""The offer to build a view cache: a napari notification with a button.
+
+When a volume of at least :func:`offer_bytes` is opened, or the dims of a
+viewer showing one are rolled to a view that is not XY (YZ / XZ, what
+napari-orthogonal-views' extra viewers do), and it has no valid view
+cache, a notification says why a cache helps, its size, and offers
+"Build view cache (size)".  The button opens the Image info tool (through
+napari's plugin dock, so this module needs no Qt) and starts the build
+there: a worker thread with napari's progress bar; the layers switch to
+the cache when it is ready.  Each image is offered once a session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import Any
+
+from .._diskimage import DiskImage
+from .._scratch import format_bytes
+from .._settings import load_settings
+from ..display.cached_views import valid_view_cache
+from ..display.view_cache import view_cache_size
+from .layers import disk_image_of
+
+__all__ = ["OFFER_BYTES", "offer_bytes", "offer_view_cache", "watch_viewer"]
+
+#: Default size from which the offer is made (the setting
+#: ``view_cache_offer_bytes`` overrides it).
+OFFER_BYTES = 1 << 30
+#: The plugin's widget that builds and clears view caches.
+PLUGIN, WIDGET = "napari-diskimage", "Image info"
+
+_offered: weakref.WeakSet[DiskImage] = weakref.WeakSet()
+_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def offer_bytes() -> int:
+    """Size of a file (bytes) from which a view cache is offered."""
+    value = load_settings().get("view_cache_offer_bytes", OFFER_BYTES)
+    return int(value) if isinstance(value, (int, float)) else OFFER_BYTES
+
+
+def _wants_offer(image: DiskImage | None) -> bool:
+    return (
+        image is not None
+        and image not in _offered
+        and image.kind != "zarr"
+        and image.shape[2] > 1
+        and image.nbytes >= offer_bytes()
+        and valid_view_cache(image) is None
+    )
+
+
+def build_from_offer(viewer: Any, image: DiskImage) -> Any:
+    """Open the Image info tool and start the build there; its job."""
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return widget.view_cache.build(image)
+
+
+def offer_view_cache(viewer: Any, image: DiskImage | None, why: str) -> Any:
+    """Show the offer for ``image`` (once); the notification, or None."""
+    if not _wants_offer(image):
+        return None
+    assert image is not None
+    from napari.utils.notifications import (
+        Notification,
+        NotificationSeverity,
+        notification_manager,
+    )
+
+    _offered.add(image)
+    size = format_bytes(view_cache_size(image))
+    ref = weakref.ref(image)
+
+    def build(_dialog: Any = None) -> None:
+        target = ref()
+        if target is not None and not target.closed:
+            build_from_offer(viewer, target)
+
+    note = Notification(
+        f"{image.path.name} ({format_bytes(image.nbytes)}): {why}. A view cache "
+        f"({size}, built once in the background in the disk-image directory) "
+        "makes YZ / XZ views read a few chunks and 3D show block means. "
+        "Image info builds or clears it too.",
+        severity=NotificationSeverity.INFO,
+        actions=[(f"Build view cache ({size})", build)],
+    )
+    notification_manager.dispatch(note)
+    return note
+
+
+def _rolled(viewer: Any) -> bool:
+    order = tuple(viewer.dims.order)
+    n = len(order)
+    return viewer.dims.ndisplay == 2 and n >= 3 and order[-2:] != (n - 2, n - 1)
+
+
+def _dims_changed(viewer: Any) -> None:
+    if not _rolled(viewer):
+        return
+    from napari.layers import Image
+
+    for layer in list(viewer.layers):
+        if not isinstance(layer, Image):
+            continue  # labels have no view cache: a mean of labels is no label
+        offer_view_cache(
+            viewer,
+            disk_image_of(layer),
+            "a YZ / XZ view of it reads every row of the file it crosses",
+        )
+
+
+def watch_viewer(viewer: Any) -> None:
+    """Offer a cache when ``viewer``'s dims are rolled (once per viewer)."""
+    if viewer is None or viewer in _watched:
+        return
+    _watched.add(viewer)
+    ref = weakref.ref(viewer)
+
+    def changed(_event: Any = None) -> None:
+        v = ref()
+        if v is not None:
+            with contextlib.suppress(Exception):  # an offer never breaks a view
+                _dims_changed(v)
+
+    viewer.dims.events.order.connect(changed)
+
+
+def after_open(images: list[DiskImage]) -> None:
+    """From the reader, inside napari: offer for large volumes, and watch
+    the current viewer's dims."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return
+    watch_viewer(viewer)
+    for image in images:
+        offer_view_cache(viewer, image, "a large volume")

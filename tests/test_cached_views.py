@@ -1,0 +1,165 @@
+"""Display levels read views that are not XY from the view cache while it
+is valid: YZ / XZ planes, 3D overviews of block means, full-resolution
+boxes; XY planes and stale caches go to the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import napari_diskimage as ndi
+from napari_diskimage.display import display_levels
+from napari_diskimage.display.box import Box, read_box
+from napari_diskimage.display.cached_views import valid_view_cache
+
+
+@pytest.fixture(autouse=True)
+def _clear(disk_image_dir: Path):
+    yield
+    if disk_image_dir.is_dir():
+        ndi.clear_view_caches()
+
+
+@pytest.fixture
+def volume(data_dir: Path) -> tuple[Path, np.ndarray]:
+    rng = np.random.default_rng(24)
+    data = rng.integers(0, 60000, (96, 600, 700), dtype=np.uint16)
+    path = data_dir / "scan.tif"
+    tifffile.imwrite(path, data)
+    return path, data
+
+
+def _levels(image):
+    # a small overview budget, so that this volume gets a 3D overview
+    return display_levels(image, 0, overview_bytes=1 << 20, overview_voxels=1 << 20)
+
+
+def _block_means(data: np.ndarray, fz: int, f: int) -> np.ndarray:
+    z, y, x = (n // s for n, s in zip(data.shape, (fz, f, f), strict=True))
+    whole = data[: z * fz, : y * f, : x * f].astype(np.float64)
+    return whole.reshape(z, fz, y, f, x, f).mean(axis=(1, 3, 5))
+
+
+def test_yz_planes_read_cache_chunks_not_the_file(volume):
+    path, data = volume
+    with ndi.open_tiff(path) as image:
+        ndi.view_cache(image).close()
+        levels = _levels(image)
+        cache = valid_view_cache(image)
+        assert cache is not None
+        before, cached_before = image.bytes_read, cache.bytes_read
+        np.testing.assert_array_equal(np.asarray(levels[0][:, :, 333]), data[:, :, 333])
+        # a coarser 2D level keeps every z plane: the cache's exact values,
+        # strided as the level is
+        np.testing.assert_array_equal(
+            np.asarray(levels[1][:, :, 100]), data[:, ::2, 200]
+        )
+        np.testing.assert_array_equal(
+            np.asarray(levels[0][::-1, 5:50, 9]), data[::-1, 5:50, 9]
+        )
+        assert image.bytes_read == before  # not a byte of the file
+        assert cache.bytes_read > cached_before
+        # XY planes stay exact planes of the file, and XZ planes (a row of
+        # each plane) are read from the file as they lie
+        np.testing.assert_array_equal(np.asarray(levels[0][40]), data[40])
+        assert image.bytes_read > before
+        before, cached_before = image.bytes_read, cache.bytes_read
+        np.testing.assert_array_equal(np.asarray(levels[0][:, 77, :]), data[:, 77, :])
+        assert image.bytes_read - before == data[:, 77, :].nbytes
+        assert cache.bytes_read == cached_before
+
+
+def test_3d_overview_is_block_means_with_a_cache(volume):
+    path, data = volume
+    with ndi.open_tiff(path) as image:
+        strided = _levels(image)[-1]
+        shown = np.asarray(strided)  # no cache: strided samples of the file
+        f, fz = strided.factor, strided.zfactor
+        np.testing.assert_array_equal(shown, data[::fz, ::f, ::f])
+        ndi.view_cache(image).close()
+        overview = _levels(image)[-1]
+        f, fz = overview.factor, overview.zfactor
+        assert (fz, f) == (4, 4)  # the grid of the cache's second mean level
+        shown = np.asarray(overview)
+        means = _block_means(data, fz, f)
+        part = shown[: means.shape[0], : means.shape[1], : means.shape[2]]
+        # two levels of means, each rounded to the nearest grey level
+        assert np.abs(part - means).max() <= 1.0
+        # a strided sample is far from the means on a noisy volume
+        sample = data[::fz, ::f, ::f][: means.shape[0], : means.shape[1]]
+        assert np.abs(sample[:, :, : means.shape[2]] - means).max() > 1000
+
+
+def test_our_write_falls_back_to_the_file(volume):
+    path, data = volume
+    with ndi.open_tiff(path, mode="r+") as image:
+        ndi.view_cache(image).close()
+        levels = _levels(image)
+        np.asarray(levels[0][:, :, 333])
+        assert valid_view_cache(image) is not None
+        image.write_pixel(7, z=5, y=6, x=333)
+        before = image.bytes_read
+        yz = np.asarray(levels[0][:, :, 333])
+        assert yz[5, 6] == 7  # never the stale cache
+        expected = data[:, :, 333].copy()
+        expected[5, 6] = 7
+        np.testing.assert_array_equal(yz, expected)
+        assert image.bytes_read > before
+        assert valid_view_cache(image) is None
+
+
+def test_a_changed_file_is_never_read_from_its_cache(volume):
+    path, data = volume
+    image = ndi.open_tiff(path)
+    ndi.view_cache(image).close()
+    levels = _levels(image)
+    np.asarray(levels[0][:, :, 10])
+    image.close()
+    changed = data.copy()
+    changed[:, :, 10] = 1
+    tifffile.imwrite(path, changed)  # another program rewrites the file
+    with ndi.open_tiff(path) as image:
+        levels = _levels(image)
+        np.testing.assert_array_equal(
+            np.asarray(levels[0][:, :, 10]), changed[:, :, 10]
+        )
+        assert valid_view_cache(image) is None
+
+
+def test_3d_box_reads_the_cache_when_valid(volume):
+    path, data = volume
+    box = Box(t=0, c=0, z=(30, 90), y=(100, 260), x=(50, 400))
+    with ndi.open_tiff(path) as image:
+        before = image.bytes_read
+        expected = data[30:90, 100:260, 50:400]
+        np.testing.assert_array_equal(read_box(image, box), expected)  # the file
+        assert image.bytes_read - before >= expected.nbytes
+        ndi.view_cache(image).close()
+        cache = valid_view_cache(image)
+        assert cache is not None
+        before, cached_before = image.bytes_read, cache.bytes_read
+        np.testing.assert_array_equal(read_box(image, box), expected)
+        assert image.bytes_read == before
+        assert cache.bytes_read > cached_before
+
+
+def test_labels_levels_never_read_the_cache(volume):
+    """Labels layers ask for levels without the view cache: a mean of labels
+    is no label."""
+    path, data = volume
+    with ndi.open_tiff(path) as image:
+        ndi.view_cache(image).close()
+        assert valid_view_cache(image) is not None
+        levels = display_levels(
+            image, 0, overview_bytes=1 << 20, overview_voxels=1 << 20, view_cache=False
+        )
+        overview = levels[-1]
+        fz, f = overview.zfactor, overview.factor
+        assert (fz, f) != (4, 4)  # not on the cache's grid
+        np.testing.assert_array_equal(np.asarray(overview), data[::fz, ::f, ::f])
+        before = image.bytes_read
+        np.testing.assert_array_equal(np.asarray(levels[0][:, :, 5]), data[:, :, 5])
+        assert image.bytes_read > before  # the file, exact
