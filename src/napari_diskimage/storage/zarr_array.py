@@ -235,14 +235,21 @@ class ZarrStorage(Storage):
             self.array_shape,
             self.file_dtype.str,
             self.level,
+            self.handle.cache.max_bytes,
         )
 
     @classmethod
     def from_state(cls, state: tuple) -> ZarrStorage:
         """Reopen read-only; nothing is opened until the first read."""
-        path, name, axes, shape, dtype, level = state
-        return cls(ZarrHandle(Path(path)), name, axes, tuple(shape), np.dtype(dtype),
-                   level=level)  # fmt: skip
+        path, name, axes, shape, dtype, level, *cache = state
+        handle = ZarrHandle(Path(path), cache_bytes=cache[0] if cache else None)
+        return cls(handle, name, axes, tuple(shape), np.dtype(dtype), level=level)
+
+    def uncached(self) -> None:
+        """Decode every read afresh, here and where this storage is
+        unpickled: for a store that other threads or processes write while
+        it is read (a run's output, read back by its next pass)."""
+        self.handle.cache = LRUCache(0)
 
     # --- reading -------------------------------------------------------------
     def _index(self, t: int, c: int, z: int) -> dict[str, int]:
