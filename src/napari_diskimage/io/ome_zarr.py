@@ -46,6 +46,7 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._scratch import _pid_running
 from .._steps import ProgressCallback, Steps, run_steps
+from ..storage.zarr_array import EVERY_CHUNK
 from .atomic import full_error, partial_match, temporary_name
 from .downsample import (
     DOWNSAMPLE,
@@ -201,6 +202,7 @@ def create_levels(
             label_meta = {"version": "0.4", **label_meta}
         attrs["image-label"] = label_meta
     write_attrs(group, attrs, version)
+    group.attrs.update(EVERY_CHUNK)  # a missing chunk is damage (see open_zarr)
     return Pyramid(arrays, factors, chunk_z, method, len(prefix))
 
 
