@@ -210,3 +210,30 @@ def test_cluster_workers_write_their_own_chunks(image, data_dir, disk_image_dir)
     assert len(written) == 2 and sum(written) == 4  # 2 x 2 chunks of 256
     with out:
         np.testing.assert_array_equal(np.asarray(out), expected)
+
+
+def test_progress_ends_at_its_total_and_counts_the_levels(image, data_dir):
+    seen = []
+    out = process.gaussian(
+        image,
+        1.0,
+        out=data_dir / "p.ome.zarr",
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    out.close()
+    done, total = seen[-1]
+    assert done == total == 2 * image.nbytes  # the run, then level 0 read back
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert any(image.nbytes < d < total for d, _ in seen)  # the levels' steps
+
+
+def test_a_killed_runs_temporary_store_is_swept(image, data_dir):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = data_dir / f".k.ome.zarr.ndi-{gone.pid}-0123456789ab.part"
+    (stale / "0").mkdir(parents=True)
+    process.threshold(image, low=1, out=data_dir / "k.ome.zarr").close()
+    assert _leftovers(data_dir, "k.ome.zarr") == ["k.ome.zarr"]

@@ -156,7 +156,8 @@ def _driven(
     public.__module__ = "napari_diskimage.process"
     public.__doc__ = make_run.__doc__
     if labels is not None and public.__doc__:
-        public.__doc__ += _OUT_DOC
+        heading = "" if "\n    Notes\n" in public.__doc__ else "\n    Notes\n    -----"
+        public.__doc__ = public.__doc__.rstrip() + "\n" + heading + _OUT_DOC
     public.__annotations__ = {
         **make_run.__annotations__,
         **({} if labels is None else {"out": "str | os.PathLike[str] | None"}),
