@@ -85,6 +85,19 @@ def test_threshold_and_label_equal_their_scratch_results(image, data_dir):
     np.testing.assert_array_equal(_level(store, 1), level1)
 
 
+def test_time_points_and_channels_become_axes_of_the_store(data_dir):
+    data = np.random.default_rng(1).integers(0, 100, (2, 3, 5, 300, 270))
+    with ndi.copy(data.astype(np.uint16)) as image:
+        out = process.gaussian(image, 1.0, out=data_dir / "tc.ome.zarr")
+        expected = np.asarray(process.gaussian(image, 1.0))
+    with out:
+        assert out.shape == (2, 3, 5, 300, 270)
+        np.testing.assert_array_equal(np.asarray(out), expected)
+    axes = [a["name"] for a in _ome(data_dir / "tc.ome.zarr")["multiscales"][0]["axes"]]
+    assert axes == ["t", "c", "z", "y", "x"]
+    assert _level(data_dir / "tc.ome.zarr", 1).shape == (2, 3, 3, 150, 135)
+
+
 def test_the_store_is_valid_for_ome_zarr_py_and_ngff_zarr(image, data_dir):
     from ngff_zarr import from_ngff_zarr
     from ome_zarr.io import parse_url
