@@ -301,3 +301,23 @@ def test_out_of_a_volume_larger_than_the_memory_cap(tmp_path):
     assert _leftovers(tmp_path, "big.ome.zarr") == ["big.ome.zarr"]
     assert len(_ome(store)["multiscales"][0]["datasets"]) == 3  # 1024 -> 256
     assert list((tmp_path / "s").iterdir()) == []  # no scratch file
+
+
+def test_blocks_rounded_to_whole_chunks_hold_no_more_than_planned(data_dir):
+    """The planner's gaussian block of a 320 x 1024 x 1024 volume is all of z
+    by 100 rows: rounded up to chunk rows it would be 2.5 x larger (2.5 x
+    the memory); it takes fewer planes instead."""
+    from napari_diskimage.io.zarr_output import ZarrOutput
+    from napari_diskimage.process import _blocks, _out
+
+    volume = np.broadcast_to(np.uint16(0), (320, 1024, 1024))  # no memory
+    depth = (0, 0, 8, 8, 8)
+    planned = _blocks.block_chunks(volume, 2, depth, None)
+    target = ZarrOutput(data_dir / "b.ome.zarr")
+    with _out._pending(target):
+        blocks = _blocks.block_chunks(volume, 2, depth, None)
+        store = target.chunks((1, 1, 320, 1024, 1024))
+    assert all(b % s == 0 or b == n for b, s, n in
+               zip(blocks, store, (1, 1, 320, 1024, 1024), strict=True))  # fmt: skip
+    assert np.prod(blocks) <= np.prod(planned)
+    assert blocks[3] == 256 and planned[3] < 256  # rows: up to a chunk row

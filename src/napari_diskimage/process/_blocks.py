@@ -129,7 +129,7 @@ def block_chunks(
     else:
         bz, by, bx = blocks
         chunks = (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
-    t, c, z, y, x = align(chunks, shape)  # whole chunks of an out= store
+    t, c, z, y, x = align(chunks, shape, keep_size=True)  # whole chunks of out=
     return (t, c, z, y, x)
 
 

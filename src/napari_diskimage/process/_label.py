@@ -99,7 +99,9 @@ def label(
         # near-cubic blocks: few borders (pass 2 works on every border's
         # voxels); 4 bytes of labels per voxel in pass 1
         t, c, z, y, x = align(
-            choose_chunks(shape, 4, (0, 0, 1, 1, 1), LABEL_BLOCK_BYTES), shape
+            choose_chunks(shape, 4, (0, 0, 1, 1, 1), LABEL_BLOCK_BYTES),
+            shape,
+            keep_size=True,
         )  # whole chunks of an out= store
         chunks = (t, c, z, y, x)
     else:

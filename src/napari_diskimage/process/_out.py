@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -68,18 +69,27 @@ def output_image(geometry: Geometry, like: Any) -> DiskImage | None:
     return image
 
 
-def align(chunks: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
+def align(
+    chunks: Sequence[int], shape: Sequence[int], *, keep_size: bool = False
+) -> tuple[int, ...]:
     """``chunks`` (a run's blocks over t, c, z, y, x) rounded up to whole
     chunks of the pending store (clipped to ``shape``); unchanged without
-    one."""
+    one.  ``keep_size``: then fewer planes, in whole chunks, so that a block
+    holds no more voxels than asked (memory stays what the planner chose);
+    only before the halo is fitted, which may need a block to span z."""
     target = _PENDING.get()
     if target is None:
         return tuple(chunks)
     store = target.chunks(shape)
-    return tuple(
+    out = [
         min(int(n), -(-int(b) // s) * s)
         for b, s, n in zip(chunks, store, shape, strict=True)
-    )
+    ]
+    if keep_size:
+        budget, cz = math.prod(chunks), store[2]
+        while out[2] > cz and math.prod(out) > budget:
+            out[2] = max(cz, (out[2] - 1) // cz * cz)
+    return tuple(out)
 
 
 def make_run_to(
