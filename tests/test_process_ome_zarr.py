@@ -252,10 +252,10 @@ def test_a_killed_runs_temporary_store_is_swept(image, data_dir):
     assert _leftovers(data_dir, "k.ome.zarr") == ["k.ome.zarr"]
 
 
-#: Measured peaks of this run: 230-380 MiB of anonymous memory (zarr's
-#: encoding threads and their malloc arenas, blocks rounded up to whole
-#: chunks), against 112 MiB for the same run into a scratch file; the cap
-#: still holds less than the 640 MiB result.
+#: Measured peaks of this run: about 200 MiB of anonymous memory while the
+#: blocks are written and 310 MiB while the levels are built (zarr's
+#: decoding threads and their malloc arenas), against 112 MiB for the same
+#: run into a scratch file; the cap still holds less than the 640 MiB result.
 CAP = 448 << 20
 OUT_OF_CORE = """
 import sys, numpy as np, scipy.ndimage as sndi
