@@ -362,17 +362,50 @@ def test_a_missing_level_and_an_unknown_codec_are_named(data_dir):
         ndi.open_zarr(out)
 
 
-def test_missing_chunks_read_as_fill_value_and_damaged_ones_fail(data_dir):
-    data = _volume((4, 32, 32)) + 1
+def test_a_missing_chunk_of_ours_and_a_damaged_one_raise_naming_them(data_dir):
+    data = _volume((6, 32, 32)) + 1
     out = ndi.save_ome_zarr(data, data_dir / "c.ome.zarr", chunks=(2, 16, 16), levels=1)
     (out / "0" / "c" / "0" / "0" / "1").unlink()  # z 0-1, y 0-15, x 16-31
     (out / "0" / "c" / "1" / "1" / "1").write_bytes(b"\x00garbage")
     with ndi.open_zarr(out) as image:
-        plane = image.load_plane(z=0)
-        assert (plane[:16, 16:] == 0).all()  # the fill value, as Zarr says
-        np.testing.assert_array_equal(plane[:, :16], data[0, :, :16])
-        with pytest.raises(OSError, match=r"c.ome.zarr.*damaged or truncated"):
+        # ours are written with every chunk: a missing one is damage
+        with pytest.raises(OSError, match=r"chunk 'c/0/0/1' of array '0' .*c.ome.zarr"):
+            image.load_plane(z=0)
+        with pytest.raises(
+            OSError, match=r"chunk 'c/1/1/1' of .*c.ome.zarr.*damaged or truncated"
+        ):
             image.load_plane(z=3)
+        np.testing.assert_array_equal(image.load_plane(z=4), data[4])
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_a_missing_chunk_of_a_foreign_store_reads_as_the_fill_value(
+    data_dir, zarr_format
+):
+    """Zarr writers skip chunks of the fill value: elsewhere a missing chunk
+    is the fill value, as the Zarr specification says."""
+    data = _volume((4, 32, 32)) + 1
+    arr = zarr.create_array(
+        str(data_dir / "f.zarr"), shape=data.shape, chunks=(2, 16, 16),
+        dtype=data.dtype, fill_value=7, zarr_format=zarr_format,
+    )  # fmt: skip
+    arr[:] = data
+    arr[:2, :16, 16:] = 7  # the fill value: zarr removes the chunk
+    assert len(list((data_dir / "f.zarr").rglob("*"))) > 1
+    with ndi.open_zarr(data_dir / "f.zarr") as image:
+        plane = image.load_plane(z=0)
+        assert (plane[:16, 16:] == 7).all()
+        np.testing.assert_array_equal(plane[:, :16], data[0, :, :16])
+
+
+def test_writing_zeros_into_ours_keeps_every_chunk(data_dir):
+    data = np.zeros((2, 16, 16), np.uint8)
+    data[0, 0, 0] = 5
+    out = ndi.save_ome_zarr(data, data_dir / "z.ome.zarr", chunks=(1, 16, 16), levels=1)
+    with ndi.open_zarr(out, "r+") as image:
+        image.write_pixel(0, 0, 0, 0)  # the chunk is all zeros now
+    with ndi.open_zarr(out) as image:
+        assert not image.load_plane(z=0).any()
 
 
 def test_save_targets_refused_and_replaced(data_dir):

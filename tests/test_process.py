@@ -181,15 +181,16 @@ def test_label_and_distance_refuse_a_non_mask_with_one_message(disk_image_dir):
 
 def test_each_operation_is_one_registration():
     """The Process tool's entry runs what the public function drives, and
-    the public function takes the run's parameters plus progress."""
+    the public function takes the run's parameters plus out (an OME-Zarr
+    store for the result) and progress."""
     import inspect
 
     for key, entry in process.OPERATIONS.items():
         public = getattr(process, key)
         assert entry.make_run is public.run
         params = list(inspect.signature(public).parameters)
-        assert params[-1] == "progress"
-        assert list(inspect.signature(entry.make_run).parameters) == params[:-1]
+        assert params[-2:] == ["out", "progress"]
+        assert list(inspect.signature(entry.make_run).parameters) == params[:-2]
     image = ndi.copy(np.arange(64, dtype=np.uint8).reshape(8, 8))
     seen = []
     run = process.OPERATIONS["threshold"].make_run(image, 32)

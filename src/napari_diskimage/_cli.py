@@ -120,8 +120,11 @@ def _parser() -> argparse.ArgumentParser:
         "process",
         help="run a processing operation out of core, save the result",
         description="Run an operation of napari_diskimage.process on SRC, block "
-        "by block (memory bounded whatever the size), and save the result to DST.",
+        "by block (memory bounded whatever the size), and save the result to DST "
+        "(a DST ending in .zarr is written straight into an OME-Zarr store, chunk "
+        "by chunk, with its pyramid).",
         epilog="examples:\n  napari-diskimage process gaussian scan.tif smooth.tif "
+        "--sigma 2\n  napari-diskimage process gaussian scan.tif smooth.ome.zarr "
         "--sigma 2\n  napari-diskimage process otsu smooth.tif",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -129,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     for key, op in OPERATIONS.items():
         sub = ops.add_parser(key, help=op.title, description=op.title)
         sub.add_argument("src", type=Path)
-        sub.add_argument("dst", type=Path)
+        sub.add_argument("dst", type=Path, help="the result (.tif, .raw, .ome.zarr)")
         for p in op.parameters:
             _add_parameter(sub, p)
         if key == "threshold":
@@ -368,6 +371,7 @@ def process_file(args: argparse.Namespace) -> int:
     import napari_diskimage as ndi
     from napari_diskimage import process
     from napari_diskimage.process._engine import CANCEL_WAIT
+    from napari_diskimage.process._out import make_run_to
 
     image = open_input(args.src, args)
     with image:
@@ -393,14 +397,19 @@ def process_file(args: argparse.Namespace) -> int:
                 params[p.name], opened = _image_or_number(params[p.name], args)
                 others += opened
         try:
-            run = op.make_run(image, **params)
+            # DST.ome.zarr: the blocks are written straight into the store
+            to_zarr = args.dst.name.endswith(".zarr")
+            run = make_run_to(
+                op.make_run, (image,), params, args.dst if to_zarr else None,
+                labels=op.labels_result,
+            )  # fmt: skip
             run.cancel_wait = CANCEL_WAIT  # Ctrl+C, SIGTERM: out within a second
             out = run_with_bar(iter(run), args.operation)
             with out:
-                saved = run_with_bar(
+                saved = out.path if to_zarr else run_with_bar(
                     ndi.iter_save(out, args.dst, args.byte_order),
                     f"save {args.dst.name}",
-                )
+                )  # fmt: skip
         finally:
             for other in others:
                 other.close()

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write",
     "full_error",
     "open_anonymous",
+    "partial_match",
     "reserve",
     "sweep_partial",
     "temporary_name",
@@ -102,21 +103,32 @@ def atomic_write(target: Path, nbytes: int, write: Any) -> Steps:
     return target
 
 
-def temporary_name(target: Path) -> Path:
+def temporary_name(target: Path, what: str = "part") -> Path:
+    """A fresh temporary name beside ``target``: ``.NAME.ndi-PID-TOKEN.WHAT``
+    (the one naming of partial files and stores; :func:`partial_match`
+    recognises it, with the process that made it)."""
     token = secrets.token_hex(6)
-    return target.with_name(f".{target.name}.ndi-{os.getpid()}-{token}.part")
+    return target.with_name(f".{target.name}.ndi-{os.getpid()}-{token}.{what}")
+
+
+def partial_match(target: Path, name: str, whats: tuple[str, ...] = ("part",)) -> int:
+    """The id of the process that made ``name`` as a :func:`temporary_name`
+    of ``target`` (one of ``whats``), or 0 if it is not one."""
+    pattern = (
+        rf"^\.{re.escape(target.name)}\.ndi-(?P<pid>\d+)-[0-9a-f]{{12}}"
+        rf"\.(?:{'|'.join(map(re.escape, whats))})$"
+    )
+    match = re.match(pattern, name)
+    return int(match["pid"]) if match else 0
 
 
 def sweep_partial(target: Path) -> None:
     """Remove temporary files of saves to ``target`` by killed processes."""
-    pattern = re.compile(
-        rf"^\.{re.escape(target.name)}\.ndi-(?P<pid>\d+)-[0-9a-f]{{12}}\.part$"
-    )
     with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
         for entry in entries:
-            match = pattern.match(entry.name)
-            if match and int(match["pid"]) != os.getpid():
-                remove_orphan(entry.path, int(match["pid"]))
+            pid = partial_match(target, entry.name)
+            if pid and pid != os.getpid():
+                remove_orphan(entry.path, pid)
 
 
 def name_complete_file(fd: int, target: Path) -> Path:

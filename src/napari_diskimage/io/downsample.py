@@ -239,6 +239,10 @@ class Pyramid:
             else np.concatenate(level.pending)
         )
         n = data.shape[0]
+        if level.array is None:  # a finest level already written
+            level.pending, level.pending_z = [], 0
+            level.z_written += n
+            return
         if whole_chunks:
             n -= n % level.chunk_z
         if n:

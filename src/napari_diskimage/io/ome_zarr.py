@@ -35,7 +35,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,7 +46,8 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._scratch import _pid_running
 from .._steps import ProgressCallback, Steps, run_steps
-from .atomic import full_error
+from ..storage.zarr_array import EVERY_CHUNK
+from .atomic import full_error, partial_match, temporary_name
 from .downsample import (
     DOWNSAMPLE,
     SLAB_BYTES,
@@ -92,24 +92,16 @@ class _Item:
     image_label: dict[str, Any] | None = None
 
 
-def _temporary_dir(target: Path, what: str = "part") -> Path:
-    token = secrets.token_hex(6)
-    return target.with_name(f".{target.name}.ndi-{os.getpid()}-{token}.{what}")
-
-
 def _sweep_partial(target: Path) -> None:
     """Remove temporary folders of saves to ``target`` by killed processes."""
-    pattern = re.compile(
-        rf"^\.{re.escape(target.name)}\.ndi-(?P<pid>\d+)-[0-9a-f]{{12}}\.(part|old)$"
-    )
     with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
         for entry in entries:
-            match = pattern.match(entry.name)
+            pid = partial_match(target, entry.name, ("part", "old"))
             if (
-                match
-                and int(match["pid"]) != os.getpid()
+                pid
+                and pid != os.getpid()
                 and entry.is_dir(follow_symlinks=False)
-                and not _pid_running(int(match["pid"]))
+                and not _pid_running(pid)
             ):
                 shutil.rmtree(entry.path, ignore_errors=True)
 
@@ -148,6 +140,72 @@ def _tc_keys(shape: tuple[int, ...]) -> list[tuple[int, int]]:
     return [(t, c) for t in range(shape[0]) for c in range(shape[1])]
 
 
+def create_levels(
+    group: Any,
+    *,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    chunks: tuple[int, int, int],
+    factors: list[tuple[int, int, int]],
+    spacing: tuple[float, float, float],
+    unit: str | None,
+    method: str,
+    version: str,
+    compressor: str | None,
+    image_label: dict[str, Any] | None = None,
+) -> Pyramid:
+    """Create the level arrays ``0``, ``1``, ... of one multiscale image in
+    ``group`` (empty; every chunk is written, even one of zeros) and its
+    ``multiscales`` metadata; return the :class:`Pyramid` that fills them.
+
+    ``shape`` is (t, c, z, y, x); t and c become axes when larger than 1.
+    """
+    zarr_format = 3 if version == "0.5" else 2
+    codecs = compressors(compressor, zarr_format)
+    keep_t, keep_c = shape[0] > 1, shape[1] > 1
+    shape_zyx = (shape[2], shape[3], shape[4])
+    level_shapes: list[tuple[int, int, int]] = [shape_zyx]
+    for f in factors:
+        z, y, x = level_shapes[-1]
+        level_shapes.append((-(-z // f[0]), -(-y // f[1]), -(-x // f[2])))
+    prefix = ([shape[0]] if keep_t else []) + ([shape[1]] if keep_c else [])
+    axes = ngff_axes(keep_t, keep_c, unit)
+    arrays, chunk_z, scales = [], [], []
+    scale = list(spacing)
+    for i, zyx in enumerate(level_shapes):
+        if i:
+            scale = [s * f for s, f in zip(scale, factors[i - 1], strict=True)]
+        lchunk = tuple(min(c, n) for c, n in zip(chunks, zyx, strict=True))
+        kwargs: dict[str, Any] = {
+            "name": str(i),
+            "shape": (*prefix, *zyx),
+            "chunks": (*([1] * len(prefix)), *lchunk),
+            "dtype": dtype,
+            "compressors": codecs,
+            "fill_value": 0,
+            "config": {"write_empty_chunks": True},
+        }
+        if zarr_format == 3:
+            kwargs["dimension_names"] = [a["name"] for a in axes]
+        else:
+            kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+        arrays.append(group.create_array(**kwargs))
+        chunk_z.append(lchunk[0])
+        scales.append([*([1.0] * len(prefix)), *(float(s) for s in scale)])
+    attrs: dict[str, Any] = {
+        "multiscales": [multiscale(name, axes, scales, method, version)]
+    }
+    if image_label is not None:
+        label_meta = dict(image_label)
+        if version == "0.4":
+            label_meta = {"version": "0.4", **label_meta}
+        attrs["image-label"] = label_meta
+    write_attrs(group, attrs, version)
+    group.attrs.update(EVERY_CHUNK)  # a missing chunk is damage (see open_zarr)
+    return Pyramid(arrays, factors, chunk_z, method, len(prefix))
+
+
 def iter_save_ome_zarr(
     image: Any,
     path: str | os.PathLike[str],
@@ -177,7 +235,7 @@ def iter_save_ome_zarr(
     ):
         raise ValueError(f"levels must be a positive integer or None, got {levels!r}")
     zarr_format: Literal[2, 3] = 3 if version == "0.5" else 2
-    codecs = compressors(compressor, zarr_format)
+    compressors(compressor, zarr_format)  # a bad name: before any work
     source = Source(image)
     shape = source.geometry.shape
     dtype = source.geometry.dtype
@@ -209,12 +267,11 @@ def iter_save_ome_zarr(
     unit = ngff_unit(disk.unit) if isinstance(disk, DiskImage) else None
     shape_zyx = (shape[2], shape[3], shape[4])
     factors = pyramid_factors(shape_zyx, spacing, levels)
-    keep_t = shape[0] > 1
     keep_c = shape[1] > 1
     check_chunks(chunks, shape_zyx, dtype.itemsize)  # bad chunks: before work
 
     _sweep_partial(target)
-    tmp = _temporary_dir(target)
+    tmp = temporary_name(target)
     total = source.geometry.nbytes + sum(
         s.geometry.nbytes for s in label_sources.values()
     )
@@ -238,59 +295,23 @@ def iter_save_ome_zarr(
                 )
         pyramids = []
         for item in items:
-            item_dtype = item.source.geometry.dtype
-            item_chunk = check_chunks(chunks, shape_zyx, item_dtype.itemsize)
-            level_shapes: list[tuple[int, int, int]] = [shape_zyx]
-            for f in factors:
-                z, y, x = level_shapes[-1]
-                level_shapes.append((-(-z // f[0]), -(-y // f[1]), -(-x // f[2])))
-            prefix = ([shape[0]] if keep_t else []) + (
-                [shape[1]] if item.keep_c else []
+            pyramid = create_levels(
+                item.group,
+                name=item.name,
+                shape=shape if item.keep_c else (shape[0], 1, *shape[2:]),
+                dtype=item.source.geometry.dtype,
+                chunks=check_chunks(
+                    chunks, shape_zyx, item.source.geometry.dtype.itemsize
+                ),
+                factors=factors,
+                spacing=spacing,
+                unit=unit,
+                method=item.method,
+                version=version,
+                compressor=compressor,
+                image_label=item.image_label,
             )
-            arrays, chunk_z, scales = [], [], []
-            scale = list(spacing)
-            for i, zyx in enumerate(level_shapes):
-                if i:
-                    scale = [s * f for s, f in zip(scale, factors[i - 1], strict=True)]
-                lchunk = tuple(min(c, n) for c, n in zip(item_chunk, zyx, strict=True))
-                kwargs: dict[str, Any] = {
-                    "name": str(i),
-                    "shape": (*prefix, *zyx),
-                    "chunks": (*([1] * len(prefix)), *lchunk),
-                    "dtype": item_dtype,
-                    "compressors": codecs,
-                    "fill_value": 0,
-                    "config": {"write_empty_chunks": True},
-                }
-                if zarr_format == 3:
-                    kwargs["dimension_names"] = [
-                        a["name"] for a in ngff_axes(keep_t, item.keep_c, unit)
-                    ]
-                else:
-                    kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-                arrays.append(item.group.create_array(**kwargs))
-                chunk_z.append(lchunk[0])
-                scales.append([*([1.0] * len(prefix)), *(float(s) for s in scale)])
-            attrs: dict[str, Any] = {
-                "multiscales": [
-                    multiscale(
-                        item.name, ngff_axes(keep_t, item.keep_c, unit), scales,
-                        item.method, version,
-                    )
-                ]
-            }  # fmt: skip
-            if item.image_label is not None:
-                label_meta = dict(item.image_label)
-                if version == "0.4":
-                    label_meta = {"version": "0.4", **label_meta}
-                attrs["image-label"] = label_meta
-            write_attrs(item.group, attrs, version)
-            pyramids.append(
-                (
-                    item,
-                    Pyramid(arrays, factors, chunk_z, item.method, len(prefix)),
-                )
-            )
+            pyramids.append((item, pyramid))
 
         done = 0
         yield done, total
@@ -327,7 +348,7 @@ def _replace(tmp: Path, target: Path) -> None:
     if not (target.exists() or target.is_symlink()):
         os.rename(tmp, target)
         return
-    old = _temporary_dir(target, "old")
+    old = temporary_name(target, "old")
     os.rename(target, old)
     try:
         os.rename(tmp, target)

@@ -118,13 +118,19 @@ def block_chunks(
     block_shape: Sequence[int] | None,
 ) -> tuple[int, int, int, int, int]:
     """The blocks of a run over ``image``: the caller's ``block_shape``
-    (x, y, z), clipped to the image, or :func:`choose_chunks`'s."""
+    (x, y, z), clipped to the image, or :func:`choose_chunks`'s; rounded up
+    to whole chunks of the store a result is written into (``out=``)."""
+    from ._out import align
+
     shape = shape_of(image)
     blocks = user_blocks(block_shape)
     if blocks is None:
-        return choose_chunks(shape, itemsize, depth)
-    bz, by, bx = blocks
-    return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
+        chunks = choose_chunks(shape, itemsize, depth)
+    else:
+        bz, by, bx = blocks
+        chunks = (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
+    t, c, z, y, x = align(chunks, shape, keep_size=True)  # whole chunks of out=
+    return (t, c, z, y, x)
 
 
 def fit_halo(

@@ -19,6 +19,7 @@ from .._steps import Steps
 from ._blocks import block_chunks, fit_halo
 from ._checks import check_image, dtype_of, per_axis, same_shape, shape_of
 from ._engine import Run
+from ._out import align
 from ._registry import _Block, operation
 from ._tasks import BlockWriter, BoxReader, map_tasks, new_output, reduce_tasks
 
@@ -47,7 +48,8 @@ def blockwise(
     chunks = block_chunks(first, itemsize, depth, block_shape)
     if fit:
         fitted, depth = fit_halo(shape_of(first), chunks, depth)
-        chunks = (fitted[0], fitted[1], fitted[2], fitted[3], fitted[4])
+        t, c, z, y, x = align(fitted, shape_of(first))  # whole chunks of out=
+        chunks = (t, c, z, y, x)
     output = new_output(geometry, what, like if like is not None else first)
 
     def plan(run: Run) -> Steps:

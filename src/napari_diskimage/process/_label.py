@@ -34,6 +34,7 @@ from ..io.stream import read_box
 from ._blocks import block_chunks, block_grid, choose_chunks
 from ._checks import check_image, check_mask, mask_values, name_of, shape_of
 from ._engine import Run
+from ._out import align
 from ._registry import Parameter, _Block, operation
 from ._tasks import BlockWriter, BoxReader, new_output
 
@@ -97,7 +98,12 @@ def label(
     if block_shape is None:
         # near-cubic blocks: few borders (pass 2 works on every border's
         # voxels); 4 bytes of labels per voxel in pass 1
-        chunks = choose_chunks(shape, 4, (0, 0, 1, 1, 1), LABEL_BLOCK_BYTES)
+        t, c, z, y, x = align(
+            choose_chunks(shape, 4, (0, 0, 1, 1, 1), LABEL_BLOCK_BYTES),
+            shape,
+            keep_size=True,
+        )  # whole chunks of an out= store
+        chunks = (t, c, z, y, x)
     else:
         chunks = block_chunks(mask, 4, (0,) * 5, block_shape)
     geometry = Geometry.from_shape(shape, np.uint32)

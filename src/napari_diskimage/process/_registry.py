@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from .._diskimage import DiskImage
 from .._steps import ProgressCallback
 from ._engine import Run, drive
+from ._out import make_run_to
 
 __all__ = ["MENU", "OPERATIONS", "Driven", "Operation", "Parameter"]
 
@@ -101,29 +102,65 @@ class Driven(Protocol[P, R]):
     def __call__(self, *args: Any, **kwargs: Any) -> R: ...
 
 
-def _driven(make_run: Callable[P, Run], returns: str) -> Any:
-    """The public function of ``make_run`` (see the module's docstring)."""
+_OUT_DOC = """
+    With ``out="result.ome.zarr"`` (a path ending in ``.zarr``) the result
+    is written straight into that OME-Zarr store (NGFF 0.5, chunks of 256 in
+    y and x, a pyramid of block means, or modes for labels) instead of a
+    scratch file, block by block (cluster workers write their own chunks),
+    under a temporary name renamed when complete; a cancel or failure leaves
+    nothing there.  The result is then the disk image opened on the store.
+"""
+
+
+def _driven(
+    make_run: Callable[P, Run], returns: str, *, labels: bool | None = None
+) -> Any:
+    """The public function of ``make_run`` (see the module's docstring).
+
+    ``labels`` (None: a reduction, no output image): the operation takes
+    ``out=`` (an OME-Zarr store its result is written into; see ``_out``),
+    whose coarser levels are block modes if True, means if False.
+    """
     name = make_run.__name__
 
     def public(*args: Any, progress: ProgressCallback | None = None, **kw: Any) -> Any:
-        return drive(make_run(*args, **kw), progress)
+        if labels is None:
+            return drive(make_run(*args, **kw), progress)
+        out = kw.pop("out", None)
+        return drive(make_run_to(make_run, args, kw, out, labels=labels), progress)
 
     signature = inspect.signature(make_run)
-    progress = inspect.Parameter(
-        "progress",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation="ProgressCallback | None",
-    )
+    extra = [
+        inspect.Parameter(
+            "progress",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation="ProgressCallback | None",
+        )
+    ]
+    if labels is not None:
+        extra.insert(
+            0,
+            inspect.Parameter(
+                "out",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation="str | os.PathLike[str] | None",
+            ),
+        )
     public.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), progress],
+        parameters=[*signature.parameters.values(), *extra],
         return_annotation=returns,
     )
     public.__name__ = public.__qualname__ = name
     public.__module__ = "napari_diskimage.process"
     public.__doc__ = make_run.__doc__
+    if labels is not None and public.__doc__:
+        heading = "" if "\n    Notes\n" in public.__doc__ else "\n    Notes\n    -----"
+        public.__doc__ = public.__doc__.rstrip() + "\n" + heading + _OUT_DOC
     public.__annotations__ = {
         **make_run.__annotations__,
+        **({} if labels is None else {"out": "str | os.PathLike[str] | None"}),
         "progress": "ProgressCallback | None",
         "return": returns,
     }
@@ -148,7 +185,7 @@ def operation(
     """
 
     def register(make_run: Callable[P, Run]) -> Driven[P, DiskImage]:
-        public = _driven(make_run, "DiskImage")
+        public = _driven(make_run, "DiskImage", labels=labels_result)
         if title is not None:
             key = make_run.__name__
             if key in OPERATIONS:

@@ -24,9 +24,15 @@ from .._diskimage import DiskImage, new_disk_image
 from .._errors import closed_error
 from .._geometry import Geometry
 from ..io.stream import Source
+from ..io.zarr_output import chunk_writer
 from ._blocks import block_grid
 from ._checks import name_of, shape_of
 from ._engine import check_cancel, count, report
+from ._out import output_image
+
+#: Blocks written into part of a Zarr chunk (under a lock) in this process:
+#: read by tests to see that a run's blocks were aligned with the chunks.
+partial_chunk_writes = [0]
 
 __all__ = [
     "BlockWriter",
@@ -90,6 +96,13 @@ class BlockWriter:
     """
 
     def __init__(self, image: DiskImage, token: str) -> None:
+        self.token = token
+        self.shape = image.shape
+        self.dtype = np.dtype(image.dtype)
+        #: Set when the output is a Zarr store (``out=``): chunks by path.
+        self.chunks = chunk_writer(image)
+        if self.chunks is not None:
+            return
         layout = image.storage.file_layout()
         if layout is None:
             raise TypeError(
@@ -98,10 +111,8 @@ class BlockWriter:
             )
         self.path = str(layout.path)
         self.offset = layout.offset
-        self.shape = image.shape
         self.dtype = layout.dtype
         self.strides = layout.strides
-        self.token = token
         expected = self.dtype.itemsize
         for axis in (4, 3, 2, 1, 0):
             if self.shape[axis] > 1 and self.strides[axis] != expected:
@@ -119,6 +130,9 @@ class BlockWriter:
         never kept: a deleted output's space is freed at once.
         """
         check_cancel(self.token)
+        if self.chunks is not None:
+            whole = self.chunks.write(location, np.asarray(block, dtype=self.dtype))
+            return self._done(location, whole)
         key = tuple(slice(int(a), int(b)) for a, b in location)
         try:
             target = np.memmap(
@@ -145,9 +159,14 @@ class BlockWriter:
             if mm is not None:
                 with contextlib.suppress(BufferError, ValueError):
                     mm.close()
+        return self._done(location, True)
+
+    def _done(self, location: Sequence[tuple[int, int]], whole_chunks: bool) -> int:
         nbytes = int(np.prod([b - a for a, b in location])) * self.dtype.itemsize
         count("bytes_written", nbytes)
         count("blocks_written", 1)
+        if not whole_chunks:
+            partial_chunk_writes[0] += 1
         report(self.token, nbytes)
         return nbytes
 
@@ -247,7 +266,11 @@ def reduce_tasks(
 
 def new_output(geometry: Geometry, what: str, like: Any = None) -> DiskImage:
     """A scratch disk image for a result, with the metadata of ``like``
-    (spacing, unit; shown in colour only if it keeps ``like``'s RGB pixels)."""
+    (spacing, unit; shown in colour only if it keeps ``like``'s RGB pixels),
+    or the result's image in the OME-Zarr store of ``out=`` (``_out``)."""
+    in_store = output_image(geometry, like)
+    if in_store is not None:
+        return in_store
     output = new_disk_image(geometry, what=what)
     if isinstance(like, DiskImage):
         rgb = like.rgb and (geometry.dtype, geometry.shape[1]) == (

@@ -173,6 +173,10 @@ def open_zarr_storage(
                 if isinstance(a, dict) and a.get("type") == "space" and a.get("unit")
             }  # fmt: skip
             unit = units.pop() if len(units) == 1 else None
+        marks = dict(node.attrs).get("napari_diskimage")
+        handle.every_chunk = isinstance(marks, dict) and bool(
+            marks.get("every_chunk_written")
+        )
         method = str(ms.get("type") or "mean")
         if "image-label" in dict(node.attrs).get("ome", dict(node.attrs)):
             method = "mode"

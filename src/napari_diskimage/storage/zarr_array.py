@@ -53,6 +53,11 @@ READ_BYTES = 64 << 20
 _AXES = "tczyx"
 
 
+#: Attributes (beside "ome") of a multiscale image whose every chunk was
+#: written (napari-diskimage's stores): a missing chunk file is damage.
+EVERY_CHUNK = {"napari_diskimage": {"every_chunk_written": True}}
+
+
 def is_zarr_store(path: str | os.PathLike[str]) -> bool:
     """True if ``path`` is a folder holding Zarr metadata (v2 or v3)."""
     p = Path(path)
@@ -103,6 +108,9 @@ class ZarrHandle:
         self._lock = threading.Lock()
         self.closed = False
         self.decoded_bytes = 0
+        #: The store says every chunk was written (ours: :data:`EVERY_CHUNK`),
+        #: so a missing chunk file is damage, not the fill value.
+        self.every_chunk = False
 
     def array(self, name: str) -> Any:
         """The zarr array at ``name`` ("" for a store that is one array)."""
@@ -120,6 +128,8 @@ class ZarrHandle:
                     node = node[name]
                 if not isinstance(node, zarr.Array):
                     raise corrupt(self.path, f"{name or 'its root'!r} is not an array")
+                if self.mode == "r+":  # a chunk of zeros stays: never a gap
+                    node = node.with_config({"write_empty_chunks": True})  # type: ignore[call-overload]
                 arr = self._arrays[name] = node
             return arr
 
@@ -235,14 +245,23 @@ class ZarrStorage(Storage):
             self.array_shape,
             self.file_dtype.str,
             self.level,
+            self.handle.cache.max_bytes,
+            self.handle.every_chunk,
         )
 
     @classmethod
     def from_state(cls, state: tuple) -> ZarrStorage:
         """Reopen read-only; nothing is opened until the first read."""
-        path, name, axes, shape, dtype, level = state
-        return cls(ZarrHandle(Path(path)), name, axes, tuple(shape), np.dtype(dtype),
-                   level=level)  # fmt: skip
+        path, name, axes, shape, dtype, level, *rest = state
+        handle = ZarrHandle(Path(path), cache_bytes=rest[0] if rest else None)
+        handle.every_chunk = bool(rest[1]) if len(rest) > 1 else False
+        return cls(handle, name, axes, tuple(shape), np.dtype(dtype), level=level)
+
+    def uncached(self) -> None:
+        """Decode every read afresh, here and where this storage is
+        unpickled: for a store that other threads or processes write while
+        it is read (a run's output, read back by its next pass)."""
+        self.handle.cache = LRUCache(0)
 
     # --- reading -------------------------------------------------------------
     def _index(self, t: int, c: int, z: int) -> dict[str, int]:
@@ -255,21 +274,43 @@ class ZarrStorage(Storage):
         if hit is not None:
             return hit
         arr = self.zarr_array
+        self._check_written(arr, [key])
         box = tuple(
             slice(k * c, min((k + 1) * c, n))
             for k, c, n in zip(key, arr.chunks, self.array_shape, strict=True)
         )
-        chunk = self._decode(arr, box)
+        chunk = self._decode(arr, box, key)
         self.handle.cache.put(cache_key, chunk, chunk.nbytes)
         return chunk
 
-    def _decode(self, arr: Any, box: tuple[slice, ...]) -> np.ndarray:
+    def _check_written(self, arr: Any, keys: Sequence[tuple[int, ...]]) -> None:
+        """In a store whose every chunk was written, raise for a chunk file
+        that is missing (Zarr would read it as the fill value)."""
+        if not self.handle.every_chunk:
+            return
+        folder = self.path / self.name if self.name else self.path
+        for key in keys:
+            name = arr.metadata.encode_chunk_key(key)
+            if not (folder / name).is_file():
+                raise OSError(
+                    errno.EIO,
+                    f"chunk {name!r} of array {self.name or '/'!r} of Zarr store "
+                    f"{str(self.path)!r} is missing: the store was written with "
+                    "every chunk, so it is damaged or was copied incompletely; "
+                    "copy or save it again",
+                    str(self.path),
+                )
+
+    def _decode(
+        self, arr: Any, box: tuple[slice, ...], key: tuple[int, ...] | None = None
+    ) -> np.ndarray:
         try:
             data = np.asarray(arr[box])
         except Exception as exc:
+            where = box if key is None else repr(arr.metadata.encode_chunk_key(key))
             raise OSError(
                 errno.EIO,
-                f"cannot decode chunk {box} of {str(self.path)!r} "
+                f"cannot decode chunk {where} of {str(self.path)!r} "
                 f"(array {self.name or '/'!r}): {exc}. The store may be damaged "
                 "or truncated; check it with another program",
                 str(self.path),
@@ -335,7 +376,12 @@ class ZarrStorage(Storage):
         nbytes = math.prod(s.stop - s.start for s in box) * self.dtype.itemsize
         if nbytes > min(READ_BYTES, cache.max_bytes // 2):
             return  # chunk by chunk instead, memory bounded
-        data = self._decode(arr, box)
+        self._check_written(arr, missing)
+        try:
+            data = self._decode(arr, box)
+        except OSError:
+            return  # chunk by chunk: the error names the damaged chunk
+
         for key in missing:
             part = tuple(
                 slice(k * c - s.start, min((k + 1) * c, n) - s.start)
