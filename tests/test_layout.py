@@ -32,6 +32,7 @@ CORE = (
     "napari_diskimage._labels",
     "napari_diskimage._meta",
     "napari_diskimage._open",
+    "napari_diskimage._operations",
     "napari_diskimage._scratch",
     "napari_diskimage._sequence",
     "napari_diskimage._steps",
@@ -43,7 +44,7 @@ CORE_PACKAGES = (
     "napari_diskimage.io",
     "napari_diskimage.display",
 )
-MAX_LINES = 550
+MAX_LINES = 520
 
 #: Cycles outside the core allowed for now: none (the last one,
 #: _cluster <-> process._engine, went with process._counters).
