@@ -33,7 +33,7 @@ def test_a_spec_says_what_is_missing():
 def test_the_job_script_has_the_options_or_daskjobqueues_config():
     import dask
 
-    SLURMCluster = _cluster._import_dask_jobqueue().SLURMCluster
+    SLURMCluster = _cluster._session._import_dask_jobqueue().SLURMCluster
     spec = _cluster.ClusterSpec(
         kind="slurm",
         jobs=1,
@@ -70,7 +70,8 @@ def test_dask_jobqueue_keeps_ctrl_c_a_keyboard_interrupt(through_us):
     import subprocess
 
     load = (
-        "from napari_diskimage import _cluster; _cluster._import_dask_jobqueue()"
+        "from napari_diskimage._cluster import _session; "
+        "_session._import_dask_jobqueue()"
         if through_us
         else "import dask_jobqueue"
     )

@@ -27,8 +27,8 @@ def stack(data_dir):
 
 
 def fail_block_write(monkeypatch, call: int, code: int, message: str) -> None:
-    """Stream in 4 KiB blocks and make the ``call``-th block write fail."""
-    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 4096)
+    """Make the ``call``-th block write fail (stream in 4 KiB blocks:
+    ``block_bytes=4096``)."""
     calls = 0
     real = stream.pwrite_all
 
@@ -88,7 +88,6 @@ def test_copy_of_a_2d_list():
 def test_copy_streams_in_blocks(monkeypatch, stack):
     """Memory is bounded by the block size: no block larger than BLOCK_BYTES."""
     _, data = stack
-    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 4096)
     seen = []
     real = stream.Source.block
 
@@ -98,9 +97,46 @@ def test_copy_streams_in_blocks(monkeypatch, stack):
         return block
 
     monkeypatch.setattr(stream.Source, "block", spy)
-    with ndi.copy(data) as out:
+    with ndi.copy(data, block_bytes=4096) as out:
         np.testing.assert_array_equal(out.array[0], data)
     assert len(seen) >= data.nbytes // 4096 and max(seen) <= 4096
+
+
+def test_the_block_size_is_a_parameter_or_an_environment_setting(
+    monkeypatch, stack, data_dir
+):
+    """``block_bytes`` bounds each step of a copy or save; the environment
+    variable is the default the tools use; a bad size is an error naming
+    it, before any file is made."""
+    _, data = stack
+
+    def step_sizes(**kwargs):
+        done = []
+        with ndi.copy(data, progress=lambda d, _t: done.append(d), **kwargs) as out:
+            np.testing.assert_array_equal(out.array[0], data)
+        return np.diff([0, *done])
+
+    assert step_sizes().max() == data.nbytes  # 32 MiB: one block
+    assert step_sizes(block_bytes=4096).max() <= 4096
+    monkeypatch.setenv(stream.BLOCK_BYTES_ENV, "8192")
+    from_env = step_sizes()
+    assert from_env.max() <= 8192 and from_env.sum() == data.nbytes
+    assert step_sizes(block_bytes=4096).max() <= 4096  # the call wins
+    steps = []
+    ndi.save_raw(data, data_dir / "out.raw", progress=lambda d, t: steps.append(d))
+    assert np.diff([0, *steps]).max() <= 8192
+    np.testing.assert_array_equal(
+        np.fromfile(data_dir / "out.raw", "<u2").reshape(data.shape), data
+    )
+
+    monkeypatch.setenv(stream.BLOCK_BYTES_ENV, "1MiB")
+    with pytest.raises(ValueError, match=r"NAPARI_DISKIMAGE_BLOCK_BYTES='1MiB'.*"):
+        ndi.copy(data)
+    monkeypatch.delenv(stream.BLOCK_BYTES_ENV)
+    with pytest.raises(ValueError, match=r"block_bytes=0.*at least 1 byte"):
+        ndi.save_tiff(data, data_dir / "bad.tif", block_bytes=0)
+    assert scratch_files() == []
+    assert not (data_dir / "bad.tif").exists()
 
 
 def test_copy_of_a_contiguous_file_uses_the_kernel(monkeypatch, stack):
@@ -139,9 +175,8 @@ def test_copy_reports_progress(stack):
     assert [d for d, _ in steps] == sorted(d for d, _ in steps)
 
 
-def test_cancelled_copy_removes_its_file(monkeypatch, stack):
+def test_cancelled_copy_removes_its_file(stack):
     _, data = stack
-    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 4096)
 
     class Cancelled(Exception):
         pass
@@ -152,7 +187,7 @@ def test_cancelled_copy_removes_its_file(monkeypatch, stack):
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        ndi.copy(data, progress=cancel_half_way)
+        ndi.copy(data, progress=cancel_half_way, block_bytes=4096)
     assert scratch_files() == []
 
 
@@ -182,7 +217,7 @@ def test_failed_copy_removes_its_file(monkeypatch, stack):
     _, data = stack
     fail_block_write(monkeypatch, 5, errno.EIO, "simulated write error")
     with pytest.raises(OSError, match="simulated"):
-        ndi.copy(data)
+        ndi.copy(data, block_bytes=4096)
     assert scratch_files() == []
 
 
@@ -322,7 +357,7 @@ def test_failed_save_keeps_previous_file_and_leaves_no_temp(
     with ndi.open_tiff(path, mode="r") as img:
         big_endian = ndi.copy(img)  # any source: forces the block path below
     with pytest.raises(OSError, match="No space"):
-        ndi.save_tiff(np.asarray(big_endian.array), target)
+        ndi.save_tiff(np.asarray(big_endian.array), target, block_bytes=4096)
     big_endian.close()
     assert target.read_bytes() == b"previous result"
     assert sorted(p.name for p in data_dir.iterdir()) == ["result.tif", "stack.tif"]

@@ -65,8 +65,6 @@ COPY_AND_HANG = """
 import sys, time
 import numpy as np
 import napari_diskimage as ndi
-from napari_diskimage.io import stream
-stream.COPY_BLOCK_BYTES = 1 << 20  # many steps, so there is a middle
 pixels = np.full((8, 1024, 1024), 7, np.uint8)
 
 def progress(done, total):
@@ -75,7 +73,7 @@ def progress(done, total):
         print(path, done, total, flush=True)
         time.sleep(600)            # killed here, mid-copy
 
-ndi.copy(pixels, progress=progress)
+ndi.copy(pixels, progress=progress, block_bytes=1 << 20)  # a middle step
 """
 
 
@@ -423,8 +421,7 @@ SAVE_AND_HANG = """
 import sys, time
 import numpy as np
 import napari_diskimage as ndi
-from napari_diskimage.io import atomic, stream
-stream.COPY_BLOCK_BYTES = 1 << 20
+from napari_diskimage.io import atomic
 if sys.argv[2] == "named":  # a file system without O_TMPFILE (NFS ...)
     atomic.open_anonymous = lambda folder: None
 pixels = np.full((8, 1024, 1024), 7, np.uint8)
@@ -435,7 +432,7 @@ def progress(done, total):
         print(done, total, flush=True)
         time.sleep(600)            # killed here, mid-save
 
-save(pixels, sys.argv[1], progress=progress)
+save(pixels, sys.argv[1], progress=progress, block_bytes=1 << 20)
 """
 
 

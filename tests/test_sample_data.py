@@ -19,7 +19,7 @@ from napari_diskimage._napari.samples import (
     porosity_sample,
     porosity_volume,
 )
-from napari_diskimage.io import stream as _io
+from napari_diskimage.io.stream import BLOCK_BYTES_ENV
 
 
 def test_porosity_volume_looks_like_a_porous_material():
@@ -107,7 +107,7 @@ def test_large_sample_is_written_once_then_reused(disk_image_dir):
 
 
 def test_large_sample_is_streamed_with_bounded_memory(monkeypatch):
-    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setenv(BLOCK_BYTES_ENV, str(1 << 20))  # 1 MiB blocks
     geometry = large_sample_geometry("32MiB")
     tracemalloc.start()
     try:

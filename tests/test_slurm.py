@@ -295,7 +295,7 @@ def panel(slurm, make_napari_viewer, tmp_path, monkeypatch):
     widget.run_on.jobs.value = 1
     widget.run_on.memory.value = "1GB"
     logs = str(tmp_path / "logs")
-    _cluster._import_dask_jobqueue()  # its defaults first: set() restores them
+    _cluster._session._import_dask_jobqueue()  # its defaults first: set() restores them
     with dask.config.set(
         {"jobqueue.slurm.interface": "lo", "jobqueue.slurm.log-directory": logs}
     ):

@@ -15,7 +15,6 @@ import tifffile
 
 import napari_diskimage as ndi
 from napari_diskimage.io import stream
-from napari_diskimage.storage import lazy_tiff as _lazy
 
 
 def ramp(shape, dtype="uint16"):
@@ -87,11 +86,10 @@ def test_opening_does_not_grow_with_the_file(data_dir):
     assert large < 2 * small + 512, costs  # the strip table grows a little
 
 
-def test_the_cache_is_bounded(tiled, monkeypatch):
+def test_the_cache_is_bounded(tiled):
     path, data = tiled
     tile = 64 * 64 * 2
-    monkeypatch.setattr(_lazy, "CACHE_BYTES", 5 * tile)
-    with ndi.open_tiff(path) as img:
+    with ndi.open_tiff(path, cache_bytes=5 * tile) as img:
         np.testing.assert_array_equal(img.array[0, 0], data)
         cache = img.storage.handle.cache
         assert 0 < cache.nbytes <= 5 * tile
@@ -102,6 +100,8 @@ def test_the_cache_is_bounded(tiled, monkeypatch):
         assert img.storage.chunks_decoded == decoded
         img.read_region(0, 0, 0, 0, 10, 1, 0, 10, 1)  # tile (0, 0) of plane 0
         assert img.storage.chunks_decoded == decoded + 1
+    with pytest.raises(ValueError, match="cache_bytes=-1"):
+        ndi.open_tiff(path, cache_bytes=-1)
 
 
 def test_reads_from_several_threads_agree(tiled):
@@ -222,13 +222,16 @@ def test_truncated_compressed_file_is_refused_at_open(data_dir):
 
 
 # --- copy and save -----------------------------------------------------------
-def test_copy_streams_into_a_mapped_scratch_image(tiled, monkeypatch):
+def test_copy_streams_into_a_mapped_scratch_image(tiled):
     path, data = tiled
-    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 64 << 10)  # one 128-row band
     steps = []
     with ndi.open_tiff(path) as img:
         assert stream.Source(img).byte_runs(np.dtype("<u2")) is None
-        out = ndi.copy(img, progress=lambda done, total: steps.append((done, total)))
+        out = ndi.copy(
+            img,
+            progress=lambda done, total: steps.append((done, total)),
+            block_bytes=64 << 10,  # one 128-row band
+        )
     with out:
         assert out.is_mapped and out.writable and out.is_scratch
         np.testing.assert_array_equal(out.array[0, 0], data)
@@ -239,18 +242,16 @@ def test_copy_streams_into_a_mapped_scratch_image(tiled, monkeypatch):
     assert [d for d, _ in steps] == sorted(d for d, _ in steps)
 
 
-def test_copy_memory_stays_bounded(data_dir, monkeypatch):
+def test_copy_memory_stays_bounded(data_dir):
     """A 16 MiB compressed stack copies with about one block in memory."""
     data = ramp((16, 512, 1024))
     path = data_dir / "stack.tif"
     tifffile.imwrite(path, data, compression="zlib", rowsperstrip=32)
     del data
-    monkeypatch.setattr(stream, "COPY_BLOCK_BYTES", 1 << 20)
-    monkeypatch.setattr(_lazy, "CACHE_BYTES", 1 << 20)
-    with ndi.open_tiff(path) as img:
+    with ndi.open_tiff(path, cache_bytes=1 << 20) as img:
         tracemalloc.start()
         try:
-            out = ndi.copy(img)
+            out = ndi.copy(img, block_bytes=1 << 20)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

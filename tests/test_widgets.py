@@ -17,7 +17,7 @@ import tifffile
 import napari_diskimage as ndi
 from napari_diskimage import _scratch, _settings
 from napari_diskimage._files import mount_fstype
-from napari_diskimage.io import stream as _io
+from napari_diskimage.io.stream import BLOCK_BYTES_ENV
 
 pytestmark = pytest.mark.gui
 
@@ -101,7 +101,7 @@ def test_copy_numpy_layer_makes_disk_image_layer(viewer, qtbot, disk_image_dir):
 def test_copy_cancel_removes_partial_file(
     viewer, qtbot, disk_image_dir, messages, monkeypatch
 ):
-    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setenv(BLOCK_BYTES_ENV, str(1 << 20))  # 1 MiB blocks
     slow = SlowArray((16, 1024, 1024), delay=0.1)
     viewer.add_image(slow, name="slow", contrast_limits=(0, 255))
     widget = w.CopyToDiskImage(viewer)
@@ -120,7 +120,7 @@ def test_copy_cancel_removes_partial_file(
 
 
 def test_copy_cancel_from_progress_bar(viewer, qtbot, disk_image_dir, monkeypatch):
-    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setenv(BLOCK_BYTES_ENV, str(1 << 20))  # 1 MiB blocks
     viewer.add_image(SlowArray((16, 1024, 1024)), name="slow", contrast_limits=(0, 9))
     widget = w.CopyToDiskImage(viewer)
     job = widget.start()
@@ -133,7 +133,7 @@ def test_copy_cancel_from_progress_bar(viewer, qtbot, disk_image_dir, monkeypatc
 def test_copy_failure_removes_file_and_says_why(
     viewer, qtbot, disk_image_dir, messages, monkeypatch
 ):
-    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setenv(BLOCK_BYTES_ENV, str(1 << 20))  # 1 MiB blocks
     slow = SlowArray((8, 1024, 1024), delay=0.01, fail_after=3)
     viewer.add_image(slow, name="remote", contrast_limits=(0, 9))
     widget = w.CopyToDiskImage(viewer)
@@ -148,7 +148,7 @@ def test_copy_failure_removes_file_and_says_why(
 
 
 def test_gui_keeps_running_during_a_long_copy(viewer, qtbot, monkeypatch):
-    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setenv(BLOCK_BYTES_ENV, str(1 << 20))  # 1 MiB blocks
     slow = SlowArray((12, 1024, 1024), delay=0.1)  # >= 1.2 s of copying
     viewer.add_image(slow, name="slow", contrast_limits=(0, 9))
     ticks = []
@@ -451,7 +451,7 @@ def test_save_bad_suffix_and_missing_folder(viewer, qtbot, data_dir, messages):
 
 
 def test_save_cancel_leaves_nothing(viewer, qtbot, data_dir, monkeypatch):
-    monkeypatch.setattr(_io, "COPY_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setenv(BLOCK_BYTES_ENV, str(1 << 20))  # 1 MiB blocks
     viewer.add_image(SlowArray((16, 1024, 1024)), name="slow", contrast_limits=(0, 9))
     widget = w.SaveImage(viewer)
     widget.path.value = data_dir / "out.tif"

@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import numbers
-import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +20,12 @@ import numpy as np
 from ._errors import closed_error
 from ._geometry import AXES, Geometry, check_value
 from ._meta import ImageMeta
+from ._operations import _OPERATIONS, LongOperations, register_operations
 from ._scratch import ScratchFile, create_scratch
-from ._steps import ProgressCallback
 from .storage._base import Storage
 from .storage.mapped import open_scratch
 
-__all__ = ["DiskImage", "is_disk_image", "new_disk_image"]
-
-
-#: The long operations behind :meth:`DiskImage.copy`, :meth:`DiskImage.save_tiff`
-#: and :meth:`DiskImage.save_raw`.  :mod:`napari_diskimage.io` (imported with
-#: the package) registers them: the operations import the facade, so the
-#: facade does not import them back.
-_OPERATIONS: dict[str, Callable[..., Any]] = {}
-
-
-def register_operations(**operations: Callable[..., Any]) -> None:
-    """Give the facade its long operations (``copy``, ``save_tiff``,
-    ``save_raw``, ``save_ome_zarr``); called by :mod:`napari_diskimage.io`."""
-    _OPERATIONS.update(operations)
+__all__ = ["DiskImage", "is_disk_image", "new_disk_image", "register_operations"]
 
 
 def _check_index(value: Any, axis: str, size: int) -> int:
@@ -57,7 +42,7 @@ def _check_index(value: Any, axis: str, size: int) -> int:
     return value
 
 
-class DiskImage:
+class DiskImage(LongOperations):
     """An image whose pixels stay in a file (IPSDK disk image).
 
     Nothing is read when a disk image is opened; pixels are read when they
@@ -452,41 +437,6 @@ class DiskImage:
         if self.closed:
             raise closed_error(self._path)
         return self._storage.read_region(t, c, z, y0, ny, sy, x0, nx, sx)
-
-    # --- long operations (registered by napari_diskimage.io) ---------------
-    def copy(self, *, progress: ProgressCallback | None = None) -> DiskImage:
-        """A new scratch disk image with the same pixels (see :func:`copy`)."""
-        return _OPERATIONS["copy"](self, progress=progress)
-
-    def save_tiff(
-        self, path: str | os.PathLike[str], *, progress: ProgressCallback | None = None
-    ) -> Path:
-        """Save to an uncompressed TIFF (see :func:`save_tiff`)."""
-        return _OPERATIONS["save_tiff"](self, path, progress=progress)
-
-    def save_raw(
-        self,
-        path: str | os.PathLike[str],
-        byte_order: str = "<",
-        *,
-        progress: ProgressCallback | None = None,
-    ) -> Path:
-        """Save the pixels to a RAW file (see :func:`save_raw`)."""
-        return _OPERATIONS["save_raw"](
-            self, path, byte_order=byte_order, progress=progress
-        )
-
-    def save_ome_zarr(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        progress: ProgressCallback | None = None,
-        **options: Any,
-    ) -> Path:
-        """Save as a multiscale OME-Zarr store (see :func:`save_ome_zarr`;
-        ``options`` are its keywords: labels, chunks, levels, downsample,
-        compressor, version)."""
-        return _OPERATIONS["save_ome_zarr"](self, path, progress=progress, **options)
 
 
 def is_disk_image(obj: Any) -> bool:

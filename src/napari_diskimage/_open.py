@@ -45,7 +45,11 @@ def _image(opened: Opened) -> DiskImage:
 
 @quieted
 def open_tiff(
-    path: str | os.PathLike[str], mode: str = "r", *, series: int = 0
+    path: str | os.PathLike[str],
+    mode: str = "r",
+    *,
+    series: int = 0,
+    cache_bytes: int | None = None,
 ) -> DiskImage:
     """Open a TIFF file as a disk image without reading its pixels.
 
@@ -79,6 +83,10 @@ def open_tiff(
     series : int
         Which image series of the file to open (default the first); see
         :func:`tiff_series` for the list.
+    cache_bytes : int, optional
+        Most bytes of decoded strips or tiles a compressed file keeps
+        (default 64 MiB, :data:`~napari_diskimage.storage.lazy_tiff.CACHE_BYTES`;
+        0: none).  An image unpickled in a cluster worker uses the default.
 
     Raises
     ------
@@ -87,11 +95,12 @@ def open_tiff(
         file that is compressed or tiled (PermissionError: copy it instead).
     ValueError
         The file is not a valid TIFF, is truncated, or has an unsupported
-        pixel type (complex ...); the message says which.
+        pixel type (complex ...); the message says which; or
+        ``cache_bytes`` is negative.
     IndexError
         ``series`` does not exist.
     """
-    return _image(tiff.open_tiff(path, mode, series=series))
+    return _image(tiff.open_tiff(path, mode, series=series, cache_bytes=cache_bytes))
 
 
 def open_raw(

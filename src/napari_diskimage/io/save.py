@@ -23,7 +23,7 @@ from .._diskimage import DiskImage
 from .._geometry import Geometry
 from .._steps import ProgressCallback, Steps, run_steps
 from .atomic import atomic_write, reserve
-from .stream import Source, write_pixels
+from .stream import Source, block_size, write_pixels
 
 __all__ = [
     "iter_save",
@@ -80,8 +80,11 @@ def tiff_layout(geometry: Geometry) -> tuple[tuple[int, ...], dict[str, Any]]:
     return order, kwargs
 
 
-def iter_save_tiff(image: Any, path: str | os.PathLike[str]) -> Steps:
+def iter_save_tiff(
+    image: Any, path: str | os.PathLike[str], *, block_bytes: int | None = None
+) -> Steps:
     """Steps of :func:`save_tiff`; returns the saved path."""
+    block_bytes = block_size(block_bytes)
     geometry = Geometry.from_shape(*shape_dtype(image))
     order, kwargs = tiff_layout(geometry)
     source = Source(image, order)
@@ -108,16 +111,24 @@ def iter_save_tiff(image: Any, path: str | os.PathLike[str]) -> Steps:
         fh.flush()
         end = max(os.fstat(fh.fileno()).st_size, offset + geometry.nbytes)
         reserve(fh.fileno(), end, target)
-        return (yield from write_pixels(source, fh.fileno(), offset, dtype))
+        return (
+            yield from write_pixels(source, fh.fileno(), offset, dtype, block_bytes)
+        )
 
     return (yield from atomic_write(target, geometry.nbytes + (1 << 20), write))
 
 
 def iter_save_raw(
-    image: Any, path: str | os.PathLike[str], byte_order: str = "<"
+    image: Any,
+    path: str | os.PathLike[str],
+    byte_order: str = "<",
+    *,
+    block_bytes: int | None = None,
 ) -> Steps:
     """Steps of :func:`save_raw`; returns the saved path."""
     from .._files import check_byte_order
+
+    block_bytes = block_size(block_bytes)
 
     byte_order = check_byte_order(byte_order)
     source = Source(image)
@@ -127,7 +138,7 @@ def iter_save_raw(
 
     def write(fh: Any) -> Steps:
         reserve(fh.fileno(), nbytes, target)
-        return (yield from write_pixels(source, fh.fileno(), 0, dtype))
+        return (yield from write_pixels(source, fh.fileno(), 0, dtype, block_bytes))
 
     return (yield from atomic_write(target, nbytes, write))
 
@@ -140,16 +151,23 @@ def shape_dtype(image: Any) -> tuple[tuple[int, ...], Any]:
     return tuple(image.shape), image.dtype
 
 
-def iter_save(image: Any, path: str | os.PathLike[str], byte_order: str = "<") -> Steps:
-    """Steps of saving ``image`` as TIFF or RAW, chosen by ``path``'s suffix.
+def iter_save(
+    image: Any,
+    path: str | os.PathLike[str],
+    byte_order: str = "<",
+    *,
+    block_bytes: int | None = None,
+) -> Steps:
+    """Steps of saving ``image`` as TIFF or RAW, chosen by ``path``'s suffix
+    (``block_bytes``: see :func:`save_tiff`).
 
     Raises ValueError (before any work) for another suffix.
     """
     from .._files import format_of
 
     if format_of(path) == "tiff":
-        return iter_save_tiff(image, path)
-    return iter_save_raw(image, path, byte_order)
+        return iter_save_tiff(image, path, block_bytes=block_bytes)
+    return iter_save_raw(image, path, byte_order, block_bytes=block_bytes)
 
 
 def save_tiff(
@@ -157,6 +175,7 @@ def save_tiff(
     path: str | os.PathLike[str],
     *,
     progress: ProgressCallback | None = None,
+    block_bytes: int | None = None,
 ) -> Path:
     """Save an image to an uncompressed TIFF, streaming with bounded memory.
 
@@ -168,6 +187,10 @@ def save_tiff(
     when complete: a failed or cancelled save leaves no partial file and any
     previous file at ``path`` unchanged.
 
+    ``block_bytes`` bounds the pixels held in memory at once (one block, one
+    progress step); default :func:`~.stream.block_size`: the environment
+    variable ``NAPARI_DISKIMAGE_BLOCK_BYTES`` or 32 MiB.
+
     Raises
     ------
     OSError
@@ -175,9 +198,9 @@ def save_tiff(
     FileNotFoundError
         The target folder does not exist.
     ValueError
-        ``path`` is the file the image is read from.
+        ``path`` is the file the image is read from; ``block_bytes`` < 1.
     """
-    return run_steps(iter_save_tiff(image, path), progress)
+    return run_steps(iter_save_tiff(image, path, block_bytes=block_bytes), progress)
 
 
 def save_raw(
@@ -186,6 +209,7 @@ def save_raw(
     byte_order: str = "<",
     *,
     progress: ProgressCallback | None = None,
+    block_bytes: int | None = None,
 ) -> Path:
     """Save the pixels to a RAW file: no header, (t, c, z, y, x), x fastest.
 
@@ -193,4 +217,6 @@ def save_raw(
     :func:`open_raw` can reopen it by name.  Atomic and streaming as
     :func:`save_tiff`.
     """
-    return run_steps(iter_save_raw(image, path, byte_order), progress)
+    return run_steps(
+        iter_save_raw(image, path, byte_order, block_bytes=block_bytes), progress
+    )

@@ -3,8 +3,8 @@
 :func:`iter_copy` is a generator of ``(done_bytes, total_bytes)`` steps
 whose return value is the copy; :func:`copy` drives it with an optional
 ``progress(done, total)`` callback.  Memory is bounded by one block
-(:data:`COPY_BLOCK_BYTES`) whatever the image size.  On any failure or
-cancellation the partial file is removed.
+(``block_bytes``, by default :func:`block_size`) whatever the image size.
+On any failure or cancellation the partial file is removed.
 
 Pixels that are already contiguous in a file in the right byte order are
 copied by the kernel (``os.copy_file_range``, what ``cp`` uses): no pixel
@@ -34,9 +34,11 @@ from ..storage._pread import bytes_of
 from .atomic import full_error
 
 __all__ = [
+    "BLOCK_BYTES_ENV",
     "COPY_BLOCK_BYTES",
     "KERNEL_CHUNK",
     "Source",
+    "block_size",
     "copy",
     "iter_copy",
     "kernel_copy",
@@ -44,8 +46,12 @@ __all__ = [
     "write_pixels",
 ]
 
-#: Largest block of pixels a copy or save holds in memory at once.
+#: Largest block of pixels a copy or save holds in memory at once, unless
+#: the call gives ``block_bytes`` or the environment :data:`BLOCK_BYTES_ENV`.
 COPY_BLOCK_BYTES = 32 << 20
+#: Environment variable for the tools' copy and save block size in bytes
+#: (e.g. 1048576: finer progress and a quicker cancel on a slow share).
+BLOCK_BYTES_ENV = "NAPARI_DISKIMAGE_BLOCK_BYTES"
 #: Bytes handed to the kernel per copy_file_range call (one progress step).
 KERNEL_CHUNK = 128 << 20
 
@@ -136,17 +142,52 @@ class Padded:
         return block.reshape((1,) * kept + block.shape)
 
 
-def blocks(shape: tuple[int, ...], itemsize: int) -> Generator[tuple[Any, ...]]:
-    """Keys that cover ``shape`` in C order, each at most ~COPY_BLOCK_BYTES."""
+def block_size(block_bytes: int | None = None) -> int:
+    """The block size of a copy or save: ``block_bytes`` when given, else
+    the environment variable :data:`BLOCK_BYTES_ENV`, else
+    :data:`COPY_BLOCK_BYTES` (32 MiB).
+
+    Raises ValueError for a size below 1 byte or a variable that is not a
+    whole number.
+    """
+    if block_bytes is None:
+        text = os.environ.get(BLOCK_BYTES_ENV, "").strip()
+        if not text:
+            return COPY_BLOCK_BYTES
+        try:
+            block_bytes = int(text)
+        except ValueError:
+            raise ValueError(
+                f"{BLOCK_BYTES_ENV}={text!r} is not a number of bytes; set it to "
+                f"a whole number such as {1 << 20} (1 MiB) or unset it "
+                f"(default {COPY_BLOCK_BYTES})"
+            ) from None
+        where = f"{BLOCK_BYTES_ENV}="
+    else:
+        where = "block_bytes="
+    if block_bytes < 1:
+        raise ValueError(
+            f"{where}{block_bytes}: a copy's block size must be at least 1 byte "
+            f"(default {COPY_BLOCK_BYTES})"
+        )
+    return int(block_bytes)
+
+
+def blocks(
+    shape: tuple[int, ...], itemsize: int, block_bytes: int | None = None
+) -> Generator[tuple[Any, ...]]:
+    """Keys that cover ``shape`` in C order, each at most ~``block_bytes``
+    (:func:`block_size`)."""
+    limit = block_size(block_bytes)
     inner = itemsize
     axis = len(shape)
-    while axis > 0 and inner * shape[axis - 1] <= COPY_BLOCK_BYTES:
+    while axis > 0 and inner * shape[axis - 1] <= limit:
         inner *= shape[axis - 1]
         axis -= 1
     if axis == 0:
         yield ()
         return
-    step = max(1, COPY_BLOCK_BYTES // inner)
+    step = max(1, limit // inner)
     n = shape[axis - 1]
     for outer in np.ndindex(*shape[: axis - 1]):
         for start in range(0, n, step):
@@ -171,9 +212,17 @@ def read_ahead(path: Path, offset: int, nbytes: int) -> None:
 
 
 def kernel_copy(
-    src: Path, src_offset: int, fd: int, offset: int, nbytes: int
+    src: Path,
+    src_offset: int,
+    fd: int,
+    offset: int,
+    nbytes: int,
+    block_bytes: int | None = None,
 ) -> Generator[int]:
-    """Copy bytes file to file in the kernel; yields bytes done."""
+    """Copy bytes file to file in the kernel; yields bytes done.  Where the
+    kernel cannot (across file systems), reads and writes ``block_bytes``
+    at a time (:func:`block_size`)."""
+    fallback = block_size(block_bytes)
     in_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError, AttributeError):
@@ -198,7 +247,7 @@ def kernel_copy(
                         raise
                     use_kernel = False  # e.g. across file systems: read/write
             if not use_kernel:
-                buf = os.pread(in_fd, min(n, COPY_BLOCK_BYTES), src_offset + done)
+                buf = os.pread(in_fd, min(n, fallback), src_offset + done)
                 if buf:
                     pwrite_all(fd, memoryview(buf), offset + done)
                 got = len(buf)
@@ -215,8 +264,16 @@ def kernel_copy(
         os.close(in_fd)
 
 
-def write_pixels(source: Source, fd: int, offset: int, dtype: np.dtype) -> Steps:
-    """Write all of ``source`` to ``fd`` at ``offset`` as C-ordered ``dtype``."""
+def write_pixels(
+    source: Source,
+    fd: int,
+    offset: int,
+    dtype: np.dtype,
+    block_bytes: int | None = None,
+) -> Steps:
+    """Write all of ``source`` to ``fd`` at ``offset`` as C-ordered ``dtype``,
+    holding at most ~``block_bytes`` of pixels (:func:`block_size`)."""
+    block_bytes = block_size(block_bytes)
     total = source.geometry.nbytes
     yield 0, total
     runs = source.byte_runs(dtype)
@@ -225,12 +282,14 @@ def write_pixels(source: Source, fd: int, offset: int, dtype: np.dtype) -> Steps
         for i, (path, src_offset, nbytes) in enumerate(runs):
             if i + 1 < len(runs):  # many small files: read the next one ahead
                 read_ahead(*runs[i + 1])
-            for part in kernel_copy(path, src_offset, fd, offset + done, nbytes):
+            for part in kernel_copy(
+                path, src_offset, fd, offset + done, nbytes, block_bytes
+            ):
                 yield done + part, total
             done += nbytes
         return
     done = 0
-    for key in blocks(source.shape, dtype.itemsize):
+    for key in blocks(source.shape, dtype.itemsize, block_bytes):
         block = np.ascontiguousarray(source.block(key), dtype=dtype)
         pwrite_all(fd, bytes_of(block), offset + done)
         done += block.nbytes
@@ -240,8 +299,9 @@ def write_pixels(source: Source, fd: int, offset: int, dtype: np.dtype) -> Steps
 
 
 # --- copy ------------------------------------------------------------------
-def iter_copy(image: Any) -> Steps:
+def iter_copy(image: Any, *, block_bytes: int | None = None) -> Steps:
     """Steps of :func:`copy`; returns the new :class:`DiskImage`."""
+    block_bytes = block_size(block_bytes)  # a bad size: an error before the file
     source = Source(image)
     geometry = source.geometry
     scratch = create_scratch(
@@ -251,7 +311,7 @@ def iter_copy(image: Any) -> Steps:
     try:
         try:
             yield from write_pixels(
-                source, scratch.fd, 0, geometry.dtype.newbyteorder("<")
+                source, scratch.fd, 0, geometry.dtype.newbyteorder("<"), block_bytes
             )
         except OSError as exc:
             full = full_error(exc, scratch.path, geometry.nbytes)
@@ -269,7 +329,12 @@ def iter_copy(image: Any) -> Steps:
             scratch.release()
 
 
-def copy(image: Any, *, progress: ProgressCallback | None = None) -> DiskImage:
+def copy(
+    image: Any,
+    *,
+    progress: ProgressCallback | None = None,
+    block_bytes: int | None = None,
+) -> DiskImage:
     """Copy an image into a new scratch disk image (IPSDK util.copyImg).
 
     The new file is created in the disk-image directory
@@ -286,6 +351,10 @@ def copy(image: Any, *, progress: ProgressCallback | None = None) -> DiskImage:
     progress : callable, optional
         ``progress(done_bytes, total_bytes)`` after each block; raise from
         it to cancel.
+    block_bytes : int, optional
+        Most bytes of pixels held in memory at once (one block, one
+        progress step); default :func:`block_size`: the environment
+        variable ``NAPARI_DISKIMAGE_BLOCK_BYTES`` or 32 MiB.
 
     Raises
     ------
@@ -294,6 +363,6 @@ def copy(image: Any, *, progress: ProgressCallback | None = None) -> DiskImage:
         lacks space (the message gives needed and free bytes), or on a write
         error.  The partial file is always removed.
     ValueError
-        Unsupported pixel type or number of axes.
+        Unsupported pixel type or number of axes, or ``block_bytes`` < 1.
     """
-    return run_steps(iter_copy(image), progress)
+    return run_steps(iter_copy(image, block_bytes=block_bytes), progress)

@@ -42,12 +42,14 @@ import numpy as np
 
 from .._diskimage import DiskImage
 from .._steps import ProgressCallback, Steps, run_steps
+from ._counters import Cancelled, count, stats
 
 __all__ = [
     "CANCEL_WAIT",
     "Cancelled",
     "Run",
     "active_client",
+    "count",
     "drive",
     "execute",
     "report",
@@ -58,31 +60,10 @@ __all__ = [
 #: before it removes its output (Ctrl+C, SIGTERM stop within a second).
 CANCEL_WAIT = 0.5
 
-# Per-process counters, read by tests and benchmarks (also in cluster
-# workers, through ``client.run(stats)``).
-_STATS = {"bytes_read": 0, "bytes_written": 0, "blocks_written": 0}
-_STATS_LOCK = threading.Lock()
-
 # Runs in progress in this process, by token: cancel flags and progress
 # queues.  Absent in a cluster worker (no progress from there; the futures
 # report it).
 _RUNS: dict[str, Run] = {}
-
-
-def stats() -> dict[str, int]:
-    """This process's engine counters: bytes read and written, blocks."""
-    with _STATS_LOCK:
-        return dict(_STATS)
-
-
-def count(key: str, n: int) -> None:
-    """Add ``n`` to counter ``key`` (see :func:`stats`)."""
-    with _STATS_LOCK:
-        _STATS[key] += n
-
-
-class Cancelled(Exception):
-    """Raised inside blocks of a run that was cancelled."""
 
 
 def report(token: str, nbytes: int) -> None:
@@ -263,7 +244,7 @@ def _execute_threads(run: Run, tasks: list[Any], weight: float) -> TaskSteps:
 def _execute_distributed(
     run: Run, tasks: list[Any], task_bytes: Sequence[int], weight: float, client: Any
 ) -> TaskSteps:
-    from .._cluster import completed  # fails after a while with no worker
+    from .._cluster._wait import completed  # fails after a while with no worker
 
     futures = client.compute(tasks)
     order = {f.key: i for i, f in enumerate(futures)}

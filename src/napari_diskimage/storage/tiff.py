@@ -39,9 +39,11 @@ from .mapped import MappedStorage
 __all__ = ["is_reduced", "level_sources", "list_series", "open_handle", "open_tiff"]
 
 
-def open_handle(p: Path) -> TiffHandle:
+def open_handle(p: Path, cache_bytes: int | None = None) -> TiffHandle:
+    """The open TIFF ``p`` (its decoded-chunk cache: ``cache_bytes``, default
+    :data:`.lazy_tiff.CACHE_BYTES`); CorruptFileError for a bad header."""
     try:
-        return TiffHandle(p)
+        return TiffHandle(p, cache_bytes)
     except Exception as exc:  # tifffile raises many types on corrupt headers
         if not is_parse_error(exc):
             raise
@@ -219,19 +221,28 @@ def level_sources(
 
 
 def open_tiff(
-    path: str | os.PathLike[str], mode: str = "r", *, series: int = 0
+    path: str | os.PathLike[str],
+    mode: str = "r",
+    *,
+    series: int = 0,
+    cache_bytes: int | None = None,
 ) -> Opened:
     """Open series ``series`` of a TIFF file without reading its pixels
     (see :func:`napari_diskimage.open_tiff` for the parameters and errors)."""
     p = check_readable(path, "TIFF file")
     mode = check_mode(mode)
     _check_series_type(series)
+    if cache_bytes is not None and cache_bytes < 0:
+        raise ValueError(
+            f"cannot open {str(p)!r} with cache_bytes={cache_bytes}: give 0 or "
+            "more bytes for its decoded chunks (None: the default)"
+        )
     if mode == "r+":
         check_writable_file(p)
     size = p.stat().st_size
     if size == 0:
         raise ValueError(f"cannot open {str(p)!r}: the file is empty (0 bytes)")
-    handle = open_handle(p)
+    handle = open_handle(p, cache_bytes)
     try:
         all_series = list_series(handle, p)
         s = _select(all_series, series, p)

@@ -1,35 +1,12 @@
-"""Where processing runs: this machine, a dask scheduler, or SLURM jobs.
-
-Processing runs on the active ``distributed.Client`` when there is one
-(dask's convention, see :mod:`napari_diskimage.process`).  This module
-makes that client for one command or one run of the panel and ends it
-afterwards:
-
-* :class:`ClusterSpec` says where: ``"local"`` (dask's threads, nothing to
-  make), ``"scheduler"`` (an existing dask scheduler at ``address``) or
-  ``"slurm"`` (``jobs`` SLURM jobs started through dask-jobqueue's
-  ``SLURMCluster``; cores, memory, walltime, queue and account from the
-  spec or from dask's own config, ``~/.config/dask/jobqueue.yaml``).
-* :class:`Session` opens it (waits for a first worker; a SLURM job that
-  ends before its worker starts is an error naming its log), checks that
-  the workers see the input files and the disk-image directory, notes
-  which workers (and SLURM job ids) did the work, and closes it: the
-  client, then the cluster, which cancels its SLURM jobs (``scancel``) on
-  success, failure, cancel or Ctrl+C alike.
-* :func:`completed` is how the engine waits for its blocks on a cluster:
-  a worker that dies costs nothing (dask reruns its blocks elsewhere, and a
-  block's write is idempotent), but a run left with no worker at all fails
-  after :func:`no_workers_timeout` seconds instead of waiting forever.
-
-The same works on PBS, SGE, LSF, ... through dask-jobqueue's other cluster
-classes: start one yourself, and pass its ``scheduler_address`` as the
-``"scheduler"`` address (``--scheduler`` in the terminal).
+"""A session on a cluster: open it (a first worker; a SLURM job that ends
+before its worker starts is an error naming its log), check that the
+workers see the files, note which workers did the work, close it (the
+client, then the cluster: ``scancel``) however the run ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import socket
@@ -41,31 +18,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "KINDS",
-    "ClusterSpec",
-    "Session",
-    "completed",
-    "no_workers_timeout",
-    "session",
-    "steps_on",
-    "worker_identity",
-]
+from ..process._counters import Cancelled, stats
+from ._spec import ClusterSpec, no_workers_timeout
 
-#: Where a run can go, in the words of the panel.
-KINDS = {
-    "local": "this machine",
-    "scheduler": "a dask scheduler",
-    "slurm": "SLURM",
-}
-
-#: Seconds a run waits with no worker at all before it fails (dask config
-#: ``napari-diskimage.no-workers-timeout``, env
-#: ``DASK_NAPARI_DISKIMAGE__NO_WORKERS_TIMEOUT``).
-NO_WORKERS_TIMEOUT = 120.0
-#: Used when neither the spec nor dask's config gives them.
-DEFAULT_CORES = 1
-DEFAULT_MEMORY = "4GiB"
+__all__ = ["Session", "session", "steps_on", "worker_identity"]
 
 _SHARED_FS_FIX = (
     "the input files and the disk-image directory must be on a file system "
@@ -75,129 +31,9 @@ _SHARED_FS_FIX = (
 )
 
 
-def no_workers_timeout() -> float:
-    import dask
-
-    return float(
-        dask.config.get("napari-diskimage.no-workers-timeout", NO_WORKERS_TIMEOUT)
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterSpec:
-    """Where to run: ``kind`` "local", "scheduler" (``address``) or "slurm".
-
-    For "slurm": ``jobs`` SLURM jobs, each of ``cores`` cores and
-    ``memory`` (e.g. "16GB") for ``walltime`` ("HH:MM:SS"), in ``queue``
-    (partition) under ``account``.  None takes dask-jobqueue's config
-    (``jobqueue.slurm.*`` in ``~/.config/dask/jobqueue.yaml`` or
-    ``DASK_JOBQUEUE__SLURM__*`` variables); cores and memory fall back to
-    1 and 4 GiB.  ``interface`` is the network interface workers and
-    scheduler talk on ("lo" on one machine), ``log_directory`` where the
-    jobs' output goes, ``python`` the command that runs a worker's Python
-    (default: this Python, ``sys.executable``: the nodes must see it).
-    """
-
-    kind: str = "local"
-    address: str = ""
-    jobs: int = 0
-    cores: int | None = None
-    memory: str | None = None
-    walltime: str | None = None
-    queue: str | None = None
-    account: str | None = None
-    interface: str | None = None
-    log_directory: str | None = None
-    python: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(
-                f"run on {self.kind!r}? choose one of {', '.join(map(repr, KINDS))}"
-            )
-        if self.kind == "scheduler" and not self.address.strip():
-            raise ValueError(
-                "a dask scheduler needs its address, e.g. tcp://10.0.0.5:8786 "
-                "(what `dask scheduler` or a cluster's scheduler_address prints)"
-            )
-        if self.kind == "slurm" and self.jobs < 1:
-            raise ValueError(f"SLURM needs at least 1 job, got {self.jobs}")
-        if self.cores is not None and self.cores < 1:
-            raise ValueError(f"cores per SLURM job must be >= 1, got {self.cores}")
-
-    @property
-    def is_local(self) -> bool:
-        return self.kind == "local"
-
-    def describe(self) -> str:
-        if self.kind == "scheduler":
-            return f"the dask scheduler at {self.address}"
-        if self.kind == "slurm":
-            size = ", ".join(
-                f"{k} {v}"
-                for k, v in (
-                    ("cores", self.cores),
-                    ("memory", self.memory),
-                    ("walltime", self.walltime),
-                    ("queue", self.queue),
-                    ("account", self.account),
-                )
-                if v is not None
-            )
-            jobs = f"{self.jobs} SLURM job{'s' if self.jobs > 1 else ''}"
-            return f"{jobs} ({size})" if size else jobs
-        return "this machine"
-
-    def slurm_options(self) -> dict[str, Any]:
-        """Keyword arguments of ``dask_jobqueue.SLURMCluster``."""
-        import dask
-
-        options: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("cores", self.cores),
-                ("memory", self.memory),
-                ("walltime", self.walltime),
-                ("queue", self.queue),
-                ("account", self.account),
-                ("interface", self.interface),
-                ("log_directory", self.log_directory),
-                ("python", self.python),
-            )
-            if v is not None
-        }
-        config = dask.config.get("jobqueue.slurm", {}) or {}
-        if "cores" not in options and config.get("cores") is None:
-            options["cores"] = DEFAULT_CORES
-        if "memory" not in options and config.get("memory") is None:
-            options["memory"] = DEFAULT_MEMORY
-        if "python" not in options and config.get("python") is None:
-            options["python"] = sys.executable  # the nodes must see this Python
-        # A worker reads tiles through a memory map of the input: the file's
-        # pages it touched count in its RSS, which dask's nanny holds
-        # against the memory limit, so a worker that read more of a file
-        # than its memory was restarted (both workers of a 1 GiB gaussian
-        # with memory="2GB", measured).  Those pages are the kernel's page
-        # cache, reclaimable, and the engine keeps no data in the workers:
-        # no pausing, spilling or restarts by RSS.
-        prologue = list(config.get("job-script-prologue") or [])
-        prologue += [
-            f"export DASK_DISTRIBUTED__WORKER__MEMORY__{key}=False"
-            for key in ("TARGET", "SPILL", "PAUSE", "TERMINATE")
-        ]
-        options["job_script_prologue"] = prologue
-        scheduler = dict(config.get("scheduler-options") or {})
-        # several runs on one machine: no fight over port 8787
-        scheduler.setdefault("dashboard_address", ":0")
-        options["scheduler_options"] = scheduler
-        return options
-
-
 # --- what runs in a worker ---------------------------------------------------
 def worker_identity() -> dict[str, Any]:
     """This process's host, pid, SLURM job id and engine counters."""
-    from .process._engine import stats
-
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -211,8 +47,8 @@ def _missing_paths(paths: Sequence[str]) -> list[str]:
 
 
 def _copy_in_worker(image: Any, dst: str, byte_order: str) -> dict[str, Any]:
-    from ._steps import run_steps
-    from .io.save import iter_save
+    from .._steps import run_steps
+    from ..io.save import iter_save
 
     with image:
         saved = run_steps(iter_save(image, dst, byte_order), None)
@@ -231,7 +67,7 @@ class Session:
 
     ``cancelled`` (optional) is polled while waiting for the first worker:
     when it returns True, :meth:`open` stops waiting and raises
-    :class:`~napari_diskimage.process._engine.Cancelled`.
+    :class:`~napari_diskimage.process._counters.Cancelled`.
     """
 
     def __init__(
@@ -329,8 +165,6 @@ class Session:
         said = False
         while self._n_workers() == 0:
             if self.cancelled():
-                from .process._engine import Cancelled
-
                 raise Cancelled("cancelled while waiting for the cluster's workers")
             waited = time.monotonic() - start
             if self.spec.kind == "slurm":
@@ -471,7 +305,7 @@ class Session:
 
     def report(self) -> str:
         """Which workers (and SLURM jobs) did the work: a few lines."""
-        from ._scratch import format_bytes
+        from .._scratch import format_bytes
 
         lines = []
         for address, counts in sorted(self.work_done().items()):
@@ -570,56 +404,3 @@ def steps_on(
         if opened is not None and say is not None:
             say(opened.report())
     return result
-
-
-# --- the engine's wait on a cluster ----------------------------------------------
-def completed(
-    futures: Sequence[Any], client: Any, cancelled: Callable[[], bool] | None = None
-) -> Iterator[Any]:
-    """``futures`` as they complete, like ``distributed.as_completed``.
-
-    Workers may come and go: dask reruns the blocks of a worker that died.
-    When the cluster has had no worker at all for
-    :func:`no_workers_timeout` seconds, raises ``TimeoutError`` (the
-    engine then cancels the futures and removes the output).  When
-    ``cancelled()`` turns True, raises ``Cancelled`` without waiting for
-    the next block.
-    """
-    from distributed import as_completed
-
-    from .process._engine import Cancelled
-
-    timeout = no_workers_timeout()
-    pending = as_completed(futures)
-    idle_since = time.monotonic()
-    none_since: float | None = None
-    next_check = 0.0
-    while True:
-        if not pending.queue.empty():
-            yield next(pending)
-            idle_since = time.monotonic()
-            continue
-        if pending.is_empty():
-            return
-        with pending.thread_condition:  # as as_completed's own iteration
-            pending.thread_condition.wait(timeout=0.1)
-        if not pending.queue.empty():
-            continue
-        if cancelled is not None and cancelled():
-            raise Cancelled("the run was cancelled")
-        now = time.monotonic()
-        if now - idle_since < 1 or now < next_check:
-            continue  # blocks are landing: no need to ask the scheduler
-        next_check = now + 0.5
-        if client.scheduler_info(n_workers=-1).get("workers"):
-            none_since = None
-        elif none_since is None:
-            none_since = now
-        elif now - none_since > timeout:
-            raise TimeoutError(
-                errno.ETIMEDOUT,
-                f"every dask worker is gone (SLURM jobs cancelled, past "
-                f"their walltime or on a failed node) and none came back "
-                f"in {timeout:g} s; the run was stopped. Start workers "
-                "again (a longer --slurm-walltime, more jobs) and rerun",
-            )
