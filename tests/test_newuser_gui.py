@@ -114,21 +114,75 @@ def test_operation_names_and_field_labels_are_whole(window):
             assert label.width() >= need, f"{label.text()!r} is cut"
 
 
+def _cut_text(widget):
+    """The parts of a text widget's text it does not show (none: all shown).
+
+    A word-wrapped QLabel breaks lines at spaces only: a word wider than the
+    label is cut at its edge.  A QTextEdit is checked line by line as laid
+    out at its width."""
+    from qtpy.QtWidgets import QLabel
+
+    cut = []
+    if isinstance(widget, QLabel):
+        width = widget.contentsRect().width()
+        metrics = widget.fontMetrics()
+        for word in widget.text().split():
+            if metrics.horizontalAdvance(word) > width:
+                cut.append(word)
+        if widget.height() < widget.heightForWidth(widget.width()):
+            cut.append("(the last lines)")
+        return cut
+    document = widget.document()
+    width = widget.viewport().width()
+    block = document.begin()
+    while block.isValid():
+        layout = block.layout()
+        for i in range(layout.lineCount()):
+            line = layout.lineAt(i)
+            if line.naturalTextWidth() > width + 0.5:
+                cut.append(block.text()[line.textStart() :][: line.textLength()])
+        block = block.next()
+    if document.size().height() > widget.viewport().height() + 0.5:
+        cut.append("(the last lines)")
+    return cut
+
+
+def _shown_whole(widget, panel, name):
+    """``widget``'s text is whole and the widget inside the panel's section."""
+    assert not _cut_text(widget), f"cut: {_cut_text(widget)}"
+    section = panel.sections[name]
+    corner = widget.mapTo(section, widget.rect().bottomRight())
+    assert corner.y() <= section.height() and corner.x() <= section.width()
+
+
+def _text_of(widget):
+    return widget.text() if hasattr(widget, "text") else widget.toPlainText()
+
+
 def test_image_info_shows_every_line(window, data_dir):
     viewer, panel = window
     path = data_dir / "a_rather_long_scan_name_2048x2048.tif"
     tifffile.imwrite(path, np.zeros((4, 16, 20), np.uint16), photometric="minisblack")
     viewer.open(str(path), plugin="napari-diskimage")
     _events()
-    label = panel.tools["Image info"].info.native
-    text = label.text()
+    widget = panel.tools["Image info"].info.native
+    text = _text_of(widget)
     assert "storage:" in text and "size on disk" in text
-    need = label.heightForWidth(label.width())
-    assert label.height() >= need, f"{label.height()} px < {need} px: lines cut"
-    # the whole label is inside the panel's visible area
-    section = panel.sections["Image info"]
-    bottom = label.mapTo(section, label.rect().bottomLeft()).y()
-    assert bottom <= section.height()
+    _shown_whole(widget, panel, "Image info")
+
+
+def test_image_info_wraps_a_long_path_with_no_spaces(window, data_dir):
+    viewer, panel = window
+    folder = data_dir / "scans_of_the_sandstone_cores_2026" / "core_0042_reconstructed"
+    folder.mkdir(parents=True)
+    path = folder / "core_0042_2048x2048x512_uint16_reconstructed_filtered.tif"
+    tifffile.imwrite(path, np.zeros((4, 16, 20), np.uint16), photometric="minisblack")
+    viewer.open(str(path), plugin="napari-diskimage")
+    _events()
+    widget = panel.tools["Image info"].info.native
+    assert f"file: {path}" in _text_of(widget)  # the path as it is, to copy
+    assert widget.fontMetrics().horizontalAdvance(str(path)) > widget.width()
+    _shown_whole(widget, panel, "Image info")
 
 
 # --- threshold by phase -----------------------------------------------------------
