@@ -507,6 +507,70 @@ def test_a_cancelled_run_does_not_wait_at_exit_for_a_stuck_block(tmp_path):
     assert list(scratch.glob("ndi-*")) == []
 
 
+def test_a_cancelled_command_leaves_freeing_its_output_to_a_helper(tmp_path):
+    """Freeing a cancelled output's blocks can take minutes (ext4 with
+    ``discard`` discards them in the last close, behind a busy disk): a
+    command that exits next deletes the name at once and leaves the last
+    reference to a helper process, which ends once the command has ended."""
+    code = """
+        import json, os
+        import numpy as np
+        import napari_diskimage as ndi
+        from napari_diskimage import process
+        from napari_diskimage.process._engine import CANCEL_WAIT, drive
+
+        image = ndi.copy(np.zeros((4, 30, 30), np.uint8))
+        run = process.gaussian.run(image, 1.0, block_shape=(30, 30, 1))
+        run.cancel_wait = CANCEL_WAIT  # as the command line sets it
+        path = str(run.output.path)
+
+        def progress(done, total):
+            if done > 0:
+                raise KeyboardInterrupt
+
+        try:
+            drive(run, progress)
+        except KeyboardInterrupt:
+            pass
+        image.close()
+
+        def holders():
+            found = []
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    fds = os.listdir(f"/proc/{pid}/fd")
+                    links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
+                except OSError:
+                    continue
+                if any(link.startswith(path) for link in links):
+                    found.append(int(pid))
+            return found
+
+        print(json.dumps({"exists": os.path.exists(path), "holders": holders(),
+                          "me": os.getpid(), "path": path}))
+    """
+    out = run_python(code, NAPARI_DISKIMAGE_DIR=str(tmp_path / "scratch"))
+    assert not out["exists"]  # the name is gone at once
+    assert out["holders"] and out["me"] not in out["holders"], out
+    for pid in out["holders"]:  # the helper ends with the command
+        for _ in range(200):
+            if not os.path.exists(f"/proc/{pid}") or _zombie(pid):
+                break
+            threading.Event().wait(0.05)
+        else:
+            pytest.fail(f"helper {pid} outlived the command")
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 @pytest.fixture
 def tiny_fs():
     folder = mount_tmpfs("size=640k,mode=0755")

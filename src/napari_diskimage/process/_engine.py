@@ -171,6 +171,11 @@ class Run:
             self.cancel_event.set()  # stops blocks still running
             _RUNS.pop(self.token, None)
             if not ok and self.output is not None and self.close_output_on_failure:
+                scratch = getattr(self.output.storage, "scratch", None)
+                if self.cancel_wait is not None and scratch is not None:
+                    # a command that exits next: its name goes now, its
+                    # space when the process has exited (never waited for)
+                    scratch.release_at_exit()
                 self.output.close()
 
     @property
