@@ -114,21 +114,75 @@ def test_operation_names_and_field_labels_are_whole(window):
             assert label.width() >= need, f"{label.text()!r} is cut"
 
 
+def _cut_text(widget):
+    """The parts of a text widget's text it does not show (none: all shown).
+
+    A word-wrapped QLabel breaks lines at spaces only: a word wider than the
+    label is cut at its edge.  A QTextEdit is checked line by line as laid
+    out at its width."""
+    from qtpy.QtWidgets import QLabel
+
+    cut = []
+    if isinstance(widget, QLabel):
+        width = widget.contentsRect().width()
+        metrics = widget.fontMetrics()
+        for word in widget.text().split():
+            if metrics.horizontalAdvance(word) > width:
+                cut.append(word)
+        if widget.height() < widget.heightForWidth(widget.width()):
+            cut.append("(the last lines)")
+        return cut
+    document = widget.document()
+    width = widget.viewport().width()
+    block = document.begin()
+    while block.isValid():
+        layout = block.layout()
+        for i in range(layout.lineCount()):
+            line = layout.lineAt(i)
+            if line.naturalTextWidth() > width + 0.5:
+                cut.append(block.text()[line.textStart() :][: line.textLength()])
+        block = block.next()
+    if document.size().height() > widget.viewport().height() + 0.5:
+        cut.append("(the last lines)")
+    return cut
+
+
+def _shown_whole(widget, panel, name):
+    """``widget``'s text is whole and the widget inside the panel's section."""
+    assert not _cut_text(widget), f"cut: {_cut_text(widget)}"
+    section = panel.sections[name]
+    corner = widget.mapTo(section, widget.rect().bottomRight())
+    assert corner.y() <= section.height() and corner.x() <= section.width()
+
+
+def _text_of(widget):
+    return widget.text() if hasattr(widget, "text") else widget.toPlainText()
+
+
 def test_image_info_shows_every_line(window, data_dir):
     viewer, panel = window
     path = data_dir / "a_rather_long_scan_name_2048x2048.tif"
     tifffile.imwrite(path, np.zeros((4, 16, 20), np.uint16), photometric="minisblack")
     viewer.open(str(path), plugin="napari-diskimage")
     _events()
-    label = panel.tools["Image info"].info.native
-    text = label.text()
+    widget = panel.tools["Image info"].info.native
+    text = _text_of(widget)
     assert "storage:" in text and "size on disk" in text
-    need = label.heightForWidth(label.width())
-    assert label.height() >= need, f"{label.height()} px < {need} px: lines cut"
-    # the whole label is inside the panel's visible area
-    section = panel.sections["Image info"]
-    bottom = label.mapTo(section, label.rect().bottomLeft()).y()
-    assert bottom <= section.height()
+    _shown_whole(widget, panel, "Image info")
+
+
+def test_image_info_wraps_a_long_path_with_no_spaces(window, data_dir):
+    viewer, panel = window
+    folder = data_dir / "scans_of_the_sandstone_cores_2026" / "core_0042_reconstructed"
+    folder.mkdir(parents=True)
+    path = folder / "core_0042_2048x2048x512_uint16_reconstructed_filtered.tif"
+    tifffile.imwrite(path, np.zeros((4, 16, 20), np.uint16), photometric="minisblack")
+    viewer.open(str(path), plugin="napari-diskimage")
+    _events()
+    widget = panel.tools["Image info"].info.native
+    assert f"file: {path}" in _text_of(widget)  # the path as it is, to copy
+    assert widget.fontMetrics().horizontalAdvance(str(path)) > widget.width()
+    _shown_whole(widget, panel, "Image info")
 
 
 # --- threshold by phase -----------------------------------------------------------
@@ -318,3 +372,62 @@ def test_the_demo_pores_layer_covers_the_dark_pores(make_napari_viewer, tmp_path
     scan = tifffile.imread(path)[z0 : z0 + mask.shape[0]]
     assert 0.15 < mask.mean() < 0.5  # about the sample's 30 % porosity
     assert scan[mask].mean() < 1100 < scan[~mask].mean()  # pores ~700, solid ~1900
+
+
+# --- 3D rendering -----------------------------------------------------------------
+def _sparse(shape=(40, 96, 96), seed=0):
+    """A few bright blobs in a dark, noisy volume (fluorescence-like)."""
+    rng = np.random.default_rng(seed)
+    blobs = sndi.gaussian_filter((rng.random(shape) > 0.9995).astype(float), 2)
+    data = rng.normal(100, 10, shape) + 3000 * blobs / blobs.max()
+    return data.astype(np.uint16)
+
+
+def _structure(viewer):
+    """Spread of the 3D screenshot's grey levels inside the volume's
+    footprint (its edges trimmed), and the footprint's size in pixels."""
+    gray = viewer.screenshot(canvas_only=True, flash=False)[..., :3].mean(axis=-1)
+    footprint = sndi.binary_erosion(gray > 10, iterations=8)
+    return float(gray[footprint].std()), int(footprint.sum())
+
+
+def _open_in_3d(viewer, path, data):
+    tifffile.imwrite(path, data, photometric="minisblack")
+    (layer,) = viewer.open(str(path), plugin="napari-diskimage")
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    _events(10)
+    return layer
+
+
+def test_a_porous_volume_shows_its_structure_in_3d(window, data_dir):
+    viewer, _panel = window
+    data, _ = _porous((40, 96, 96))
+    layer = _open_in_3d(viewer, data_dir / "porous.tif", data)
+    viewer.scene.camera.angles = (15, -30, 60)
+    _events(10)
+    assert layer.rendering == "attenuated_mip"
+    shown, size = _structure(viewer)
+    layer.rendering = "mip"  # what napari's default shows: a flat sheet
+    _events(10)
+    flat, flat_size = _structure(viewer)
+    assert size > 10_000 and flat_size > 10_000  # the volume is on screen
+    assert shown > 40 and shown > 2 * flat, (shown, flat)
+
+
+def test_other_volumes_keep_napari_mip_in_3d(window, data_dir):
+    viewer, _panel = window
+    sparse = _open_in_3d(viewer, data_dir / "sparse.tif", _sparse())
+    assert sparse.rendering == "mip"
+    uniform = np.full((20, 40, 40), 3000, np.uint16)
+    bright = _open_in_3d(viewer, data_dir / "bright.tif", uniform)
+    assert bright.rendering == "mip"
+    # a rendering the user chose is kept
+    viewer.dims.ndisplay = 2
+    data, _ = _porous((20, 48, 48))
+    tifffile.imwrite(data_dir / "chosen.tif", data, photometric="minisblack")
+    (chosen,) = viewer.open(str(data_dir / "chosen.tif"), plugin="napari-diskimage")
+    chosen.rendering = "translucent"
+    viewer.dims.ndisplay = 3
+    _events(10)
+    assert chosen.rendering == "translucent"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import sys
 import textwrap
 import threading
@@ -21,6 +22,7 @@ from skimage.morphology import ball, disk
 import napari_diskimage as ndi
 from _fs import mount_tmpfs, unmount
 from _memcap import run_capped, unavailable_reason
+from _subprocess import run_python
 from napari_diskimage import process
 from napari_diskimage.process import _blocks
 
@@ -442,6 +444,132 @@ def test_closing_the_steps_cancels_and_stops_the_blocks(disk_image_dir):
     assert list(iter(run))[-1] == (run.total, run.total)  # the other run is fine
     run.output.close()
     assert scratch_files(disk_image_dir) == inputs
+
+
+def test_blocks_written_in_slabs_give_the_same_result(monkeypatch):
+    """A block is written a slab at a time (a cancel stops it between two);
+    small slabs, cut along z, y or a single row, change nothing."""
+    from napari_diskimage.process import _tasks
+
+    data = smooth_volume((6, 20, 24), "float32")
+    image = ndi.copy(data)
+    expected = sndi.gaussian_filter(data, 1.0, mode="reflect")
+    for slab in (1, 24 * 4 * 3, 20 * 24 * 4 * 2):  # bytes: a pixel, rows, planes
+        monkeypatch.setattr(_tasks, "SLAB_BYTES", slab)
+        with process.gaussian(image, 1.0, block_shape=(24, 10, 3)) as out:
+            np.testing.assert_allclose(out.array[0, 0], expected, rtol=1e-5)
+    image.close()
+
+
+def test_a_cancelled_run_does_not_wait_at_exit_for_a_stuck_block(tmp_path):
+    """A script cancelled (Ctrl+C) while a block is stuck, as a write behind a
+    disk saturated by writeback is, exits without waiting for that block:
+    Python joins dask's default pool at exit, which held a cancelled command
+    for minutes.  The stuck block here would hold it for 600 s."""
+    code = """
+        import json, threading
+        import numpy as np
+        import napari_diskimage as ndi
+        from napari_diskimage import process
+        from napari_diskimage.process._engine import CANCEL_WAIT, drive
+
+        image = ndi.copy(np.zeros((2, 30, 30), np.uint8))
+        stuck, calls, lock = threading.Event(), [], threading.Lock()
+
+        def slow_second(block):
+            with lock:
+                calls.append(1)
+                second = len(calls) == 2
+            if second:
+                stuck.set()
+                threading.Event().wait(600)
+            return block
+
+        def progress(done, total):
+            if done > 0:
+                assert stuck.wait(60)
+                raise KeyboardInterrupt
+
+        run = process.apply.run(slow_second, image, block_shape=(30, 30, 1))
+        run.cancel_wait = CANCEL_WAIT  # as the command line sets it
+        try:
+            drive(run, progress)
+        except KeyboardInterrupt:
+            pass
+        image.close()
+        print(json.dumps({"stuck": stuck.is_set()}))
+    """
+    scratch = tmp_path / "scratch"
+    try:
+        out = run_python(code, timeout=60, NAPARI_DISKIMAGE_DIR=str(scratch))
+    except subprocess.TimeoutExpired:
+        pytest.fail("the script waited at exit for the cancelled run's block")
+    assert out == {"stuck": True}
+    assert list(scratch.glob("ndi-*")) == []
+
+
+def test_a_cancelled_command_leaves_freeing_its_output_to_a_helper(tmp_path):
+    """Freeing a cancelled output's blocks can take minutes (ext4 with
+    ``discard`` discards them in the last close, behind a busy disk): a
+    command that exits next deletes the name at once and leaves the last
+    reference to a helper process, which ends once the command has ended."""
+    code = """
+        import json, os
+        import numpy as np
+        import napari_diskimage as ndi
+        from napari_diskimage import process
+        from napari_diskimage.process._engine import CANCEL_WAIT, drive
+
+        image = ndi.copy(np.zeros((4, 30, 30), np.uint8))
+        run = process.gaussian.run(image, 1.0, block_shape=(30, 30, 1))
+        run.cancel_wait = CANCEL_WAIT  # as the command line sets it
+        path = str(run.output.path)
+
+        def progress(done, total):
+            if done > 0:
+                raise KeyboardInterrupt
+
+        try:
+            drive(run, progress)
+        except KeyboardInterrupt:
+            pass
+        image.close()
+
+        def holders():
+            found = []
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    fds = os.listdir(f"/proc/{pid}/fd")
+                    links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
+                except OSError:
+                    continue
+                if any(link.startswith(path) for link in links):
+                    found.append(int(pid))
+            return found
+
+        print(json.dumps({"exists": os.path.exists(path), "holders": holders(),
+                          "me": os.getpid(), "path": path}))
+    """
+    out = run_python(code, NAPARI_DISKIMAGE_DIR=str(tmp_path / "scratch"))
+    assert not out["exists"]  # the name is gone at once
+    assert out["holders"] and out["me"] not in out["holders"], out
+    for pid in out["holders"]:  # the helper ends with the command
+        for _ in range(200):
+            if not os.path.exists(f"/proc/{pid}") or _zombie(pid):
+                break
+            threading.Event().wait(0.05)
+        else:
+            pytest.fail(f"helper {pid} outlived the command")
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 @pytest.fixture

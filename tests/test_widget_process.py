@@ -41,6 +41,8 @@ def scratch_files(folder):
 
 #: Blocks of a run the tests watch (x, y, z): five bands of 12 rows of volume().
 SMALL_BLOCKS = (70, 12, 12)
+#: Two blocks of 30 rows.
+TWO_BLOCKS = (70, 30, 12)
 
 
 @pytest.fixture
@@ -110,6 +112,61 @@ def test_cancel_removes_the_layer_and_its_file(
     assert scratch_files(disk_image_dir) == before
     assert widget.status.value.startswith("cancelled")
     assert any("cancelled" in m for m in messages())
+
+
+@pytest.fixture
+def stuck_block(monkeypatch):
+    """The second block's write hangs until the test lets it go, as a write
+    behind a disk saturated by writeback does; returns (entered, go).  With
+    :data:`TWO_BLOCKS` no other block is left to run meanwhile."""
+    entered, go = threading.Event(), threading.Event()
+    real = _tasks.BlockWriter.write
+    calls = []
+
+    def write(self, location, block):
+        calls.append(location)
+        if len(calls) == 2:
+            entered.set()
+            go.wait(60)
+        return real(self, location, block)
+
+    monkeypatch.setattr(_tasks.BlockWriter, "write", write)
+    yield entered, go
+    go.set()
+
+
+def test_cancel_gives_the_tool_back_while_a_block_is_stuck(
+    viewer, qtbot, stuck_block, disk_image_dir, messages
+):
+    entered, go = stuck_block
+    data = volume()
+    layer = add(viewer, data)
+    source = layer.metadata["disk_image"]
+    widget = ProcessImage(viewer)
+    widget.block_shape = TWO_BLOCKS
+    before = scratch_files(disk_image_dir)
+    press(widget.run_button)
+    job = widget.job
+    (result,) = widget.result_layers
+    output = result.metadata["disk_image"].path
+    assert entered.wait(20)  # a block is stuck in its write
+    press(widget.cancel_button)
+    # what the user sees, before the stuck block has moved: told, the result
+    # layer and its file gone, the tool ready for another run
+    qtbot.waitUntil(lambda: widget.status.value.startswith("cancelled"), timeout=5000)
+    assert not go.is_set() and not job.done  # the worker still waits
+    assert any("cancelled" in m for m in messages())
+    assert result not in viewer.layers
+    assert not output.exists()
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert not job.running and job.cancelled
+    # the worker ends once the block lets go; nothing of the run is left
+    go.set()
+    qtbot.waitUntil(lambda: job.done, timeout=20000)
+    assert scratch_files(disk_image_dir) == before
+    assert not output.exists()
+    assert widget.status.value.startswith("cancelled")  # not overwritten
+    np.testing.assert_array_equal(np.asarray(source.array[0, 0]), data)
 
 
 def test_failure_is_a_notification_and_leaves_nothing(

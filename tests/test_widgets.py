@@ -115,7 +115,7 @@ def test_copy_cancel_removes_partial_file(
     assert scratch_files(disk_image_dir) == []
     assert slow.reads < 16
     assert [lay.name for lay in viewer.layers] == ["slow"]
-    assert any("cancelled" in m and "partial file was removed" in m for m in messages())
+    assert any("cancelled" in m and "partial file is removed" in m for m in messages())
     assert widget.status.value.startswith("cancelled")
 
 

@@ -98,6 +98,9 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
 
     def read(_path: Any = None) -> list[LayerDataTuple]:
         # The images were opened (header only) by the check above.
+        from .render3d import watch_current_viewer
+
+        watch_current_viewer()  # a porous volume's 3D rendering
         layers: list[LayerDataTuple] = []
         for image, name in images:
             layers.extend(disk_image_layers(image, name=name))

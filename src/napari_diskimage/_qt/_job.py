@@ -57,6 +57,12 @@ class StepsJob:
 
     ``on_done(result)`` runs in the GUI thread when it succeeds; failure and
     cancellation are notified (the core has removed the partial file).
+
+    Cancel releases the tool at once: the user is told, the progress bar
+    goes and ``on_end`` runs right away (``released``), while the worker
+    stops in the background, where blocks in flight (a filter's block, a
+    write stuck behind a busy disk) may take seconds; the core removes the
+    partial file when it stops, and ``done`` turns True then.
     """
 
     #: Jobs still running (see :func:`cancel_all_jobs`).
@@ -71,7 +77,7 @@ class StepsJob:
         *,
         on_step: Callable[[tuple[int, int]], None] | None = None,
         on_cancel: Callable[[], None] | None = None,
-        cancelled_message: str = "the partial file was removed",
+        cancelled_message: str = "its partial file is removed",
     ) -> None:
         self.what = what
         self.cancelled_message = cancelled_message
@@ -81,6 +87,8 @@ class StepsJob:
         self._on_cancel = on_cancel
         self._cancel = threading.Event()
         self.cancelled = False
+        #: Cancelled and handed back to the user; the worker may still run.
+        self.released = False
         self.error: BaseException | None = None
         self.done = False
         self.pbar = _CancelableProgress(
@@ -111,12 +119,37 @@ class StepsJob:
         self._cancel.set()
         if self._on_cancel is not None:
             self._on_cancel()  # e.g. stop a run's blocks at once
+        self._release()
+
+    def _release(self) -> None:
+        """Tell the user it is cancelled and give the tool back, without
+        waiting for the worker (it removes the partial file as it stops)."""
+        if self.done or self.released:
+            return
+        self.released = self.cancelled = True
+        self.pbar.close()
+        show_info(f"{self.what} cancelled; {self.cancelled_message}.")
+        on_end = self._drop_callbacks()
+        if on_end is not None:
+            on_end()
+
+    def _drop_callbacks(self) -> Callable[[], None] | None:
+        """Forget the callbacks (they hold layers and images: a job kept by
+        its widget must not keep a removed layer's file alive); returns
+        ``on_end``."""
+        on_end = self._on_end
+        self._on_done = self._on_end = self._on_step = self._on_cancel = None
+        return on_end
 
     @property
     def running(self) -> bool:
-        return not self.done
+        """Running and not cancelled (a cancelled job's worker may still be
+        stopping: see ``done``)."""
+        return not self.done and not self.released
 
     def _on_yield(self, step: tuple[int, int]) -> None:
+        if self.released:
+            return
         done, total = step
         if self.pbar.n != _percent(done, total):
             self.pbar.update(_percent(done, total) - self.pbar.n)
@@ -128,8 +161,12 @@ class StepsJob:
 
     def _on_returned(self, value: Any) -> None:
         if value is _CANCELLED:
-            self.cancelled = True
-            show_info(f"{self.what} cancelled; {self.cancelled_message}.")
+            if not self.released:
+                self.cancelled = True
+                show_info(f"{self.what} cancelled; {self.cancelled_message}.")
+            return
+        if self.released:  # it ended before the cancel reached it
+            show_info(f"{self.what} had already ended when it was cancelled.")
             return
         if self._on_done is None:
             return
@@ -147,10 +184,7 @@ class StepsJob:
         self.done = True
         StepsJob.running_jobs.discard(self)
         self.pbar.close()
-        on_end = self._on_end
-        # Drop the callbacks: they hold layers and images, and a finished job
-        # kept by its widget must not keep a removed layer's file alive.
-        self._on_done = self._on_end = self._on_step = self._on_cancel = None
+        on_end = self._drop_callbacks()  # None once released
         if on_end is not None:
             on_end()
 

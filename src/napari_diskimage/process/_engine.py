@@ -152,6 +152,11 @@ class Run:
             self.cancel_event.set()  # stops blocks still running
             _RUNS.pop(self.token, None)
             if not ok and self.output is not None and self.close_output_on_failure:
+                scratch = getattr(self.output.storage, "scratch", None)
+                if self.cancel_wait is not None and scratch is not None:
+                    # a command that exits next: its name goes now, its
+                    # space when the process has exited (never waited for)
+                    scratch.release_at_exit()
                 self.output.close()
 
     @property
@@ -202,15 +207,23 @@ def _execute_threads(run: Run, tasks: list[Any], weight: float) -> TaskSteps:
     from dask.system import CPU_COUNT
 
     workers = dask.config.get("num_workers", None) or CPU_COUNT
+    # The run's own pool of daemon threads.  dask's default pool (a
+    # ThreadPoolExecutor) is joined when Python exits, so a cancelled
+    # command waited there for its blocks in flight, which behind a disk
+    # saturated by writeback took minutes (104 s seen); daemon threads
+    # end with the process, and the output they were writing is already
+    # deleted.
+    from multiprocessing.pool import ThreadPool
+
+    pool = ThreadPool(workers)
 
     def compute() -> None:
         try:
-            outcome["value"] = dask.compute(
-                *tasks, scheduler="threads", num_workers=workers
-            )
+            outcome["value"] = dask.compute(*tasks, scheduler="threads", pool=pool)
         except BaseException as exc:  # re-raised in the caller's thread
             outcome["error"] = exc
         finally:
+            pool.close()  # its threads end after their blocks in flight
             run.report(-1)  # wake the caller
 
     thread = threading.Thread(target=compute, name=f"ndi-{run.token}", daemon=True)

@@ -152,7 +152,11 @@ class BlockWriter:
                 self.path,
             ) from exc
         try:
-            target[key] = block
+            for part in _slabs(block):
+                # a cancel stops a block between slabs: a block's write
+                # behind a busy disk (dirty-page throttling) takes seconds
+                check_cancel(self.token)
+                target[key][part] = block[part]
         finally:
             mm = getattr(target, "_mmap", None)
             del target
@@ -169,6 +173,21 @@ class BlockWriter:
             partial_chunk_writes[0] += 1
         report(self.token, nbytes)
         return nbytes
+
+
+#: Bytes a block's write puts into the output between two cancel checks.
+SLAB_BYTES = 8 << 20
+
+
+def _slabs(block: np.ndarray) -> list[tuple[slice, ...]]:
+    """``block`` cut along its first axis longer than 1 into slabs of about
+    :data:`SLAB_BYTES` (the whole block when it is smaller)."""
+    for axis, n in enumerate(block.shape[:-1]):
+        if n > 1:
+            step = max(1, SLAB_BYTES * n // max(1, block.nbytes))
+            head = (slice(None),) * axis
+            return [(*head, slice(i, i + step)) for i in range(0, n, step)]
+    return [(slice(None),)]
 
 
 _PAD_MODES = {"reflect": "symmetric", "nearest": "edge", "periodic": "wrap"}
