@@ -108,20 +108,20 @@ def _flood_block(
     labels are kept and only its zeros filled.
     """
     ext = _ext(box, halo, dt_reader.shape)
-    dt = np.array(dt_reader.read(ext)[0, 0], np.float32)
+    # blocks read are fresh arrays: modified in place (memory)
+    dt = dt_reader.read(ext)[0, 0].astype(np.float32, copy=False)
     core = _core(box, ext)
     mask = dt > 0
-    left_before = mask[core].sum()
-    labels = np.array(marker_reader.read(ext)[0, 0], np.uint32)
+    labels = marker_reader.read(ext)[0, 0].astype(np.uint32, copy=False)
     labels[~mask] = 0
     if keep and not (labels[core][mask[core]] == 0).any():
         return 0
-    if left_before and labels.any():
+    if mask[core].any() and labels.any():
         # -dt, NaN outside the mask: the flood's order and its bounds
-        image = np.where(mask, -dt, np.float32(np.nan))
+        np.negative(dt, out=dt)
+        dt[~mask] = np.nan
+        flood(dt, labels, connectivity)  # a 2D image is (1, y, x)
         del dt
-        flood(image, labels, connectivity)  # a 2D image is (1, y, x)
-        del image
     out = labels[core]
     writer.write(box, out[None, None])
     return int(((out == 0) & mask[core]).sum())
