@@ -53,8 +53,9 @@ from ._label import label
 from ._registry import Parameter, _Block, operation
 from ._tasks import BlockWriter, BoxReader, new_output
 
-#: float32 bytes of the distance map of a block with its halo.
-WATERSHED_BLOCK_BYTES = 4 << 20
+#: float32 bytes of the distance map of a block with its halo (the
+#: h-maxima and the flood hold ~40 bytes a voxel of it: ~100 MiB a thread).
+WATERSHED_BLOCK_BYTES = 10 << 20
 #: Fill passes (step 5) before giving up on unreached voxels.
 _MAX_FILLS = 8
 #: Halo of a block, in multiples of the largest distance.
@@ -128,19 +129,31 @@ def _flood_block(
 
 
 def _chunks(shape: Any, halo: int, user: Any) -> tuple[int, int, int, int, int]:
+    """Block cores: the user's, or those whose block with its halo holds at
+    most :data:`WATERSHED_BLOCK_BYTES` of float32 and whose halo adds the
+    least work (an axis a core spans whole has no halo: long blocks)."""
     if user is not None:
         bz, by, bx = user
-    else:
-        voxels = WATERSHED_BLOCK_BYTES // 4
-        if shape[2] > 1:
-            # a core of at least twice the halo: a block with its halo is
-            # at most 8 x its core
-            side = max(2 * halo, round(voxels ** (1 / 3)) - 2 * halo)
-            bz = by = bx = side
-        else:
-            side = max(2 * halo, 64, round(voxels ** (1 / 2)) - 2 * halo)
-            bz, by, bx = 1, side, side
-    return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
+        return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
+    budget = WATERSHED_BLOCK_BYTES // 4
+    sides = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+    def options(n: int) -> list[int]:
+        return [n] + [c for c in sides if c < n]
+
+    found = []  # (halo work, -core, ext, core)
+    for cz in options(shape[2]) if shape[2] > 1 else [1]:
+        for cy in options(shape[3]):
+            for cx in options(shape[4]):
+                core = (cz, cy, cx)
+                ext = math.prod(
+                    n if c >= n else min(n, c + 2 * halo)
+                    for c, n in zip(core, shape[2:], strict=True)
+                )
+                found.append((ext / math.prod(core), -math.prod(core), ext, core))
+    fits = [f for f in found if f[2] <= budget]
+    best = min(fits) if fits else min(found, key=lambda f: f[2])
+    return (1, 1, *best[3])
 
 
 def _connectivity(connectivity: Any, ndim: int) -> int:
