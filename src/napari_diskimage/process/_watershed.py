@@ -200,8 +200,9 @@ def watershed_split(
     (markers: the connected regional maxima of the distance map whose
     dynamic is at least ``h`` pixels).  Here the distance map is exact;
     markers and flooding are computed on blocks with a halo of 6 x the
-    largest distance + 2 (at most 40 pixels, for memory), blocks of at
-    least twice the halo; markers get one id across block borders, and
+    largest distance + 2 (at most 40 pixels, for memory), blocks shaped
+    for the least halo work within ~10 MiB of float32 with their halo
+    (~100 MiB of work a thread); markers get one id across block borders, and
     foreground voxels whose marker lies beyond their block's halo are
     flooded from their neighbours' labels afterwards.  Where blocks meet,
     a pore's boundary can move by a few voxels, when the flooding path in
