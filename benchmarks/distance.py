@@ -232,6 +232,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["distance", "big", "small"],
+        help="run these parts only and print the table (docs are not written)",
+    )
     args = parser.parse_args()
     rows: list[dict] = []
     notes: list[str] = []
@@ -239,75 +245,95 @@ def main() -> None:
         work = Path(tmp)
         scratch = work / "scratch"
         scratch.mkdir()
+        parts = set(args.only or ["distance", "big", "small"])
         # --- distance on 268 M voxels, edt beside it, scipy on a quarter ---
-        shape = (32, 256, 512) if args.quick else (128, 1024, 2048)
-        src = work / "mask.raw"
-        write_mask(src, shape)
-        ours = measure("ours", src, shape, scratch, CAP, str(work / "ours.f32"))
-        peer = measure("edt", src, shape, scratch, PEER_CAP, str(work / "edt.f32"))
-        rows += [ours, peer]
-        diff = compare_files(work / "ours.f32", work / "edt.f32", int(np.prod(shape)))
-        notes.append(f"distance on {shape}: largest |ours - edt| = {diff:.2e}")
+        if "distance" in parts:
+            distance_part(args, work, scratch, rows, notes)
+        if "big" in parts:
+            big_part(args, work, scratch, rows, notes)
+        if "small" in parts:
+            small_part(args, work, scratch, rows, notes)
+    finish(args, rows, notes)
+
+
+def distance_part(args, work: Path, scratch: Path, rows: list, notes: list) -> None:
+    shape = (32, 256, 512) if args.quick else (128, 1024, 2048)
+    src = work / "mask.raw"
+    write_mask(src, shape)
+    ours = measure("ours", src, shape, scratch, CAP, str(work / "ours.f32"))
+    peer = measure("edt", src, shape, scratch, PEER_CAP, str(work / "edt.f32"))
+    rows += [ours, peer]
+    diff = compare_files(work / "ours.f32", work / "edt.f32", int(np.prod(shape)))
+    notes.append(f"distance on {shape}: largest |ours - edt| = {diff:.2e}")
+    log(notes[-1])
+    for f in ("ours.f32", "edt.f32"):
+        (work / f).unlink()
+    quarter = (shape[0] // 4, *shape[1:])
+    qsrc = work / "quarter.raw"
+    write_mask(qsrc, quarter)
+    rows.append(measure("scipy", qsrc, quarter, scratch, PEER_CAP))
+    rows.append(measure("ours", qsrc, quarter, scratch, CAP))
+    rows.append(measure("edt", qsrc, quarter, scratch, PEER_CAP))
+    src.unlink()
+    qsrc.unlink()
+
+
+def big_part(args, work: Path, scratch: Path, rows: list, notes: list) -> None:
+    # --- a 2 GiB-voxel mask under 512 MiB, exact on sampled planes ---
+    big = (32, 512, 1024) if args.quick else (256, 2048, 4096)
+    pts, make = points_mask(big)
+    bsrc = work / "points.raw"
+    write_mask(bsrc, big, make)
+    out = work / "big.f32"
+    rows.append(measure("ours", bsrc, big, scratch, CAP, str(out)))
+    z, y, x = big
+    plane = y * x
+    worst = 0.0
+    with open(out, "rb") as fh:
+        for k in (0, z // 3, z // 2, z - 1):
+            fh.seek(k * plane * 4)
+            got = np.frombuffer(fh.read(plane * 4), np.float32).reshape(y, x)
+            worst = max(worst, float(np.abs(got - exact_plane(pts, k, y, x)).max()))
+    notes.append(
+        f"distance on {big} ({np.prod(big) / GiB:.1f} G voxels, 64 zeros): "
+        f"largest |ours - exact| on planes 0, z/3, z/2, z-1 = {worst:.2e}"
+    )
+    log(notes[-1])
+    out.unlink()
+    bsrc.unlink()
+
+
+def small_part(args, work: Path, scratch: Path, rows: list, notes: list) -> None:
+    # --- local thickness and watershed on a volume that fits ---
+    small = (32, 128, 256) if args.quick else (64, 256, 512)
+    ssrc = work / "small.raw"
+    write_mask(ssrc, small)
+    n = int(np.prod(small))
+    for ours_m, peer_m, kind in (
+        ("ours_lt", "porespy_lt", np.float32),
+        ("ours_ws", "skimage_ws", np.uint32),
+    ):
+        a, b = work / f"{ours_m}.bin", work / f"{peer_m}.bin"
+        rows.append(measure(ours_m, ssrc, small, scratch, CAP, str(a)))
+        rows.append(measure(peer_m, ssrc, small, scratch, PEER_CAP, str(b)))
+        va, vb = np.fromfile(a, kind), np.fromfile(b, kind)
+        if kind == np.float32:
+            notes.append(
+                f"local_thickness on {small}: {100 * (va == vb).mean():.3f}% "
+                "of voxels equal to porespy's"
+            )
+        else:
+            inside = np.fromfile(ssrc, np.uint8) > 0
+            notes.append(
+                f"watershed_split on {small}: adjusted Rand index inside the "
+                f"mask against skimage = {ari(va[inside], vb[inside]):.4f} "
+                f"({len(np.unique(va)) - 1} vs {len(np.unique(vb)) - 1} regions)"
+            )
         log(notes[-1])
-        for f in ("ours.f32", "edt.f32"):
-            (work / f).unlink()
-        quarter = (shape[0] // 4, *shape[1:])
-        qsrc = work / "quarter.raw"
-        write_mask(qsrc, quarter)
-        rows.append(measure("scipy", qsrc, quarter, scratch, PEER_CAP))
-        rows.append(measure("ours", qsrc, quarter, scratch, CAP))
-        rows.append(measure("edt", qsrc, quarter, scratch, PEER_CAP))
-        src.unlink()
-        qsrc.unlink()
-        # --- a 2 GiB-voxel mask under 512 MiB, exact on sampled planes ---
-        big = (32, 512, 1024) if args.quick else (256, 2048, 4096)
-        pts, make = points_mask(big)
-        bsrc = work / "points.raw"
-        write_mask(bsrc, big, make)
-        out = work / "big.f32"
-        rows.append(measure("ours", bsrc, big, scratch, CAP, str(out)))
-        z, y, x = big
-        plane = y * x
-        worst = 0.0
-        with open(out, "rb") as fh:
-            for k in (0, z // 3, z // 2, z - 1):
-                fh.seek(k * plane * 4)
-                got = np.frombuffer(fh.read(plane * 4), np.float32).reshape(y, x)
-                worst = max(worst, float(np.abs(got - exact_plane(pts, k, y, x)).max()))
-        notes.append(
-            f"distance on {big} ({np.prod(big) / GiB:.1f} G voxels, 64 zeros): "
-            f"largest |ours - exact| on planes 0, z/3, z/2, z-1 = {worst:.2e}"
-        )
-        log(notes[-1])
-        out.unlink()
-        bsrc.unlink()
-        # --- local thickness and watershed on a volume that fits ---
-        small = (32, 128, 256) if args.quick else (64, 256, 512)
-        ssrc = work / "small.raw"
-        write_mask(ssrc, small)
-        n = int(np.prod(small))
-        for ours_m, peer_m, kind in (
-            ("ours_lt", "porespy_lt", np.float32),
-            ("ours_ws", "skimage_ws", np.uint32),
-        ):
-            a, b = work / f"{ours_m}.bin", work / f"{peer_m}.bin"
-            rows.append(measure(ours_m, ssrc, small, scratch, CAP, str(a)))
-            rows.append(measure(peer_m, ssrc, small, scratch, PEER_CAP, str(b)))
-            va, vb = np.fromfile(a, kind), np.fromfile(b, kind)
-            if kind == np.float32:
-                notes.append(
-                    f"local_thickness on {small}: {100 * (va == vb).mean():.3f}% "
-                    "of voxels equal to porespy's"
-                )
-            else:
-                inside = np.fromfile(ssrc, np.uint8) > 0
-                notes.append(
-                    f"watershed_split on {small}: adjusted Rand index inside the "
-                    f"mask against skimage = {ari(va[inside], vb[inside]):.4f} "
-                    f"({len(np.unique(va)) - 1} vs {len(np.unique(vb)) - 1} regions)"
-                )
-            log(notes[-1])
-            assert va.size == n
+        assert va.size == n
+
+
+def finish(args, rows: list, notes: list) -> None:
     text = [
         "| method | volume (z, y, x) | cap | time s | anon peak MiB "
         "| cgroup peak MiB | result |",
@@ -321,6 +347,9 @@ def main() -> None:
             f"| {r['verdict']} |"
         )
     body = "\n".join(text) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    if args.only:
+        print(body)
+        return
     header = (
         f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/distance.py`"
         f"{' --quick' if args.quick else ''}, 2 cores shared with other jobs "

@@ -304,10 +304,10 @@ def _write_cells(path, shape):
         ("distance", (97, 1561, 1561), CAP, 4),
         # the distance map (scratch) and the local thickness, float32 each
         ("local_thickness", (49, 775, 775), CAP, 1),
-        # distance map, markers, their labels and the labels: skimage's
-        # h_maxima and watershed take ~100 B a voxel of a block and its halo
-        # (4 x the cap takes over 10 min on 2 cores: not a test)
-        ("watershed_split", (49, 769, 769), 320 << 20, 1.1),
+        # distance map, markers, their labels and the labels: the h-maxima
+        # and the flood take ~40 B a voxel of a block with its halo (blocks
+        # of 10 MiB of float32: ~100 MiB a thread); 2 x the cap: ~1 min
+        ("watershed_split", (49, 1075, 1075), 320 << 20, 2),
     ],
 )
 def test_each_operation_under_a_memory_cap(tmp_path, op, shape, cap, written):

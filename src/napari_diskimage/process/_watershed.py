@@ -13,11 +13,14 @@ Here:
 1. the distance map is written exactly, out of core (``_distance``);
 2. each block finds the h-maxima of the distance map on itself and a halo
    of six times the largest distance plus 2 (at most 40 voxels: memory),
-   and writes those of its core into a uint8 marker mask;
+   with a union-find in numba (``_hmaxima``: skimage's voxels, at ~1/3 of
+   its memory and 2-4 x its speed), and writes those of its core into a
+   uint8 marker mask;
 3. the marker mask is labelled as one volume (``_label``: one id per
    marker across block borders);
 4. each block floods its core from the labelled markers in it and its
-   halo (skimage's watershed on the block with its halo); ids are the
+   halo (skimage's watershed on the block with its halo, in numba:
+   ``_flood``, the same labels at ~1/3 of the memory); ids are the
    markers' global ids, so a pore cut by a block border keeps one id;
 5. foreground voxels that no marker of their block's halo reached (a pore
    whose marker is farther than the halo) are flooded from the labels
@@ -44,12 +47,15 @@ from ._distance import (
     plan_passes,
 )
 from ._engine import Run
+from ._flood import flood
+from ._hmaxima import h_maxima
 from ._label import label
 from ._registry import Parameter, _Block, operation
 from ._tasks import BlockWriter, BoxReader, new_output
 
-#: float32 bytes of the distance map of a block with its halo.
-WATERSHED_BLOCK_BYTES = 4 << 20
+#: float32 bytes of the distance map of a block with its halo (the
+#: h-maxima and the flood hold ~40 bytes a voxel of it: ~100 MiB a thread).
+WATERSHED_BLOCK_BYTES = 10 << 20
 #: Fill passes (step 5) before giving up on unreached voxels.
 _MAX_FILLS = 8
 #: Halo of a block, in multiples of the largest distance.
@@ -79,18 +85,9 @@ def _markers_block(
     reader: BoxReader, writer: BlockWriter, box: Box, halo: int, h: float
 ) -> int:
     """Step 2: the h-maxima of the block (computed with its halo), core only."""
-    from skimage.morphology import h_maxima
-
     ext = _ext(box, halo, reader.shape)
     dt = reader.read(ext)[0, 0]
-    squeeze = dt.shape[0] == 1
-    values = dt[0] if squeeze else dt
-    if values.max() <= 0:
-        maxima = np.zeros(values.shape, np.uint8)
-    else:
-        maxima = h_maxima(values.astype(np.float64), h).astype(np.uint8)
-    if squeeze:
-        maxima = maxima[None]
+    maxima = h_maxima(dt, h)  # a 2D image is (1, y, x): 8 neighbours
     core = maxima[_core(box, ext)]
     writer.write(box, core[None, None])
     return int(core.sum())
@@ -111,43 +108,52 @@ def _flood_block(
     ``keep``: the markers are the output itself (step 5), whose core
     labels are kept and only its zeros filled.
     """
-    from skimage.segmentation import watershed
-
     ext = _ext(box, halo, dt_reader.shape)
-    dt = dt_reader.read(ext)[0, 0]
-    markers = marker_reader.read(ext)[0, 0].astype(np.int64)
+    # blocks read are fresh arrays: modified in place (memory)
+    dt = dt_reader.read(ext)[0, 0].astype(np.float32, copy=False)
     core = _core(box, ext)
-    if keep and not ((markers[core] == 0) & (dt[core] > 0)).any():
-        return 0
-    squeeze = dt.shape[0] == 1
-    if squeeze:
-        dt, markers = dt[0], markers[0]
     mask = dt > 0
-    if markers.any() and mask.any():
-        labels = watershed(-dt, markers, mask=mask, connectivity=connectivity)
-    else:
-        labels = np.zeros(dt.shape, np.int64)
-    if squeeze:
-        labels, dt = labels[None], dt[None]
-    out = labels[core].astype(np.uint32)
+    labels = marker_reader.read(ext)[0, 0].astype(np.uint32, copy=False)
+    labels[~mask] = 0
+    if keep and not (labels[core][mask[core]] == 0).any():
+        return 0
+    if mask[core].any() and labels.any():
+        # -dt, NaN outside the mask: the flood's order and its bounds
+        np.negative(dt, out=dt)
+        dt[~mask] = np.nan
+        flood(dt, labels, connectivity)  # a 2D image is (1, y, x)
+        del dt
+    out = labels[core]
     writer.write(box, out[None, None])
-    return int(((out == 0) & (dt[core] > 0)).sum())
+    return int(((out == 0) & mask[core]).sum())
 
 
 def _chunks(shape: Any, halo: int, user: Any) -> tuple[int, int, int, int, int]:
+    """Block cores: the user's, or those whose block with its halo holds at
+    most :data:`WATERSHED_BLOCK_BYTES` of float32 and whose halo adds the
+    least work (an axis a core spans whole has no halo: long blocks)."""
     if user is not None:
         bz, by, bx = user
-    else:
-        voxels = WATERSHED_BLOCK_BYTES // 4
-        if shape[2] > 1:
-            # a core of at least twice the halo: a block with its halo is
-            # at most 8 x its core
-            side = max(2 * halo, round(voxels ** (1 / 3)) - 2 * halo)
-            bz = by = bx = side
-        else:
-            side = max(2 * halo, 64, round(voxels ** (1 / 2)) - 2 * halo)
-            bz, by, bx = 1, side, side
-    return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
+        return (1, 1, min(bz, shape[2]), min(by, shape[3]), min(bx, shape[4]))
+    budget = WATERSHED_BLOCK_BYTES // 4
+    sides = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+    def options(n: int) -> list[int]:
+        return [n] + [c for c in sides if c < n]
+
+    found = []  # (halo work, -core, ext, core)
+    for cz in options(shape[2]) if shape[2] > 1 else [1]:
+        for cy in options(shape[3]):
+            for cx in options(shape[4]):
+                core = (cz, cy, cx)
+                ext = math.prod(
+                    n if c >= n else min(n, c + 2 * halo)
+                    for c, n in zip(core, shape[2:], strict=True)
+                )
+                found.append((ext / math.prod(core), -math.prod(core), ext, core))
+    fits = [f for f in found if f[2] <= budget]
+    best = min(fits) if fits else min(found, key=lambda f: f[2])
+    return (1, 1, *best[3])
 
 
 def _connectivity(connectivity: Any, ndim: int) -> int:
@@ -194,8 +200,9 @@ def watershed_split(
     (markers: the connected regional maxima of the distance map whose
     dynamic is at least ``h`` pixels).  Here the distance map is exact;
     markers and flooding are computed on blocks with a halo of 6 x the
-    largest distance + 2 (at most 40 pixels, for memory), blocks of at
-    least twice the halo; markers get one id across block borders, and
+    largest distance + 2 (at most 40 pixels, for memory), blocks shaped
+    for the least halo work within ~10 MiB of float32 with their halo
+    (~100 MiB of work a thread); markers get one id across block borders, and
     foreground voxels whose marker lies beyond their block's halo are
     flooded from their neighbours' labels afterwards.  Where blocks meet,
     a pore's boundary can move by a few voxels, when the flooding path in
@@ -247,7 +254,7 @@ def watershed_split(
             )
             if not _has_background(dt):
                 raise _no_background(mask, "watershed_split")
-            halo = min(_MAX_HALO, _HALO_FACTOR * math.ceil(largest) + 2)
+            halo = min(_MAX_HALO, math.ceil(_HALO_FACTOR * largest) + 2)
             chunks = _chunks(shape, halo, user)
             boxes = block_grid(shape, chunks)
             dt_reader = BoxReader(dt, run.token)
