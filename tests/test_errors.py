@@ -50,7 +50,7 @@ def test_a_bug_is_not_disguised_as_a_bad_file(data_dir, monkeypatch):
     path = data_dir / "good.tif"
     tifffile.imwrite(path, np.zeros((8, 8), np.uint8))
 
-    def broken(_path):
+    def broken(*_args):
         raise RuntimeError("a bug in our code")
 
     monkeypatch.setattr(_tiff, "TiffHandle", broken)
