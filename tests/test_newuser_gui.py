@@ -400,10 +400,21 @@ def _open_in_3d(viewer, path, data):
     return layer
 
 
-def test_a_porous_volume_shows_its_structure_in_3d(window, data_dir):
+def _add_in_3d(viewer, _path, data):
+    """Not the reader: the helper the Process, Copy and Open RAW tools and
+    the demo add their disk images with."""
+    (layer,) = _qt.add_disk_image(viewer, ndi.copy(data), "porous copy")
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    _events(10)
+    return layer
+
+
+@pytest.mark.parametrize("add", [_open_in_3d, _add_in_3d], ids=["reader", "added"])
+def test_a_porous_volume_shows_its_structure_in_3d(window, data_dir, add):
     viewer, _panel = window
     data, _ = _porous((40, 96, 96))
-    layer = _open_in_3d(viewer, data_dir / "porous.tif", data)
+    layer = add(viewer, data_dir / "porous.tif", data)
     viewer.scene.camera.angles = (15, -30, 60)
     _events(10)
     assert layer.rendering == "attenuated_mip"

@@ -148,6 +148,18 @@ def test_porosity_sample_in_napari(make_napari_viewer, disk_image_dir):
 
 
 @pytest.mark.gui
+def test_porosity_sample_gets_the_porous_3d_rendering(make_napari_viewer, qtbot):
+    """The sample is added by napari, not by our reader: its 3D view is
+    still the attenuated MIP a porous volume needs (napari's MIP is flat)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-diskimage", "porosity")
+    [layer] = viewer.layers
+    assert layer.rendering == "mip"  # nothing chosen before 3D
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: layer.rendering == "attenuated_mip", timeout=5000)
+
+
+@pytest.mark.gui
 def test_large_sample_in_napari(make_napari_viewer, monkeypatch):
     monkeypatch.setattr(_samples, "DEFAULT_LARGE_SIZE", 8 << 20)
     monkeypatch.setattr(large_sample, "__defaults__", (8 << 20,))

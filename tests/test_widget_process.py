@@ -109,7 +109,7 @@ def test_cancel_removes_the_layer_and_its_file(
     qtbot.waitUntil(lambda: job.done, timeout=5000)  # stops within a block
     assert job.cancelled
     assert result not in viewer.layers
-    assert scratch_files(disk_image_dir) == before
+    qtbot.waitUntil(lambda: scratch_files(disk_image_dir) == before, timeout=5000)
     assert widget.status.value.startswith("cancelled")
     assert any("cancelled" in m for m in messages())
 
@@ -157,7 +157,7 @@ def test_cancel_gives_the_tool_back_while_a_block_is_stuck(
     assert not go.is_set() and not job.done  # the worker still waits
     assert any("cancelled" in m for m in messages())
     assert result not in viewer.layers
-    assert not output.exists()
+    qtbot.waitUntil(lambda: not output.exists(), timeout=5000)  # closed aside
     assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert not job.running and job.cancelled
     # the worker ends once the block lets go; nothing of the run is left
@@ -166,6 +166,62 @@ def test_cancel_gives_the_tool_back_while_a_block_is_stuck(
     assert scratch_files(disk_image_dir) == before
     assert not output.exists()
     assert widget.status.value.startswith("cancelled")  # not overwritten
+    np.testing.assert_array_equal(np.asarray(source.array[0, 0]), data)
+
+
+@pytest.fixture
+def stuck_close(monkeypatch):
+    """Deleting a scratch file hangs until the test lets it go, as the last
+    close of a large deleted file does on a file system mounted with
+    ``discard``; returns (entered, go, threads): ``threads`` are the threads
+    the deletions ran in."""
+    from napari_diskimage._scratch import ScratchFile
+
+    entered, go = threading.Event(), threading.Event()
+    threads = []
+    real = ScratchFile.release
+
+    def release(self):
+        threads.append(threading.current_thread())
+        entered.set()
+        go.wait(10)
+        real(self)
+
+    monkeypatch.setattr(ScratchFile, "release", release)
+    yield entered, go, threads
+    go.set()
+
+
+def test_cancel_does_not_wait_for_the_output_file_to_be_freed(
+    viewer, qtbot, slow_writes, stuck_close, disk_image_dir, messages
+):
+    entered, go, threads = stuck_close
+    data = volume()
+    layer = add(viewer, data)
+    source = layer.metadata["disk_image"]
+    widget = ProcessImage(viewer)
+    widget.block_shape = SMALL_BLOCKS
+    before = scratch_files(disk_image_dir)
+    press(widget.run_button)
+    job = widget.job
+    (result,) = widget.result_layers
+    output = result.metadata["disk_image"].path
+    qtbot.waitUntil(lambda: job.pbar.n > 0, timeout=20000)
+    press(widget.cancel_button)
+    # the click has returned while the output's deletion is stuck: the user
+    # is told and has the tool back
+    assert entered.wait(5) and not go.is_set()
+    assert threads and threading.main_thread() not in threads
+    assert widget.status.value.startswith("cancelled")
+    assert any("cancelled" in m for m in messages())
+    assert result not in viewer.layers
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    # once the deletion goes through, nothing of the run is left
+    go.set()
+    qtbot.waitUntil(lambda: job.done, timeout=20000)
+    qtbot.waitUntil(lambda: scratch_files(disk_image_dir) == before, timeout=5000)
+    assert not output.exists()
+    assert widget.status.value.startswith("cancelled")
     np.testing.assert_array_equal(np.asarray(source.array[0, 0]), data)
 
 
@@ -179,7 +235,7 @@ def test_failure_is_a_notification_and_leaves_nothing(
     press(widget.run_button)
     qtbot.waitUntil(lambda: widget.job.done, timeout=20000)
     assert widget.result_layers == []
-    assert scratch_files(disk_image_dir) == before
+    qtbot.waitUntil(lambda: scratch_files(disk_image_dir) == before, timeout=5000)
     assert any("mask of 0" in m for m in messages())
     assert "failed" in widget.status.value
 

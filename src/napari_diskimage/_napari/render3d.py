@@ -69,8 +69,12 @@ def watch(viewer: Any) -> None:
 
 
 def watch_current_viewer() -> None:
-    """:func:`watch` the viewer a reader is opening files into, if any."""
-    import napari
+    """:func:`watch` the viewer a reader or a sample is opening files into,
+    if any (none without napari)."""
+    try:
+        import napari
+    except ImportError:  # a sample's data taken outside napari
+        return
 
     viewer = napari.current_viewer()
     if viewer is not None:

@@ -129,9 +129,11 @@ def porosity_sample() -> list[tuple[Any, dict[str, Any], str]]:
     when the layer is removed.
     """
     from .reader import disk_image_layers
+    from .render3d import watch_current_viewer
 
     _apply_saved_settings()
     image = copy(porosity_volume())
+    watch_current_viewer()  # a porous volume's 3D rendering
     return disk_image_layers(image, name="porosity")
 
 
@@ -333,6 +335,7 @@ def large_sample(
     shown as a napari progress bar); later calls open it at once.
     """
     from .reader import disk_image_layers
+    from .render3d import watch_current_viewer
 
     total = large_sample_geometry(size).nbytes
     try:
@@ -351,4 +354,5 @@ def large_sample(
 
             path = large_sample_path(size, progress=advance)
     image: DiskImage = open_tiff(path)
+    watch_current_viewer()  # a porous volume's 3D rendering
     return disk_image_layers(image, name="synthetic volume")

@@ -126,9 +126,12 @@ def refresh_layer(layer: Layer) -> None:
 
 
 def add_disk_image(viewer: Viewer, image: DiskImage, name: str) -> list[Layer]:
-    """Add the layers of ``image`` (one per channel) to ``viewer``."""
+    """Add the layers of ``image`` (one per channel) to ``viewer``; their 3D
+    rendering is chosen as for a file opened with the reader."""
     from .._napari.reader import disk_image_layers
+    from .._napari.render3d import watch
 
+    watch(viewer)  # once per viewer: a porous volume's 3D rendering
     return [
         viewer.add_image(data, **kwargs)
         for data, kwargs, _ in disk_image_layers(image, name=name)

@@ -11,6 +11,7 @@ only say how to start their job.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -26,7 +27,15 @@ from .._scratch import format_bytes
 from .._steps import drive_steps
 from ._common import NO_IMAGE_LAYER, status_label
 
-__all__ = ["JobTool", "StepsJob", "cancel_all_jobs", "start_save"]
+__all__ = [
+    "JobTool",
+    "StepsJob",
+    "cancel_all_jobs",
+    "close_in_background",
+    "start_save",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def _percent(done: int, total: int) -> int:
@@ -187,6 +196,28 @@ class StepsJob:
         on_end = self._drop_callbacks()  # None once released
         if on_end is not None:
             on_end()
+
+
+def close_in_background(image: Any) -> threading.Thread:
+    """Close ``image`` (a scratch image's file is deleted) in a daemon thread,
+    so the GUI never waits for it; returns the thread.
+
+    Freeing a large deleted file can block for minutes in the ``close`` that
+    drops its last reference: on a file system mounted with ``discard``,
+    ext4 discards its blocks synchronously, behind whatever the disk is
+    doing (see :meth:`napari_diskimage._scratch.ScratchFile.release_at_exit`).
+    The file's name goes first (a quick unlink), then its space.
+    """
+
+    def close() -> None:
+        try:
+            image.close()
+        except Exception:  # never raised to a thread nobody joins
+            logger.exception("closing %s failed", getattr(image, "path", image))
+
+    thread = threading.Thread(target=close, name="napari-diskimage close", daemon=True)
+    thread.start()
+    return thread
 
 
 def _cancel_on_quit() -> None:

@@ -54,7 +54,7 @@ from ._common import (
     status_label,
     unwrap,
 )
-from ._job import StepsJob
+from ._job import StepsJob, close_in_background
 from .run_on import RunOn
 
 __all__ = ["ProcessImage"]
@@ -394,7 +394,9 @@ class ProcessImage(Container):
                     self.viewer.layers.remove(lay)
             self.result_layers = []
             if self.run is not None and self.run.output is not None:
-                self.run.output.close()
+                # its name, then its space, away from the GUI: freeing a
+                # large file can block for minutes (discard)
+                close_in_background(self.run.output)
             if job.cancelled or job.error is None:
                 self.status.value = "cancelled; the output file was removed"
             else:
