@@ -82,7 +82,10 @@ def watch_current_viewer() -> None:
 
 
 def _follow(layer: Any) -> None:
-    if "disk_image" in getattr(layer, "metadata", {}) and hasattr(layer, "rendering"):
+    # images only: a labels layer has a rendering of its own, no contrast
+    if "disk_image" in getattr(layer, "metadata", {}) and hasattr(
+        layer, "contrast_limits"
+    ):
         layer.events.set_data.connect(_shown)
 
 
