@@ -130,3 +130,25 @@ def test_painting_labels_shows_in_the_side_views(window, qtbot, volume):
     assert xz[47, 600] == 5 and (xz == 5).sum() == 1
     viewer.layers.clear()
     labels.close()
+
+
+def test_showing_the_side_views_offers_a_view_cache(window, qtbot, volume):
+    from napari.utils.notifications import notification_manager
+
+    from napari_diskimage import _settings
+
+    viewer = window
+    path, _ = volume
+    _settings.save_setting("view_cache_offer_bytes", 1 << 40, quiet=True)
+    start = len(notification_manager.records)
+    viewer.open(path, plugin=PLUGIN)  # small: no offer on opening
+    assert not [n for n in notification_manager.records[start:] if n.actions]
+    _settings.save_setting("view_cache_offer_bytes", 1 << 20, quiet=True)
+    _show(viewer, qtbot)  # the main viewer's dims stay XY: the YZ side view
+    [offer] = [n for n in notification_manager.records[start:] if n.actions]
+    assert "scan.tif" in offer.message and "YZ / XZ" in offer.message
+    [(label, _build)] = offer.actions
+    assert label.startswith("Build view cache (")
+    viewer.dims.set_current_step(2, 10)  # offered once: a step says nothing more
+    qtbot.wait(100)
+    assert [n for n in notification_manager.records[start:] if n.actions] == [offer]
