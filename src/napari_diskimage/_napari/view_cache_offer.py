@@ -1,8 +1,9 @@
 """The offer to build a view cache: a napari notification with a button.
 
 When a volume of at least :func:`offer_bytes` is opened, or the dims of a
-viewer showing one are rolled to a view that is not XY (YZ / XZ, what
-napari-orthogonal-views' extra viewers do), and it has no valid view
+viewer showing one are rolled to a view that is not XY (YZ / XZ), or a
+YZ plane of it is read from the file by any viewer model (what
+napari-orthogonal-views' side viewers do), and it has no valid view
 cache, a notification says why a cache helps, its size, and offers
 "Build view cache (size)".  The button opens the Image info tool (through
 napari's plugin dock, so this module needs no Qt) and starts the build
@@ -13,13 +14,14 @@ the cache when it is ready.  Each image is offered once a session.
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from typing import Any
 
 from .._diskimage import DiskImage
 from .._scratch import format_bytes
 from .._settings import load_settings
-from ..display.cached_views import valid_view_cache
+from ..display.cached_views import on_uncached_yz_read, valid_view_cache
 from ..display.view_cache import view_cache_size
 from .layers import disk_image_of
 
@@ -127,14 +129,31 @@ def watch_viewer(viewer: Any) -> None:
     viewer.dims.events.order.connect(changed)
 
 
+def _yz_read_from_file(image: DiskImage) -> None:
+    """A YZ plane was read from the file (rolled dims of any viewer model,
+    napari-orthogonal-views' side viewers too): offer, in the GUI thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # an async slice: the offer is made on the next GUI read
+    if not _wants_offer(image):
+        return
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        offer_view_cache(
+            viewer, image, "a YZ / XZ view of it reads every row of the file it crosses"
+        )
+
+
 def after_open(images: list[DiskImage]) -> None:
     """From the reader, inside napari: offer for large volumes, and watch
-    the current viewer's dims."""
+    the current viewer's dims and every YZ read from a file."""
     import napari
 
     viewer = napari.current_viewer()
     if viewer is None:
         return
     watch_viewer(viewer)
+    on_uncached_yz_read(_yz_read_from_file)
     for image in images:
         offer_view_cache(viewer, image, "a large volume")

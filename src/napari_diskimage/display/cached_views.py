@@ -33,6 +33,7 @@ import contextlib
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,34 @@ from .._diskimage import DiskImage
 from ..io.downsample import pyramid_factors
 from .view_cache import IDENTITY_FILE, _identity, _read_identity, view_cache_path
 
-__all__ = ["cache_levels", "cache_overview", "read_cached", "valid_view_cache"]
+__all__ = [
+    "cache_levels",
+    "cache_overview",
+    "on_uncached_yz_read",
+    "read_cached",
+    "uncached_yz_read",
+    "valid_view_cache",
+]
+
+#: Called with the image when a YZ plane is read from the file for want of
+#: a valid view cache (the napari side offers to build one: any viewer's
+#: rolled dims, napari-orthogonal-views' side viewers included).
+_uncached_listeners: list[Callable[[Any], None]] = []
+
+
+def on_uncached_yz_read(listener: Callable[[Any], None]) -> None:
+    """Call ``listener(image)`` on each YZ plane read from the file because
+    ``image`` has no valid view cache (registered once)."""
+    if listener not in _uncached_listeners:
+        _uncached_listeners.append(listener)
+
+
+def uncached_yz_read(image: Any) -> None:
+    """Tell the listeners; a listener's failure never breaks a read."""
+    for listener in list(_uncached_listeners):
+        with contextlib.suppress(Exception):
+            listener(image)
+
 
 Factors = tuple[int, int, int]
 

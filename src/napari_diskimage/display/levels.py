@@ -45,7 +45,7 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._index import as_slice, normalize_key
 from .cache import CACHE_PLANE_BYTES, plane_cache, token_of, version_of
-from .cached_views import cache_overview, read_cached
+from .cached_views import cache_overview, read_cached, uncached_yz_read
 
 __all__ = [
     "COARSEST_SIZE",
@@ -268,6 +268,8 @@ class DisplayLevel:
             )  # fmt: skip
             if cached is not None:
                 out = cached[:: -1 if flip_t else 1, :: -1 if flip_z else 1]
+            elif len(cols) == 1:  # a YZ plane, from the file
+                uncached_yz_read(self._image)
         if out.size and cached is None:
             for k, s in enumerate(ss):
                 read_plane = self._plane_reader(self._channels[s], rows, cols)
