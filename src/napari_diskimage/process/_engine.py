@@ -223,7 +223,13 @@ def _execute_threads(run: Run, tasks: list[Any], weight: float) -> TaskSteps:
         except BaseException as exc:  # re-raised in the caller's thread
             outcome["error"] = exc
         finally:
-            pool.close()  # its threads end after their blocks in flight
+            if run.cancel_event.is_set():
+                # dask returns at the first cancelled block: drop the blocks
+                # still queued (each holds the images) and let the threads
+                # end after their blocks in flight, here, in the background
+                pool.terminate()
+            else:
+                pool.close()  # its threads end after their blocks in flight
             run.report(-1)  # wake the caller
 
     thread = threading.Thread(target=compute, name=f"ndi-{run.token}", daemon=True)
