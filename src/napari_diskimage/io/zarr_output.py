@@ -155,6 +155,7 @@ class ZarrOutput:
                 compressor=self.compressor,
                 # labels: napari-ome-zarr and ome-zarr-py show them as labels
                 image_label={} if self.method == "mode" else None,
+                shrink_chunks=True,  # aligned blocks write whole level chunks
             )
         except BaseException:
             self.discard()
