@@ -163,7 +163,7 @@ class ZarrOutput:
         self._shape = shape
         return tmp
 
-    def finish(self, done: int, total: int) -> Steps:
+    def finish(self, done: int, total: int, *, close_image: bool = True) -> Steps:
         """Steps of completing the coarser levels, then the rename; returns
         the target.  The run's blocks wrote each level they could
         (:meth:`ChunkWriter.write`); the levels coarser than the finest
@@ -171,7 +171,9 @@ class ZarrOutput:
         it here, read once in slabs of chunk rows (:class:`Pyramid`, as
         :func:`~.ome_zarr.save_ome_zarr` builds them): none for a run whose
         blocks are aligned with the chunks.  Progress goes from ``done`` to
-        ``total`` over that reading."""
+        ``total`` over that reading.  ``close_image=False`` (a viewer shows
+        :attr:`image` while it is written): it is not closed but follows the
+        rename, so that nothing draws a closed image; its owner closes it."""
         assert self.tmp is not None and self._pyramid is not None
         first = stale_level(self.tmp)
         try:
@@ -180,9 +182,12 @@ class ZarrOutput:
             yield total, total
             shutil.rmtree(self.tmp / LOCKS, ignore_errors=True)
             shutil.rmtree(self.tmp / STALE, ignore_errors=True)
-            if self.image is not None:
+            if self.image is not None and close_image:
                 self.image.close()
             _replace(self.tmp, self.target)
+            if self.image is not None and not close_image:
+                self.image.storage.moved(self.target)  # type: ignore[attr-defined]
+                self.image._path = self.target  # its path in the viewer
         except OSError as exc:
             full = full_error(exc, self.target, total)
             if full is None:

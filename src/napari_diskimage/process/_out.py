@@ -67,6 +67,9 @@ def output_image(geometry: Geometry, like: Any) -> DiskImage | None:
     # blocks write its chunks by path; a pass that reads them back (label,
     # distance) must never see a chunk decoded before it was written
     image.storage.uncached()  # type: ignore[attr-defined]
+    # shown in a viewer while written: a chunk no block wrote yet is zeros
+    # (the finished store is reopened, missing chunks are damage there)
+    image.storage.handle.every_chunk = False  # type: ignore[attr-defined]
     target.image = image
     return image
 
@@ -132,7 +135,12 @@ def to_zarr(run: Run, target: ZarrOutput) -> Run:
     extra = target.image.nbytes // 8
 
     def finish(run: Run) -> Steps:
-        saved = yield from target.finish(run.total - extra, run.total)
+        saved = yield from target.finish(
+            run.total - extra,
+            run.total,
+            # a viewer showing the result closes it after showing the store
+            close_image=run.close_output_on_failure,
+        )
         image = _open_saved(saved)
         run.output = image
         return image

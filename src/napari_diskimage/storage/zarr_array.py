@@ -257,6 +257,11 @@ class ZarrStorage(Storage):
         handle.every_chunk = bool(rest[1]) if len(rest) > 1 else False
         return cls(handle, name, axes, tuple(shape), np.dtype(dtype), level=level)
 
+    def moved(self, path: Path) -> None:
+        """The store was renamed to ``path`` (by this process): read there."""
+        self.handle.path = self.path = Path(path)
+        self.handle._arrays.clear()
+
     def uncached(self) -> None:
         """Decode every read afresh, here and where this storage is
         unpickled: for a store that other threads or processes write while
@@ -467,16 +472,11 @@ class ZarrStorage(Storage):
                 cindex = tuple(
                     i // f for i, f in zip(finer_index, factors, strict=True)
                 )
-                block = np.asarray(
-                    finer[
-                        tuple(
-                            slice(i * f, min((i + 1) * f, n))
-                            for i, f, n in zip(
-                                cindex, factors, finer.shape, strict=True
-                            )
-                        )
-                    ]
+                box = tuple(
+                    slice(i * f, min((i + 1) * f, n))
+                    for i, f, n in zip(cindex, factors, finer.shape, strict=True)
                 )
+                block = np.asarray(finer[box])
                 coarse[cindex] = _block_value(block, self.method)
                 self._forget(name, cindex, coarse.chunks)
                 finer, finer_index = coarse, cindex
