@@ -39,6 +39,7 @@ between the ``ome-zarr-process`` markers:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -238,6 +239,19 @@ def main(argv: list[str] | None = None) -> None:
         metavar="Z,Y,X",
         help="napari z-steps of stores saved with these chunks (printed only)",
     )
+    parser.add_argument(
+        "--no-prefetch",
+        action="store_true",
+        help="--zstep-chunks: without decoding the next chunk row ahead (A/B)",
+    )
+    parser.add_argument(
+        "--pace",
+        type=float,
+        nargs="+",
+        default=[0.0, 40.0],
+        metavar="MS",
+        help="--zstep-chunks: pauses between steps (40 ms: a held key's repeat)",
+    )
     args = parser.parse_args(argv)
     if args.zstep_chunks:
         return zstep_chunks(args)
@@ -304,6 +318,10 @@ def zstep_chunks(args: argparse.Namespace) -> None:
     import napari_diskimage as ndi
     from napari_diskimage._napari.reader import napari_get_reader
 
+    if args.no_prefetch:
+        from napari_diskimage.storage import zarr_array
+
+        zarr_array.prefetch_next_row = lambda *_: None  # type: ignore[assignment]
     work = Path(tempfile.mkdtemp(prefix="ndi-zstep-", dir=args.workdir))
     try:
         src = work / "porous.tif"
@@ -312,21 +330,25 @@ def zstep_chunks(args: argparse.Namespace) -> None:
             chunks = tuple(int(v) for v in text.split(","))
             store = work / "p.ome.zarr"
             ndi.save_ome_zarr(ndi.open_tiff(src), store, chunks=chunks)
-            for path in (src, store):
+            for path, pace in itertools.product((src, store), args.pace):
                 viewer = ViewerModel()
                 (data, kwargs, _), *_ = napari_get_reader(str(path))()
                 layer = viewer.add_image(data, **kwargs)
                 layer.locked_data_level = 0
                 steps = []
                 for z in range(1, 33):
+                    time.sleep(pace / 1000)
                     t = time.perf_counter()
                     viewer.dims.set_current_step(0, z)
                     steps.append(1000 * (time.perf_counter() - t))
                 steps.sort()
                 log(
-                    f"{text} {path.name}: p50 {statistics.median(steps):.1f} "
+                    f"{text} {path.name} pace {pace:g} ms: "
+                    f"p50 {statistics.median(steps):.1f} "
                     f"p95 {steps[int(0.95 * 31)]:.1f} max {steps[-1]:.1f} ms"
                 )
+                viewer.layers.clear()
+                del data
             shutil.rmtree(store)
     finally:
         shutil.rmtree(work, ignore_errors=True)
