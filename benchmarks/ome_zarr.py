@@ -240,6 +240,14 @@ def main(argv: list[str] | None = None) -> None:
         help="napari z-steps of stores saved with these chunks (printed only)",
     )
     parser.add_argument(
+        "--viewport",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="--zstep-chunks: a canvas of PX x PX screen pixels at full "
+        "resolution (napari reads only what it shows); 0: the whole plane",
+    )
+    parser.add_argument(
         "--no-prefetch",
         action="store_true",
         help="--zstep-chunks: without decoding the next chunk row ahead (A/B)",
@@ -335,6 +343,11 @@ def zstep_chunks(args: argparse.Namespace) -> None:
                 (data, kwargs, _), *_ = napari_get_reader(str(path))()
                 layer = viewer.add_image(data, **kwargs)
                 layer.locked_data_level = 0
+                if args.viewport:  # what a canvas of that size draws
+                    import numpy as np
+
+                    n = args.viewport
+                    layer._update_draw(1.0, np.array([[0, 0], [n - 1, n - 1]]), (n, n))
                 steps = []
                 for z in range(1, 33):
                     time.sleep(pace / 1000)

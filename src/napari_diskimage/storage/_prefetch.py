@@ -81,8 +81,9 @@ def prefetch_next_row(storage: Any, ranges: dict[str, range]) -> None:
     plane at ``ranges``: start decoding the same part of the neighbouring
     row of chunks along z, in the direction of the last step (forward
     first).  Nothing when the row is cached, z has one row, or the row
-    would take more than half the store's cache (a processing read, whose
-    cache is off, never prefetches)."""
+    would take more than a quarter of the store's cache: the row shown and
+    the next must both stay cached, or the next evicts the one being
+    browsed (a processing read, whose cache is off, never prefetches)."""
     if "z" not in storage.axes:
         return
     arr = storage.zarr_array
@@ -107,7 +108,7 @@ def prefetch_next_row(storage: Any, ranges: dict[str, range]) -> None:
     keys = list(itertools.product(*per_axis))
     cache = storage.handle.cache
     chunk_bytes = math.prod(arr.chunks) * storage.dtype.itemsize
-    if len(keys) * chunk_bytes > cache.max_bytes // 2:
+    if len(keys) * chunk_bytes > cache.max_bytes // 4:
         return
     if all(cache.get((storage.name, k)) is not None for k in keys):
         return
