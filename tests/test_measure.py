@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.measure import marching_cubes, mesh_surface_area, regionprops_table
 
 import napari_diskimage as ndi
+from _arrays import cancel_at_first_step
 from _memcap import run_capped, unavailable_reason
 from napari_diskimage import measure
 from napari_diskimage._cli import main
@@ -301,17 +302,12 @@ def test_empty_labels_give_an_empty_table_with_the_columns():
 
 def test_cancel_from_progress_stops_the_measure():
     labels, _ = porous((12, 20, 25), seed=21)
-    calls = []
-
-    def progress(done, total):
-        calls.append(done)
-        if done > 0:
-            raise KeyboardInterrupt
-
+    calls: list[int] = []
     with pytest.raises(KeyboardInterrupt):
         measure.regionprops_table(
-            labels, None, ["area"], block_shape=BLOCK, progress=progress
-        )
+            labels, None, ["area"], block_shape=BLOCK,
+            progress=cancel_at_first_step(calls),
+        )  # fmt: skip
     assert calls and calls[-1] < labels.nbytes
 
 

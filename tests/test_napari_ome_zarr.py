@@ -4,13 +4,12 @@ reader preference picks one for ``*.zarr`` (they never both claim a path)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import napari_diskimage as ndi
-from napari_diskimage import _settings, process
+from _gui import config_dir  # noqa: F401  (autouse: no real settings)
+from napari_diskimage import process
 
 pytestmark = pytest.mark.gui
 
@@ -18,13 +17,6 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("napari_ome_zarr")
 
 THEIRS, OURS = "napari-ome-zarr", "napari-diskimage"
-
-
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "config"
-    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(folder))
-    return folder
 
 
 @pytest.fixture

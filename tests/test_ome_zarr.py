@@ -327,6 +327,40 @@ def test_pickles_by_reference_and_reopens_lazily(data_dir):
         storage.close()
 
 
+def test_browsing_in_z_decodes_the_next_chunk_row_ahead(data_dir):
+    """A z-step that enters a new row of chunks finds it decoded: the row
+    is decoded in the background when the row before is entered, in the
+    direction of the steps (without it, the crossing step decodes it)."""
+    data = _volume((16, 64, 64))
+    out = ndi.save_ome_zarr(data, data_dir / "b.ome.zarr", chunks=(4, 32, 32))
+    with ndi.open_zarr(out) as image:
+        handle = image.storage.handle
+        np.testing.assert_array_equal(image.load_plane(z=0), data[0])
+        handle.prefetch.wait()
+        rows = {key[1][0] for key in handle.cache._items}
+        assert rows == {0, 1}  # row 1 (planes 4-7) decoded ahead
+        decoded = handle.decoded_bytes
+        for z in range(1, 5):
+            np.testing.assert_array_equal(image.load_plane(z=z), data[z])
+        handle.prefetch.wait()
+        # crossing into row 1 decoded nothing in the foreground; row 2 is
+        # decoded ahead in the background (2 x 2 chunks of 4 x 32 x 32)
+        assert handle.decoded_bytes - decoded == 4 * 4 * 32 * 32 * 2
+        # stepping back: the row before comes ahead
+        np.testing.assert_array_equal(image.load_plane(z=15), data[15])
+        np.testing.assert_array_equal(image.load_plane(z=12), data[12])
+        handle.prefetch.wait()
+        assert (("0", (2, 0, 0)) in handle.cache._items) and (
+            ("0", (3, 0, 0)) in handle.cache._items
+        )
+        # a region's steps decode only its own chunks' neighbours
+        handle.cache.clear()
+        image.load_plane(z=2, size_x=16, size_y=16)  # back from 12: row -1
+        image.load_plane(z=3, size_x=16, size_y=16)  # forward: row 1
+        handle.prefetch.wait()
+        assert set(handle.cache._items) == {("0", (0, 0, 0)), ("0", (1, 0, 0))}
+
+
 # --- bad input ---------------------------------------------------------------------
 def test_bad_stores_raise_errors_naming_them(data_dir):
     with pytest.raises(FileNotFoundError, match=r"nothing\.zarr"):

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import zarr
 
 import napari_diskimage as ndi
-from napari_diskimage import _settings
+from _gui import config_dir  # noqa: F401  (autouse: no real settings)
 
 pytestmark = pytest.mark.gui
 
 napari = pytest.importorskip("napari")
 
 from napari_diskimage import _qt as w  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Never read or write the real user's settings."""
-    folder = tmp_path / "config"
-    monkeypatch.setenv(_settings.CONFIG_ENV_VAR, str(folder))
-    return folder
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import ball, disk
 
 import napari_diskimage as ndi
+from _arrays import local_cluster, smooth_volume
 from _fs import mount_tmpfs, unmount
 from _memcap import run_capped, unavailable_reason
 from _subprocess import run_python
@@ -27,17 +28,6 @@ from napari_diskimage import process
 from napari_diskimage.process import _blocks
 
 BLOCKS = (7, 6, 5)  # x, y, z: many blocks, features cross every border
-
-
-def smooth_volume(shape, dtype, seed=0):
-    """Smooth random values over the dtype's useful range."""
-    rng = np.random.default_rng(seed)
-    field = sndi.gaussian_filter(rng.random(shape), 1.5)
-    field = (field - field.min()) / (field.max() - field.min())
-    if np.dtype(dtype).kind == "f":
-        return (field * 100 - 20).astype(dtype)
-    top = 250 if np.dtype(dtype) == np.uint8 else 60000
-    return np.rint(field * top).astype(dtype)
 
 
 def pixels(image):
@@ -622,23 +612,14 @@ def test_distributed_cluster_gives_the_same_pixels_and_reads_in_the_workers(
 ):
     """A LocalCluster of 2 worker processes: workers open the input by path
     and write their blocks into the output by path."""
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     data = smooth_volume((12, 40, 44), "uint16", seed=7)
     path = data_dir / "vol.tif"
     tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZYX"})
     image = ndi.open_tiff(path)
     threaded = process.gaussian(image, 1.5, block_shape=(16, 16, 4))
     expected = pixels(threaded)
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with local_cluster() as client:
         # the workers use the same disk-image directory (a shared folder)
         client.run(ndi.set_disk_image_dir, str(disk_image_dir))
         here = process.stats()["bytes_read"]

@@ -135,20 +135,37 @@ def stuck_block(monkeypatch):
     go.set()
 
 
+def start_gaussian(viewer, disk_image_dir, blocks):
+    """A gaussian run started from the tool, as a user does, on volume()."""
+    from types import SimpleNamespace
+
+    data = volume()
+    layer = add(viewer, data)
+    widget = ProcessImage(viewer)
+    widget.block_shape = blocks
+    before = scratch_files(disk_image_dir)
+    press(widget.run_button)
+    (result,) = widget.result_layers
+    return SimpleNamespace(
+        data=data,
+        source=layer.metadata["disk_image"],
+        widget=widget,
+        before=before,
+        job=widget.job,
+        result=result,
+        output=result.metadata["disk_image"].path,
+    )
+
+
 def test_cancel_gives_the_tool_back_while_a_block_is_stuck(
     viewer, qtbot, stuck_block, disk_image_dir, messages
 ):
     entered, go = stuck_block
-    data = volume()
-    layer = add(viewer, data)
-    source = layer.metadata["disk_image"]
-    widget = ProcessImage(viewer)
-    widget.block_shape = TWO_BLOCKS
-    before = scratch_files(disk_image_dir)
-    press(widget.run_button)
-    job = widget.job
-    (result,) = widget.result_layers
-    output = result.metadata["disk_image"].path
+    started = start_gaussian(viewer, disk_image_dir, TWO_BLOCKS)
+    data, source, widget = started.data, started.source, started.widget
+    before, job, result, output = (
+        started.before, started.job, started.result, started.output,
+    )  # fmt: skip
     assert entered.wait(20)  # a block is stuck in its write
     press(widget.cancel_button)
     # what the user sees, before the stuck block has moved: told, the result
@@ -196,16 +213,11 @@ def test_cancel_does_not_wait_for_the_output_file_to_be_freed(
     viewer, qtbot, slow_writes, stuck_close, disk_image_dir, messages
 ):
     entered, go, threads = stuck_close
-    data = volume()
-    layer = add(viewer, data)
-    source = layer.metadata["disk_image"]
-    widget = ProcessImage(viewer)
-    widget.block_shape = SMALL_BLOCKS
-    before = scratch_files(disk_image_dir)
-    press(widget.run_button)
-    job = widget.job
-    (result,) = widget.result_layers
-    output = result.metadata["disk_image"].path
+    started = start_gaussian(viewer, disk_image_dir, SMALL_BLOCKS)
+    data, source, widget = started.data, started.source, started.widget
+    before, job, result, output = (
+        started.before, started.job, started.result, started.output,
+    )  # fmt: skip
     qtbot.waitUntil(lambda: job.pbar.n > 0, timeout=20000)
     press(widget.cancel_button)
     # the click has returned while the output's deletion is stuck: the user
@@ -223,6 +235,75 @@ def test_cancel_does_not_wait_for_the_output_file_to_be_freed(
     assert not output.exists()
     assert widget.status.value.startswith("cancelled")
     np.testing.assert_array_equal(np.asarray(source.array[0, 0]), data)
+
+
+def store_folders(folder, name):
+    """The store ``name`` in ``folder`` and any temporary folder of it."""
+    return sorted(p.name for p in folder.iterdir() if name in p.name)
+
+
+def test_write_to_ome_zarr_shows_the_result_while_written_then_the_store(
+    viewer, qtbot, stuck_block, data_dir, disk_image_dir
+):
+    entered, go = stuck_block
+    data = volume()
+    add(viewer, data)
+    widget = ProcessImage(viewer)
+    widget.block_shape = TWO_BLOCKS
+    assert widget.out_path.native.isHidden()
+    widget.write_to.value = "ome-zarr"
+    assert not widget.out_path.native.isHidden()
+    widget.out_path.value = data_dir / "smooth"  # typed without a suffix
+    widget.fields["sigma"].value = 1.5
+    before = scratch_files(disk_image_dir)
+    press(widget.run_button)
+    job = widget.job
+    (result,) = widget.result_layers
+    assert result in viewer.layers  # at once, from the store being written
+    assert entered.wait(20)  # the second block waits
+    qtbot.waitUntil(lambda: job.pbar.n > 0, timeout=20000)  # the first landed
+    partial = np.asarray(result.metadata["disk_image"].array[0, 0])
+    assert partial.any() and not partial.all()
+    assert store_folders(data_dir, "smooth") != ["smooth.ome.zarr"]  # temporary
+    go.set()
+    qtbot.waitUntil(lambda: job.done, timeout=60000)
+    (shown,) = widget.result_layers
+    saved = shown.metadata["disk_image"]
+    assert saved.path == data_dir / "smooth.ome.zarr" and not saved.closed
+    assert store_folders(data_dir, "smooth") == ["smooth.ome.zarr"]
+    expected = sndi.gaussian_filter(data, 1.5)
+    np.testing.assert_array_equal(np.asarray(saved.array[0, 0]), expected)
+    z = viewer.dims.current_step[0]
+    np.testing.assert_array_equal(np.asarray(shown.data[0][z]), expected[z])
+    assert shown.visible and "gaussian" in shown.name
+    assert scratch_files(disk_image_dir) == before  # no scratch file
+    assert widget.status.value.startswith("Gaussian smoothing")
+
+
+def test_cancel_of_an_ome_zarr_run_leaves_no_folder(
+    viewer, qtbot, stuck_block, data_dir, messages
+):
+    entered, go = stuck_block
+    add(viewer, volume())
+    widget = ProcessImage(viewer)
+    widget.block_shape = TWO_BLOCKS
+    widget.write_to.value = "ome-zarr"
+    widget.out_path.value = data_dir / "c.ome.zarr"
+    press(widget.run_button)
+    job = widget.job
+    (result,) = widget.result_layers
+    assert entered.wait(20)  # a block is being written
+    assert store_folders(data_dir, "c.ome.zarr")  # its temporary folder
+    press(widget.cancel_button)
+    go.set()
+    qtbot.waitUntil(lambda: job.done, timeout=20000)
+    assert job.cancelled and result not in viewer.layers
+    qtbot.waitUntil(lambda: store_folders(data_dir, "c.ome.zarr") == [], timeout=5000)
+    assert widget.status.value.startswith("cancelled")
+    # no store chosen: told before anything starts
+    widget.out_path.line_edit.value = ""  # the field cleared
+    assert widget.start() is None
+    assert any("choose the store" in m for m in messages())
 
 
 def test_failure_is_a_notification_and_leaves_nothing(

@@ -2,10 +2,12 @@
 
 Choose a layer, an operation and its parameters (prefilled: Otsu's value
 of a bounded sample for a threshold, the region in view for a crop), then
-Run.  The result is a new scratch disk image, added as a layer at once and
-filled block by block while the run goes on in a worker thread (napari's
-progress bar, Cancel here or in the activity dock).  A cancelled or failed
-run removes its layer and its file.  The result is itself a disk-image
+Run.  The result is a new scratch disk image, or with "write to: OME-Zarr
+file..." an OME-Zarr store at a chosen path (``out=``), added as a layer at
+once and filled block by block while the run goes on in a worker thread
+(napari's progress bar, Cancel here or in the activity dock).  A cancelled
+or failed run removes its layer and its file (for an OME-Zarr: its
+temporary folder; nothing is left at the path).  The result is itself a disk-image
 layer, so steps chain: the next operation takes it as input.
 """
 
@@ -18,10 +20,12 @@ from typing import Any
 
 import napari.viewer
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -43,6 +47,7 @@ from .._napari.layers import (
 )
 from .._napari.notify import error_message, notify_error
 from ..display import display_axes, sample_values
+from ..process._out import make_run_to
 from ._common import (
     NO_IMAGE_LAYER,
     LayerChoice,
@@ -67,6 +72,11 @@ PHASES = [
     ("bright phase (value >= Otsu)", "bright"),
 ]
 _MAX_INT = 2**31 - 1
+#: Where a result goes: (shown text, value).
+WRITE_TO = [
+    ("scratch disk image", "scratch"),
+    ("OME-Zarr file...", "ome-zarr"),
+]
 
 
 class ProcessImage(Container):
@@ -86,6 +96,16 @@ class ProcessImage(Container):
         elide_middle(self.operation.native)
         self.parameters: Container[Any] = Container(labels=True)
         self.run_on = RunOn()
+        self.write_to = ComboBox(label="write to", choices=WRITE_TO, value="scratch")
+        self.write_to.tooltip = (
+            "a scratch disk image (deleted when closed), or an OME-Zarr store "
+            "(multiscale, chunked) that other tools read"
+        )
+        self.out_path = FileEdit(
+            mode=FileDialogMode.OPTIONAL_FILE, label="OME-Zarr", filter="*.zarr"
+        )
+        self.out_path.tooltip = "the store to write, e.g. result.ome.zarr"
+        self.out_path.visible = False
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = status_label()
@@ -101,6 +121,9 @@ class ProcessImage(Container):
                 self.operation,
                 self.parameters,
                 self.run_on,
+                Label(value="write to"),
+                self.write_to,
+                self.out_path,
                 self.run_button,
                 self.cancel_button,
                 self.status,
@@ -119,6 +142,7 @@ class ProcessImage(Container):
         self.result_layers: list[Layer] = []
         self._last_refresh = 0.0
         self.operation.changed.connect(self._build_fields)
+        self.write_to.changed.connect(self._fit_write_to)
         self.layer.changed.connect(self._fit_layer)
         self.layer.changed.connect(self._prefill)
         self.run_button.changed.connect(self.start)
@@ -135,6 +159,24 @@ class ProcessImage(Container):
         self.hint.visible = bool(reason)
         running = self.job is not None and self.job.running
         self.run_button.enabled = not reason and not running
+
+    def _fit_write_to(self, _value: Any = None) -> None:
+        self.out_path.visible = self.write_to.value == "ome-zarr"
+
+    def out(self) -> str | None:
+        """The OME-Zarr store chosen to write the result to (None: scratch).
+
+        A name without ``.zarr`` gets ``.ome.zarr`` (what the file dialog
+        returns when the suffix was not typed)."""
+        if self.write_to.value != "ome-zarr":
+            return None
+        text = str(self.out_path.line_edit.value or "").strip()
+        if not text:
+            raise ValueError(
+                "write to OME-Zarr: choose the store to write (e.g. "
+                "result.ome.zarr) with the file button"
+            )
+        return text if text.endswith(".zarr") else text + ".ome.zarr"
 
     # --- fields ----------------------------------------------------------
     def _build_fields(self, _value: Any = None) -> None:
@@ -282,7 +324,10 @@ class ProcessImage(Container):
             params = self.parameter_values()
             if self.block_shape is not None and op.takes_block_shape:
                 params["block_shape"] = self.block_shape
-            run = op.make_run(source, **params)
+            run = make_run_to(
+                op.make_run, (source,), params, self.out(),
+                labels=op.labels_result,
+            )  # fmt: skip
             output = run.output
             if output is None:  # every operation the tool lists writes an image
                 raise TypeError(f"{key} gives no image to show")
@@ -293,6 +338,7 @@ class ProcessImage(Container):
         run.close_output_on_failure = False  # see _ended: layer first, then file
         self.run = run
         name = f"{layer.name} {key}"
+        self._in_store = self.write_to.value == "ome-zarr"
         self.result_layers = self._add_result(output, name, layer, key)
         self.cluster_report: list[str] = []
         self.job = StepsJob(
@@ -320,7 +366,7 @@ class ProcessImage(Container):
     def _add_result(
         self, image: DiskImage, name: str, source: Layer, key: str
     ) -> list[Layer]:
-        if process.OPERATIONS[key].labels_result:
+        if process.OPERATIONS[key].labels_result and not self._in_store:
             # ids, not intensities: a labels layer painting into the result's
             # file, as the Labels tool makes (paint, undo, Save labels)
             from .._napari.labels import DiskLabels
@@ -364,6 +410,11 @@ class ProcessImage(Container):
                     labels._refresh_overview()
 
     def _done(self, result: Any) -> None:
+        if isinstance(result, DiskImage) and self.result_layers:
+            shown = self.result_layers[0].metadata.get("disk_image")
+            if shown is not result:
+                # out=: the store was renamed to its name; show it from there
+                self._show_saved(result)
         for lay in self.result_layers:
             if lay in self.viewer.layers:
                 lay.visible = True
@@ -377,6 +428,25 @@ class ProcessImage(Container):
         message = f"{what} done in {seconds:.1f} s{extra}"
         self.status.value = "\n".join([message, *self.cluster_report[-1:]])
         show_info(message)
+
+    def _show_saved(self, image: DiskImage) -> None:
+        old = self.result_layers
+        names = [lay.name for lay in old]
+        for lay in old:
+            if lay in self.viewer.layers:
+                self.viewer.layers.remove(lay)
+        self.result_layers = add_disk_image(self.viewer, image, names[0])
+        shown = old[0].metadata.get("disk_image") if old else None
+        if isinstance(shown, DiskImage) and shown is not image:
+            close_in_background(shown)  # the store as it was written
+        source = self.layer.value
+        for new in self.result_layers:
+            if source is not None and new.ndim == source.ndim:
+                new.translate = source.translate
+                if disk_image_of(source) is None:
+                    new.scale = source.scale
+        if source is not None and source in self.viewer.layers:
+            self.viewer.layers.selection.active = source
 
     def cancel(self, _value: Any = None) -> None:
         if self.job is not None:

@@ -140,6 +140,10 @@ def _tc_keys(shape: tuple[int, ...]) -> list[tuple[int, int]]:
     return [(t, c) for t in range(shape[0]) for c in range(shape[1])]
 
 
+#: Smallest chunk (z, y, x) of a coarser level with ``shrink_chunks``.
+MIN_CHUNK = (8, 64, 64)
+
+
 def create_levels(
     group: Any,
     *,
@@ -154,12 +158,18 @@ def create_levels(
     version: str,
     compressor: str | None,
     image_label: dict[str, Any] | None = None,
+    shrink_chunks: bool = False,
 ) -> Pyramid:
     """Create the level arrays ``0``, ``1``, ... of one multiscale image in
     ``group`` (empty; every chunk is written, even one of zeros) and its
     ``multiscales`` metadata; return the :class:`Pyramid` that fills them.
 
     ``shape`` is (t, c, z, y, x); t and c become axes when larger than 1.
+    Every level has ``chunks``, or with ``shrink_chunks`` the finest level's
+    chunks reduced by the level's factors (down to :data:`MIN_CHUNK`):
+    then a block of whole chunks of the finest level reduces to whole
+    chunks of the coarser ones, which a processing run's blocks write
+    each without a lock (``out=``).
     """
     zarr_format = 3 if version == "0.5" else 2
     codecs = compressors(compressor, zarr_format)
@@ -173,10 +183,18 @@ def create_levels(
     axes = ngff_axes(keep_t, keep_c, unit)
     arrays, chunk_z, scales = [], [], []
     scale = list(spacing)
+    step = [1, 1, 1]
     for i, zyx in enumerate(level_shapes):
         if i:
             scale = [s * f for s, f in zip(scale, factors[i - 1], strict=True)]
-        lchunk = tuple(min(c, n) for c, n in zip(chunks, zyx, strict=True))
+            step = [s * f for s, f in zip(step, factors[i - 1], strict=True)]
+        want: tuple[int, ...] = chunks
+        if shrink_chunks:
+            want = tuple(
+                min(c, max(m, c // s))
+                for c, s, m in zip(chunks, step, MIN_CHUNK, strict=True)
+            )
+        lchunk = tuple(min(c, n) for c, n in zip(want, zyx, strict=True))
         kwargs: dict[str, Any] = {
             "name": str(i),
             "shape": (*prefix, *zyx),

@@ -15,12 +15,20 @@ __all__ = ["Cancelled", "count", "stats"]
 
 # Per-process counters, read by tests and benchmarks (also in cluster
 # workers, through ``client.run(stats)``).
-_STATS = {"bytes_read": 0, "bytes_written": 0, "blocks_written": 0}
+_STATS = {
+    "bytes_read": 0,
+    "bytes_written": 0,
+    "blocks_written": 0,
+    # blocks written into part of a Zarr chunk (under a lock): a run's blocks
+    # were not aligned with the chunks of its out= store
+    "partial_chunk_writes": 0,
+}
 _STATS_LOCK = threading.Lock()
 
 
 def stats() -> dict[str, int]:
-    """This process's engine counters: bytes read and written, blocks."""
+    """This process's engine counters: bytes read and written, blocks,
+    blocks that covered part of a Zarr chunk."""
     with _STATS_LOCK:
         return dict(_STATS)
 

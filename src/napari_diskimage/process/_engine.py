@@ -141,6 +141,33 @@ class Run:
     def __iter__(self) -> Steps:
         return self.steps()
 
+    def then(
+        self,
+        finish: Callable[[Run], Steps],
+        extra_bytes: int = 0,
+        *,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        """Follow the run's work with ``finish(run)``'s steps (what it
+        returns becomes the run's result), ``extra_bytes`` more of
+        progress; ``on_failure()`` when the work or ``finish`` fails or is
+        cancelled.  (``out=`` finishes a run with the OME-Zarr's levels.)"""
+        inner = self._plan
+        self.total += int(extra_bytes)
+
+        def plan(run: Run) -> Steps:
+            ok = False
+            try:
+                yield from inner(run)
+                result = yield from finish(run)
+                ok = True
+                return result
+            finally:
+                if not ok and on_failure is not None:
+                    on_failure()
+
+        self._plan = plan
+
     def steps(self) -> Steps:
         ok = False
         _RUNS[self.token] = self

@@ -6,7 +6,9 @@ made, the store waiting for its result is *pending*
 result) is created there instead of as a scratch file, and the engine's
 blocks are rounded up to whole chunks of it (:func:`align`), so each block
 (each cluster worker) writes its own chunks.  The run's plan is then
-followed by the coarser levels and the rename (:func:`to_zarr`); it
+followed by the rename (:func:`to_zarr`): each block wrote its reduction
+into the coarser levels as it landed, so the finest level is not read
+again (see :meth:`~..io.zarr_output.ChunkWriter.write`); it
 returns the disk image opened on the saved store.  A cancel or a failure
 removes the temporary store.
 """
@@ -65,6 +67,9 @@ def output_image(geometry: Geometry, like: Any) -> DiskImage | None:
     # blocks write its chunks by path; a pass that reads them back (label,
     # distance) must never see a chunk decoded before it was written
     image.storage.uncached()  # type: ignore[attr-defined]
+    # shown in a viewer while written: a chunk no block wrote yet is zeros
+    # (the finished store is reopened, missing chunks are damage there)
+    image.storage.handle.every_chunk = False  # type: ignore[attr-defined]
     target.image = image
     return image
 
@@ -122,26 +127,25 @@ def make_run_to(
 
 
 def to_zarr(run: Run, target: ZarrOutput) -> Run:
-    """Follow ``run``'s plan with the coarser levels and the rename."""
-    inner = run._plan
-    before = run.total
+    """Follow ``run`` with the coarser levels its blocks left and the
+    rename (:meth:`ZarrOutput.finish`).  Progress counts an eighth of the
+    result for them: nothing to build when the blocks were aligned with the
+    chunks, the finest level read once when they were not."""
     assert target.image is not None
-    run.total += target.image.nbytes  # the finest level read back once
+    extra = target.image.nbytes // 8
 
-    def plan(run: Run) -> Steps:
-        ok = False
-        try:
-            yield from inner(run)
-            saved = yield from target.finish(before, run.total)
-            image = _open_saved(saved)
-            run.output = image
-            ok = True
-            return image
-        finally:
-            if not ok:
-                target.discard()
+    def finish(run: Run) -> Steps:
+        saved = yield from target.finish(
+            run.total - extra,
+            run.total,
+            # a viewer showing the result closes it after showing the store
+            close_image=run.close_output_on_failure,
+        )
+        image = _open_saved(saved)
+        run.output = image
+        return image
 
-    run._plan = plan
+    run.then(finish, extra, on_failure=target.discard)
     return run
 
 

@@ -30,10 +30,6 @@ from ._checks import name_of, shape_of
 from ._engine import check_cancel, count, report
 from ._out import output_image
 
-#: Blocks written into part of a Zarr chunk (under a lock) in this process:
-#: read by tests to see that a run's blocks were aligned with the chunks.
-partial_chunk_writes = [0]
-
 __all__ = [
     "BlockWriter",
     "BoxReader",
@@ -170,7 +166,7 @@ class BlockWriter:
         count("bytes_written", nbytes)
         count("blocks_written", 1)
         if not whole_chunks:
-            partial_chunk_writes[0] += 1
+            count("partial_chunk_writes", 1)
         report(self.token, nbytes)
         return nbytes
 

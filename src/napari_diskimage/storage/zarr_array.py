@@ -33,6 +33,8 @@ import numpy as np
 from .._cache import LRUCache
 from .._errors import CorruptFileError, closed_error
 from ._base import PlaneView, Storage
+from ._prefetch import RowPrefetch, prefetch_next_row
+from ._zarr_pixels import block_value, in_array_order
 
 __all__ = [
     "CACHE_BYTES",
@@ -111,6 +113,7 @@ class ZarrHandle:
         #: The store says every chunk was written (ours: :data:`EVERY_CHUNK`),
         #: so a missing chunk file is damage, not the fill value.
         self.every_chunk = False
+        self.prefetch = RowPrefetch()  # the next chunk row along z, for browsing
 
     def array(self, name: str) -> Any:
         """The zarr array at ``name`` ("" for a store that is one array)."""
@@ -135,6 +138,7 @@ class ZarrHandle:
 
     def close(self) -> None:
         self.closed = True
+        self.prefetch.close()
         self._arrays.clear()
         self.cache.clear()
 
@@ -257,6 +261,11 @@ class ZarrStorage(Storage):
         handle.every_chunk = bool(rest[1]) if len(rest) > 1 else False
         return cls(handle, name, axes, tuple(shape), np.dtype(dtype), level=level)
 
+    def moved(self, path: Path) -> None:
+        """The store was renamed to ``path`` (by this process): read there."""
+        self.handle.path = self.path = Path(path)
+        self.handle._arrays.clear()
+
     def uncached(self) -> None:
         """Decode every read afresh, here and where this storage is
         unpickled: for a store that other threads or processes write while
@@ -348,12 +357,13 @@ class ZarrStorage(Storage):
                     )
                 )
             per_axis.append(parts)
-        view = _in_array_order(out, self.axes)
+        view = in_array_order(out, self.axes)
         combos = list(itertools.product(*per_axis))
+        keys = [tuple(k for k, _, _ in combo) for combo in combos]
+        self.handle.prefetch.wait_for((self.name, k) for k in keys)
         if len(combos) > 1:
-            self._decode_missing([tuple(k for k, _, _ in combo) for combo in combos])
-        for combo in combos:
-            key = tuple(k for k, _, _ in combo)
+            self._decode_missing(keys)
+        for key, combo in zip(keys, combos, strict=True):
             chunk = self._chunk(key)
             view[tuple(o for _, o, _ in combo)] = chunk[tuple(i for _, _, i in combo)]
         return out
@@ -406,7 +416,9 @@ class ZarrStorage(Storage):
             "y": range(y0, y0 + (ny - 1) * sy + 1, sy),
             "x": range(x0, x0 + (nx - 1) * sx + 1, sx),
         }
-        return self._read(ranges)[0, 0, 0]
+        plane = self._read(ranges)[0, 0, 0]
+        prefetch_next_row(self, ranges)
+        return plane
 
     def read_box(self, ranges: Sequence[range]) -> np.ndarray:
         """Pixels of 5 ranges (t, c, z, y, x), positive steps.
@@ -426,7 +438,7 @@ class ZarrStorage(Storage):
         )
         data = self._decode(arr, box)
         out = np.empty([len(r) for r in ranges], dtype=self.dtype)
-        _in_array_order(out, self.axes)[...] = data
+        in_array_order(out, self.axes)[...] = data
         return out
 
     def read_cost(self, ny: int, sy: int, nx: int, sx: int) -> int:
@@ -467,17 +479,12 @@ class ZarrStorage(Storage):
                 cindex = tuple(
                     i // f for i, f in zip(finer_index, factors, strict=True)
                 )
-                block = np.asarray(
-                    finer[
-                        tuple(
-                            slice(i * f, min((i + 1) * f, n))
-                            for i, f, n in zip(
-                                cindex, factors, finer.shape, strict=True
-                            )
-                        )
-                    ]
+                box = tuple(
+                    slice(i * f, min((i + 1) * f, n))
+                    for i, f, n in zip(cindex, factors, finer.shape, strict=True)
                 )
-                coarse[cindex] = _block_value(block, self.method)
+                block = np.asarray(finer[box])
+                coarse[cindex] = block_value(block, self.method)
                 self._forget(name, cindex, coarse.chunks)
                 finer, finer_index = coarse, cindex
 
@@ -489,31 +496,6 @@ class ZarrStorage(Storage):
 
     def flush(self) -> None:
         """Chunks are written when :meth:`write` returns: nothing to do."""
-
-
-def _in_array_order(out: np.ndarray, axes: str) -> np.ndarray:
-    """A view of ``out`` (t, c, z, y, x) with the axes of an array whose
-    axes are ``axes`` (the others, of size 1, dropped)."""
-    rest = [a for a in _AXES if a not in axes]
-    view = out.transpose([_AXES.index(a) for a in (*axes, *rest)])
-    return view[(Ellipsis,) + (0,) * len(rest)]
-
-
-def _block_value(block: np.ndarray, method: str) -> Any:
-    """One coarser pixel from the ``block`` of finer pixels it covers."""
-    flat = block.reshape(-1)
-    if method == "nearest":
-        return flat[0]
-    if method == "mode":
-        values, counts = np.unique(flat, return_counts=True)
-        return values[np.argmax(counts)]
-    if block.dtype.kind == "f":
-        return flat.mean(dtype=np.float64).astype(block.dtype)
-    total = (
-        int(flat.astype(np.int64).sum()) if flat.dtype.kind != "b" else int(flat.sum())
-    )
-    n = flat.size
-    return block.dtype.type((2 * total + n) // (2 * n))
 
 
 # --- opening ----------------------------------------------------------------
