@@ -3,11 +3,8 @@ cache, the offer's button and Image info build it, the layers switch."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import tifffile
 
 import napari_diskimage as ndi
 from napari_diskimage import _settings
@@ -17,23 +14,7 @@ from napari_diskimage.display import levels as display_levels_module
 from napari_diskimage.display.cached_views import valid_view_cache
 
 PLUGIN = "napari-diskimage"
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _clear(disk_image_dir: Path):
-    yield
-    if disk_image_dir.is_dir():
-        ndi.clear_view_caches()
-
-
-@pytest.fixture
-def volume(data_dir: Path) -> tuple[Path, np.ndarray]:
-    rng = np.random.default_rng(24)
-    data = rng.integers(0, 60000, (96, 600, 700), dtype=np.uint16)
-    path = data_dir / "scan.tif"
-    tifffile.imwrite(path, data)
-    return path, data
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("view_caches_cleared")]
 
 
 @pytest.fixture
@@ -74,8 +55,8 @@ def _block_means(data: np.ndarray, fz: int, f: int) -> np.ndarray:
     return whole.reshape(z, fz, y, f, x, f).mean(axis=(1, 3, 5))
 
 
-def test_rolled_dims_show_the_cache_then_the_file_after_a_write(viewer, volume):
-    path, data = volume
+def test_rolled_dims_show_the_cache_then_the_file_after_a_write(viewer, scan_tiff):
+    path, data = scan_tiff
     image = ndi.open_tiff(path, mode="r+")
     ndi.view_cache(image).close()
     [(levels, kwargs, _)] = disk_image_layers(image)
@@ -112,11 +93,11 @@ def test_rolled_dims_show_the_cache_then_the_file_after_a_write(viewer, volume):
 
 
 def test_the_offer_builds_the_cache_and_the_layer_switches(
-    viewer, qtbot, volume, small_overview
+    viewer, qtbot, scan_tiff, small_overview
 ):
     from napari.utils.notifications import notification_manager
 
-    path, data = volume
+    path, data = scan_tiff
     _settings.save_setting("view_cache_offer_bytes", 1 << 20, quiet=True)
     start = len(notification_manager.records)
     [layer] = viewer.open(path, plugin=PLUGIN)
@@ -157,10 +138,10 @@ def test_the_offer_builds_the_cache_and_the_layer_switches(
     assert [n for n in notification_manager.records[start:] if n.actions] == offers
 
 
-def test_rolling_the_dims_offers_a_cache(viewer, volume):
+def test_rolling_the_dims_offers_a_cache(viewer, scan_tiff):
     from napari.utils.notifications import notification_manager
 
-    path, _ = volume
+    path, _ = scan_tiff
     _settings.save_setting("view_cache_offer_bytes", 1 << 40, quiet=True)
     start = len(notification_manager.records)
     viewer.open(path, plugin=PLUGIN)
@@ -171,10 +152,10 @@ def test_rolling_the_dims_offers_a_cache(viewer, volume):
     assert "YZ / XZ" in offer.message
 
 
-def test_image_info_builds_and_clears_view_caches(viewer, qtbot, volume):
+def test_image_info_builds_and_clears_view_caches(viewer, qtbot, scan_tiff):
     from napari_diskimage._qt.image_info import ImageInfo
 
-    path, data = volume
+    path, data = scan_tiff
     [layer] = viewer.open(path, plugin=PLUGIN)
     image = layer.metadata["disk_image"]
     info = ImageInfo(viewer)
@@ -208,13 +189,13 @@ def test_image_info_builds_and_clears_view_caches(viewer, qtbot, volume):
     assert image.bytes_read > before  # the file again
 
 
-def test_image_info_refuses_a_build_without_space(viewer, volume, monkeypatch):
+def test_image_info_refuses_a_build_without_space(viewer, scan_tiff, monkeypatch):
     from napari.utils.notifications import notification_manager
 
     from napari_diskimage._qt import view_cache as qt_view_cache
     from napari_diskimage._qt.image_info import ImageInfo
 
-    path, _ = volume
+    path, _ = scan_tiff
     [layer] = viewer.open(path, plugin=PLUGIN)
     info = ImageInfo(viewer)
     viewer.layers.selection.active = layer
