@@ -30,6 +30,7 @@ cache; docs/benchmarks.md).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import weakref
@@ -48,6 +49,7 @@ __all__ = [
     "cache_levels",
     "cache_overview",
     "on_uncached_yz_read",
+    "prefetch_xz",
     "read_cached",
     "uncached_yz_read",
     "valid_view_cache",
@@ -234,3 +236,24 @@ def read_cached(
     for k, c in enumerate(channels):
         out[..., k] = source.storage.read_box([ts, range(c, c + 1), *zyx])[:, 0]
     return out
+
+
+def prefetch_xz(
+    image: DiskImage, ts: Any, channels: list[int], zs: Any, y: int, cols: range
+) -> None:
+    """Announce the row ``y`` of every plane ``zs`` of an XZ view at once.
+
+    An XZ plane is one row of each z plane; read one by one from a cold
+    page cache it waits for the disk once per plane (2 GiB, 202 planes,
+    page cache dropped before each step: p95 0.17-0.23 s a step).
+    Announced together (``POSIX_FADV_WILLNEED``) the disk fetches them in
+    parallel (docs/benchmarks.md, issue 24).
+    Only for a storage that can (a mapped file: uncompressed TIFF, RAW):
+    other kinds read their own way.
+    """
+    announce = getattr(image.storage, "prefetch_planes_row", None)
+    if announce is None or len(cols) == 0:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        for t, c in itertools.product(ts, channels):
+            announce(t, c, zs, y, cols.start, cols[-1] + 1)

@@ -45,7 +45,7 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._index import as_slice, normalize_key
 from .cache import CACHE_PLANE_BYTES, plane_cache, token_of, version_of
-from .cached_views import cache_overview, read_cached, uncached_yz_read
+from .cached_views import cache_overview, prefetch_xz, read_cached, uncached_yz_read
 
 __all__ = [
     "COARSEST_SIZE",
@@ -271,6 +271,11 @@ class DisplayLevel:
             elif len(cols) == 1:  # a YZ plane, from the file
                 uncached_yz_read(self._image)
         if out.size and cached is None:
+            if len(rows) == 1 and len(zs) > 1:
+                prefetch_xz(
+                    self._image, ts, [self._channels[s] for s in ss], zs,
+                    rows.start, cols,
+                )  # fmt: skip
             for k, s in enumerate(ss):
                 read_plane = self._plane_reader(self._channels[s], rows, cols)
                 for (i, t), (j, z) in itertools.product(enumerate(ts), enumerate(zs)):
