@@ -77,6 +77,29 @@ def test_3d_overview_is_block_means_with_a_cache(scan_tiff):
         assert np.abs(sample[:, :, : means.shape[2]] - means).max() > 1000
 
 
+def test_zoomed_out_xy_planes_are_block_means_with_a_cache(scan_tiff):
+    path, data = scan_tiff
+    with ndi.open_tiff(path) as image:
+        coarse = _levels(image)[1]
+        assert (coarse.factor, coarse.zfactor) == (2, 1)
+        # no cache: every other pixel of the plane
+        np.testing.assert_array_equal(np.asarray(coarse[37]), data[37, ::2, ::2])
+        ndi.view_cache(image).close()
+        coarse = _levels(image)[1]
+        shown = np.asarray(coarse[37])
+        assert shown.shape == (300, 350)
+        # the mean of 2 x 2 pixels of the 2 planes (36, 37) of its block
+        means = _block_means(data[36:38], 2, 2)[0]
+        assert np.abs(shown - means).max() <= 0.5
+        assert np.abs(data[37, ::2, ::2] - means).max() > 1000  # not a sample
+        shown = np.asarray(coarse[38, 10:90, 21:41])  # a region of the level
+        np.testing.assert_allclose(
+            shown, _block_means(data[38:40], 2, 2)[0, 10:90, 21:41], atol=0.5
+        )
+        # full resolution stays the exact planes of the file
+        np.testing.assert_array_equal(np.asarray(_levels(image)[0][37]), data[37])
+
+
 def test_our_write_falls_back_to_the_file(scan_tiff):
     path, data = scan_tiff
     with ndi.open_tiff(path, mode="r+") as image:

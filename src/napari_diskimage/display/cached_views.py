@@ -213,6 +213,7 @@ def read_cached(
     channels: tuple[int, ...],
     factor: int,
     zfactor: int,
+    coarse_xy: bool = False,
 ) -> np.ndarray | None:
     """The pixels of a display level's view (full-resolution ascending
     indices of ``image``) from its valid view cache, shaped
@@ -220,7 +221,12 @@ def read_cached(
 
     The cache level on the level's grid (``zfactor``, ``factor``) gives
     block means; without one, the full-resolution level gives the exact
-    strided values.
+    strided values.  ``coarse_xy``: an XY plane of a 2D level strided by
+    ``factor`` (zoomed out) is read from the finest cache level averaged
+    ``factor`` times in y and x: each pixel is the mean of a block of
+    ``factor`` x ``factor`` pixels **and of the level's z factor of planes**
+    (2^k planes, the cache's levels being 3D means), the block holding the
+    plane shown.  None without such a level (the file's strided pixels).
     """
     levels = cache_levels(image)
     if not levels:
@@ -229,6 +235,11 @@ def read_cached(
     for level, factors in levels[1:]:
         if factors == (zfactor, factor, factor):
             source, f = level, factors
+    if coarse_xy:
+        matches = [(lv, fs) for lv, fs in levels[1:] if fs[1:] == (factor, factor)]
+        if not matches:
+            return None
+        source, f = matches[0]
     zyx = (_on_level(zs, f[0]), _on_level(rows, f[1]), _on_level(cols, f[2]))
     out = np.empty(
         (len(ts), len(zs), len(rows), len(cols), len(channels)), source.dtype

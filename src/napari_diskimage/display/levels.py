@@ -259,12 +259,15 @@ class DisplayLevel:
         cols, flip_x = _ascending(x_idx)
         out = np.empty((len(ts), len(zs), len(rows), len(cols), len(ss)), self.dtype)
         cached = None
-        if out.size and self._view_cache and _wants_cache(self._index):
+        # a zoomed-out XY plane: block means of the cache (see read_cached)
+        coarse_xy = self._factor > 1 and len(zs) == 1 < min(len(rows), len(cols))
+        if out.size and self._view_cache and (_wants_cache(self._index) or coarse_xy):
             # YZ planes (rolled dims) and 3D: from the view cache if valid
             (tr, flip_t), (zr, flip_z) = _ascending(t_idx), _ascending(z_idx)
             cached = read_cached(
                 self._image, tr, zr, rows, cols,
                 tuple(self._channels[s] for s in ss), self._factor, self._zfactor,
+                coarse_xy,
             )  # fmt: skip
             if cached is not None:
                 out = cached[:: -1 if flip_t else 1, :: -1 if flip_z else 1]
