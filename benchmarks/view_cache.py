@@ -131,6 +131,33 @@ seconds = first
 """
 
 
+# Zoomed-out XY planes (2D levels 1 and 2) z-step by z-step, from the file
+# (strided samples) and, once the cache exists, from its mean levels.
+XY_LEVELS = """
+import os
+import numpy as np
+import napari_diskimage as ndi
+from napari_diskimage.display import display_levels
+image = ndi.open_tiff(src)
+nz = image.shape[2]
+def run_steps(levels, k, n=16):
+    out = []
+    for i in range(n):
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3")
+        t = time.perf_counter()
+        np.asarray(levels[k][nz // 3 + i])
+        out.append(time.perf_counter() - t)
+    return out
+steps = run_steps(display_levels(image), level)
+if use_cache:
+    ndi.view_cache(image).close()
+    steps = run_steps(display_levels(image), level)
+seconds = sum(steps)
+"""
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -204,6 +231,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="no YZ steps from the file in napari (minutes a step at 16 GiB)",
     )
+    parser.add_argument(
+        "--xy",
+        action="store_true",
+        help="only zoomed-out XY z-steps (levels 1, 2), file against cache; print",
+    )
     args = parser.parse_args(argv)
     if not memcap.available():
         raise SystemExit("needs root and a memory cgroup (benchmarks/memcap.py)")
@@ -216,6 +248,14 @@ def main(argv: list[str] | None = None) -> None:
         src = work / "porous.tif"
         rows["geometry"] = make_tiff(src, args.size)
         rows["input_mib"] = round(src.stat().st_size / MiB)
+        if args.xy:
+            for level in (1, 2):
+                for use_cache in (False, True):
+                    env = {"src": str(src), "level": level, "use_cache": use_cache}
+                    key = f"xy-{level}-{'cache' if use_cache else 'file'}"
+                    rows[key] = run(XY_LEVELS, env, 6 * GiB)
+            print(json.dumps(rows, indent=1))
+            return
         drop_caches()
         rows["build"] = run(BUILD, {"src": str(src)}, 512 * MiB)
         store = next(caches.glob("ndi-view-*.ome.zarr"))
