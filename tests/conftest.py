@@ -63,6 +63,31 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+# --- view cache ------------------------------------------------------------------
+@pytest.fixture
+def view_caches_cleared(disk_image_dir: Path):
+    """Remove the view caches the test built (they are not scratch files)."""
+    yield
+    if disk_image_dir.is_dir():
+        import napari_diskimage as ndi
+
+        ndi.clear_view_caches()
+
+
+@pytest.fixture
+def scan_tiff(data_dir: Path):
+    """``(path, pixels)``: a noisy uint16 scan (96 x 600 x 700, 80 MiB)
+    saved as TIFF, which a view cache must reproduce exactly."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(24)
+    data = rng.integers(0, 60000, (96, 600, 700), dtype=np.uint16)
+    path = data_dir / "scan.tif"
+    tifffile.imwrite(path, data)
+    return path, data
+
+
 # --- GUI tests -------------------------------------------------------------------
 @pytest.fixture
 def messages():

@@ -4,8 +4,6 @@ boxes; XY planes and stale caches go to the file."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
@@ -15,21 +13,7 @@ from napari_diskimage.display import display_levels
 from napari_diskimage.display.box import Box, read_box
 from napari_diskimage.display.cached_views import valid_view_cache
 
-
-@pytest.fixture(autouse=True)
-def _clear(disk_image_dir: Path):
-    yield
-    if disk_image_dir.is_dir():
-        ndi.clear_view_caches()
-
-
-@pytest.fixture
-def volume(data_dir: Path) -> tuple[Path, np.ndarray]:
-    rng = np.random.default_rng(24)
-    data = rng.integers(0, 60000, (96, 600, 700), dtype=np.uint16)
-    path = data_dir / "scan.tif"
-    tifffile.imwrite(path, data)
-    return path, data
+pytestmark = pytest.mark.usefixtures("view_caches_cleared")
 
 
 def _levels(image):
@@ -43,8 +27,8 @@ def _block_means(data: np.ndarray, fz: int, f: int) -> np.ndarray:
     return whole.reshape(z, fz, y, f, x, f).mean(axis=(1, 3, 5))
 
 
-def test_yz_planes_read_cache_chunks_not_the_file(volume):
-    path, data = volume
+def test_yz_planes_read_cache_chunks_not_the_file(scan_tiff):
+    path, data = scan_tiff
     with ndi.open_tiff(path) as image:
         ndi.view_cache(image).close()
         levels = _levels(image)
@@ -72,8 +56,8 @@ def test_yz_planes_read_cache_chunks_not_the_file(volume):
         assert cache.bytes_read == cached_before
 
 
-def test_3d_overview_is_block_means_with_a_cache(volume):
-    path, data = volume
+def test_3d_overview_is_block_means_with_a_cache(scan_tiff):
+    path, data = scan_tiff
     with ndi.open_tiff(path) as image:
         strided = _levels(image)[-1]
         shown = np.asarray(strided)  # no cache: strided samples of the file
@@ -88,13 +72,36 @@ def test_3d_overview_is_block_means_with_a_cache(volume):
         part = shown[: means.shape[0], : means.shape[1], : means.shape[2]]
         # two levels of means, each rounded to the nearest grey level
         assert np.abs(part - means).max() <= 1.0
-        # a strided sample is far from the means on a noisy volume
+        # a strided sample is far from the means on a noisy scan_tiff
         sample = data[::fz, ::f, ::f][: means.shape[0], : means.shape[1]]
         assert np.abs(sample[:, :, : means.shape[2]] - means).max() > 1000
 
 
-def test_our_write_falls_back_to_the_file(volume):
-    path, data = volume
+def test_zoomed_out_xy_planes_are_block_means_with_a_cache(scan_tiff):
+    path, data = scan_tiff
+    with ndi.open_tiff(path) as image:
+        coarse = _levels(image)[1]
+        assert (coarse.factor, coarse.zfactor) == (2, 1)
+        # no cache: every other pixel of the plane
+        np.testing.assert_array_equal(np.asarray(coarse[37]), data[37, ::2, ::2])
+        ndi.view_cache(image).close()
+        coarse = _levels(image)[1]
+        shown = np.asarray(coarse[37])
+        assert shown.shape == (300, 350)
+        # the mean of 2 x 2 pixels of the 2 planes (36, 37) of its block
+        means = _block_means(data[36:38], 2, 2)[0]
+        assert np.abs(shown - means).max() <= 0.5
+        assert np.abs(data[37, ::2, ::2] - means).max() > 1000  # not a sample
+        shown = np.asarray(coarse[38, 10:90, 21:41])  # a region of the level
+        np.testing.assert_allclose(
+            shown, _block_means(data[38:40], 2, 2)[0, 10:90, 21:41], atol=0.5
+        )
+        # full resolution stays the exact planes of the file
+        np.testing.assert_array_equal(np.asarray(_levels(image)[0][37]), data[37])
+
+
+def test_our_write_falls_back_to_the_file(scan_tiff):
+    path, data = scan_tiff
     with ndi.open_tiff(path, mode="r+") as image:
         ndi.view_cache(image).close()
         levels = _levels(image)
@@ -111,8 +118,8 @@ def test_our_write_falls_back_to_the_file(volume):
         assert valid_view_cache(image) is None
 
 
-def test_a_changed_file_is_never_read_from_its_cache(volume):
-    path, data = volume
+def test_a_changed_file_is_never_read_from_its_cache(scan_tiff):
+    path, data = scan_tiff
     image = ndi.open_tiff(path)
     ndi.view_cache(image).close()
     levels = _levels(image)
@@ -129,8 +136,8 @@ def test_a_changed_file_is_never_read_from_its_cache(volume):
         assert valid_view_cache(image) is None
 
 
-def test_3d_box_reads_the_cache_when_valid(volume):
-    path, data = volume
+def test_3d_box_reads_the_cache_when_valid(scan_tiff):
+    path, data = scan_tiff
     box = Box(t=0, c=0, z=(30, 90), y=(100, 260), x=(50, 400))
     with ndi.open_tiff(path) as image:
         before = image.bytes_read
@@ -146,10 +153,10 @@ def test_3d_box_reads_the_cache_when_valid(volume):
         assert cache.bytes_read > cached_before
 
 
-def test_labels_levels_never_read_the_cache(volume):
+def test_labels_levels_never_read_the_cache(scan_tiff):
     """Labels layers ask for levels without the view cache: a mean of labels
     is no label."""
-    path, data = volume
+    path, data = scan_tiff
     with ndi.open_tiff(path) as image:
         ndi.view_cache(image).close()
         assert valid_view_cache(image) is not None

@@ -4,34 +4,15 @@ reads the view cache, not the file."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import tifffile
 from napari_orthogonal_views import ortho_view_manager as ortho
 
 import napari_diskimage as ndi
 from napari_diskimage.display.cached_views import valid_view_cache
 
 PLUGIN = "napari-diskimage"
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _clear(disk_image_dir: Path):
-    yield
-    if disk_image_dir.is_dir():
-        ndi.clear_view_caches()
-
-
-@pytest.fixture
-def volume(data_dir: Path) -> tuple[Path, np.ndarray]:
-    rng = np.random.default_rng(24)
-    data = rng.integers(0, 60000, (96, 600, 700), dtype=np.uint16)
-    path = data_dir / "scan.tif"
-    tifffile.imwrite(path, data)
-    return path, data
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("view_caches_cleared")]
 
 
 @pytest.fixture
@@ -70,9 +51,9 @@ def _xz(side, data: np.ndarray, y: int) -> tuple[np.ndarray, np.ndarray]:
     return layer._slice.image.raw, data[z0 : z1 + 1, y, x0 : x1 + 1]
 
 
-def test_side_views_show_the_file_and_yz_reads_the_view_cache(window, qtbot, volume):
+def test_side_views_show_the_file_and_yz_reads_the_view_cache(window, qtbot, scan_tiff):
     viewer = window
-    path, data = volume
+    path, data = scan_tiff
     with ndi.open_tiff(path) as built:
         ndi.view_cache(built).close()  # built once, kept for later sessions
     [layer] = viewer.open(path, plugin=PLUGIN)
@@ -105,11 +86,11 @@ def test_side_views_show_the_file_and_yz_reads_the_view_cache(window, qtbot, vol
     np.testing.assert_array_equal(layer._slice.image.raw, data[47])  # XY: z 47
 
 
-def test_painting_labels_shows_in_the_side_views(window, qtbot, volume):
+def test_painting_labels_shows_in_the_side_views(window, qtbot, scan_tiff):
     from napari_diskimage._napari.labels import DiskLabels
 
     viewer = window
-    path, _ = volume
+    path, _ = scan_tiff
     [layer] = viewer.open(path, plugin=PLUGIN)
     image = layer.metadata["disk_image"]
     labels = ndi.new_labels(image, "uint8")
@@ -132,13 +113,13 @@ def test_painting_labels_shows_in_the_side_views(window, qtbot, volume):
     labels.close()
 
 
-def test_showing_the_side_views_offers_a_view_cache(window, qtbot, volume):
+def test_showing_the_side_views_offers_a_view_cache(window, qtbot, scan_tiff):
     from napari.utils.notifications import notification_manager
 
     from napari_diskimage import _settings
 
     viewer = window
-    path, _ = volume
+    path, _ = scan_tiff
     _settings.save_setting("view_cache_offer_bytes", 1 << 40, quiet=True)
     start = len(notification_manager.records)
     viewer.open(path, plugin=PLUGIN)  # small: no offer on opening

@@ -19,6 +19,8 @@ import tifffile
 import napari_diskimage as ndi
 from napari_diskimage.display import view_cache as vc
 
+pytestmark = pytest.mark.usefixtures("view_caches_cleared")
+
 
 @pytest.fixture
 def volume(data_dir: Path) -> tuple[Path, np.ndarray]:
@@ -27,13 +29,6 @@ def volume(data_dir: Path) -> tuple[Path, np.ndarray]:
     path = data_dir / "scan.tif"
     tifffile.imwrite(path, data)
     return path, data
-
-
-@pytest.fixture(autouse=True)
-def _clear(disk_image_dir: Path):
-    yield
-    if disk_image_dir.is_dir():
-        ndi.clear_view_caches()
 
 
 def _stores(folder: Path) -> list[str]:

@@ -3,11 +3,8 @@ cache, the offer's button and Image info build it, the layers switch."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import tifffile
 
 import napari_diskimage as ndi
 from napari_diskimage import _settings
@@ -17,23 +14,7 @@ from napari_diskimage.display import levels as display_levels_module
 from napari_diskimage.display.cached_views import valid_view_cache
 
 PLUGIN = "napari-diskimage"
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _clear(disk_image_dir: Path):
-    yield
-    if disk_image_dir.is_dir():
-        ndi.clear_view_caches()
-
-
-@pytest.fixture
-def volume(data_dir: Path) -> tuple[Path, np.ndarray]:
-    rng = np.random.default_rng(24)
-    data = rng.integers(0, 60000, (96, 600, 700), dtype=np.uint16)
-    path = data_dir / "scan.tif"
-    tifffile.imwrite(path, data)
-    return path, data
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("view_caches_cleared")]
 
 
 @pytest.fixture
@@ -74,8 +55,8 @@ def _block_means(data: np.ndarray, fz: int, f: int) -> np.ndarray:
     return whole.reshape(z, fz, y, f, x, f).mean(axis=(1, 3, 5))
 
 
-def test_rolled_dims_show_the_cache_then_the_file_after_a_write(viewer, volume):
-    path, data = volume
+def test_rolled_dims_show_the_cache_then_the_file_after_a_write(viewer, scan_tiff):
+    path, data = scan_tiff
     image = ndi.open_tiff(path, mode="r+")
     ndi.view_cache(image).close()
     [(levels, kwargs, _)] = disk_image_layers(image)
@@ -112,11 +93,11 @@ def test_rolled_dims_show_the_cache_then_the_file_after_a_write(viewer, volume):
 
 
 def test_the_offer_builds_the_cache_and_the_layer_switches(
-    viewer, qtbot, volume, small_overview
+    viewer, qtbot, scan_tiff, small_overview
 ):
     from napari.utils.notifications import notification_manager
 
-    path, data = volume
+    path, data = scan_tiff
     _settings.save_setting("view_cache_offer_bytes", 1 << 20, quiet=True)
     start = len(notification_manager.records)
     [layer] = viewer.open(path, plugin=PLUGIN)
@@ -157,10 +138,10 @@ def test_the_offer_builds_the_cache_and_the_layer_switches(
     assert [n for n in notification_manager.records[start:] if n.actions] == offers
 
 
-def test_rolling_the_dims_offers_a_cache(viewer, volume):
+def test_rolling_the_dims_offers_a_cache(viewer, scan_tiff):
     from napari.utils.notifications import notification_manager
 
-    path, _ = volume
+    path, _ = scan_tiff
     _settings.save_setting("view_cache_offer_bytes", 1 << 40, quiet=True)
     start = len(notification_manager.records)
     viewer.open(path, plugin=PLUGIN)
@@ -171,10 +152,10 @@ def test_rolling_the_dims_offers_a_cache(viewer, volume):
     assert "YZ / XZ" in offer.message
 
 
-def test_image_info_builds_and_clears_view_caches(viewer, qtbot, volume):
+def test_image_info_builds_and_clears_view_caches(viewer, qtbot, scan_tiff):
     from napari_diskimage._qt.image_info import ImageInfo
 
-    path, data = volume
+    path, data = scan_tiff
     [layer] = viewer.open(path, plugin=PLUGIN)
     image = layer.metadata["disk_image"]
     info = ImageInfo(viewer)
@@ -208,13 +189,13 @@ def test_image_info_builds_and_clears_view_caches(viewer, qtbot, volume):
     assert image.bytes_read > before  # the file again
 
 
-def test_image_info_refuses_a_build_without_space(viewer, volume, monkeypatch):
+def test_image_info_refuses_a_build_without_space(viewer, scan_tiff, monkeypatch):
     from napari.utils.notifications import notification_manager
 
     from napari_diskimage._qt import view_cache as qt_view_cache
     from napari_diskimage._qt.image_info import ImageInfo
 
-    path, _ = volume
+    path, _ = scan_tiff
     [layer] = viewer.open(path, plugin=PLUGIN)
     info = ImageInfo(viewer)
     viewer.layers.selection.active = layer
@@ -226,3 +207,126 @@ def test_image_info_refuses_a_build_without_space(viewer, volume, monkeypatch):
     [message] = [n.message for n in notification_manager.records[start:]]
     assert "view cache of scan.tif" in message and "free" in message
     assert valid_view_cache(layer.metadata["disk_image"]) is None
+
+
+def _offers(start: int) -> list:
+    from napari.utils.notifications import notification_manager
+
+    return [n for n in notification_manager.records[start:] if n.actions]
+
+
+def test_files_over_the_set_size_get_a_view_cache_when_opened(
+    viewer, qtbot, scan_tiff, small_overview
+):
+    from napari.utils.notifications import notification_manager
+
+    from napari_diskimage._qt.image_info import ImageInfo
+
+    path, data = scan_tiff  # 80.6 MiB
+    _settings.save_setting("view_cache_offer_bytes", 1 << 20, quiet=True)
+    info = ImageInfo(viewer)
+    assert info.view_cache.auto.value == 0  # off by default: offered instead
+    info.view_cache.auto.value = 0.1  # GiB: more than this file
+    start = len(notification_manager.records)
+    [small] = viewer.open(path, plugin=PLUGIN)
+    assert valid_view_cache(small.metadata["disk_image"]) is None
+    assert len(_offers(start)) == 1  # too small to build: offered
+    viewer.layers.clear()
+
+    info.view_cache.auto.value = 0.05  # GiB: less than this file
+    assert ImageInfo(viewer).view_cache.auto.value == 0.05  # remembered
+    start = len(notification_manager.records)
+    [layer] = viewer.open(path, plugin=PLUGIN)
+    image = layer.metadata["disk_image"]
+    assert _offers(start) == []  # not offered: being built
+    builder = next(
+        w for w in viewer.window.dock_widgets.values() if hasattr(w, "view_cache")
+    )
+    job = builder.view_cache.job
+    assert job is not None and job.running
+    assert (layer.data[-1].zfactor, layer.data[-1].factor) != (4, 4)
+    qtbot.waitUntil(lambda: job.done, timeout=60000)
+    assert job.error is None
+    assert valid_view_cache(image) is not None
+    # the layer switched to the cache: a 3D overview of block means ...
+    assert (layer.data[-1].zfactor, layer.data[-1].factor) == (4, 4)
+    # ... and YZ planes from its chunks
+    _roll_to_yz(viewer, layer)
+    before = image.bytes_read
+    np.testing.assert_array_equal(
+        _show_yz(viewer, layer, 321), _shown_region(layer, data[:, :, 321])
+    )
+    assert image.bytes_read == before
+
+
+@pytest.fixture
+def async_viewer(make_napari_viewer, monkeypatch):
+    """A viewer slicing asynchronously (napari's ``async`` setting,
+    ``NAPARI_ASYNC=1``): layers are read in a slicing thread."""
+    from napari.settings import get_settings
+
+    from napari_diskimage import _qt
+
+    monkeypatch.setattr(get_settings().experimental, "async_", True)
+    viewer = make_napari_viewer()
+    assert not viewer._layer_slicer._force_sync
+    yield viewer
+    _qt.cancel_all_jobs()
+
+
+def test_async_slicing_offers_from_the_slicing_thread_then_reads_the_cache(
+    async_viewer, qtbot, scan_tiff
+):
+    import threading
+
+    from napari.utils.notifications import notification_manager
+
+    from napari_diskimage.display import cached_views
+
+    viewer = async_viewer
+    path, data = scan_tiff
+    _settings.save_setting("view_cache_offer_bytes", 1 << 40, quiet=True)
+    [layer] = viewer.open(path, plugin=PLUGIN)
+    image = layer.metadata["disk_image"]
+    viewer.dims.order = (2, 0, 1)  # rolled while not offered: too small
+    layer.locked_data_level = 0
+    start = len(notification_manager.records)
+    threads: list[threading.Thread] = []
+
+    def reading_thread(_image) -> None:
+        threads.append(threading.current_thread())
+
+    cached_views.on_uncached_yz_read(reading_thread)
+    try:
+        _settings.save_setting("view_cache_offer_bytes", 1 << 20, quiet=True)
+        viewer.dims.set_current_step(2, 100)  # sliced in a thread: from the file
+        qtbot.waitUntil(
+            lambda: bool(threads) and len(_offers(start)) == 1, timeout=20000
+        )
+    finally:
+        cached_views._uncached_listeners.remove(reading_thread)
+    assert threading.main_thread() not in threads
+    [offer] = _offers(start)
+    [(_label, build)] = offer.actions
+    build(None)  # the button, in the GUI thread
+    info = next(
+        w for w in viewer.window.dock_widgets.values() if hasattr(w, "view_cache")
+    )
+    job = info.view_cache.job
+    qtbot.waitUntil(lambda: job is not None and job.done, timeout=60000)
+    assert job.error is None and valid_view_cache(image) is not None
+    layer = viewer.layers[0]
+    layer.locked_data_level = None
+    layer.locked_data_level = 0
+    before = image.bytes_read
+    viewer.dims.set_current_step(2, 456)
+    expected = data[:, :, 456]
+
+    def shown() -> bool:
+        plane = layer._slice.image.raw
+        return plane.shape[0] == 96 and np.array_equal(
+            plane, _shown_region(layer, expected)
+        )
+
+    qtbot.waitUntil(shown, timeout=20000)
+    assert image.bytes_read == before  # the cache's chunks, in the slicing thread

@@ -9,6 +9,15 @@ cache, a notification says why a cache helps, its size, and offers
 napari's plugin dock, so this module needs no Qt) and starts the build
 there: a worker thread with napari's progress bar; the layers switch to
 the cache when it is ready.  Each image is offered once a session.
+
+A volume of at least :func:`auto_build_bytes` (the setting
+``view_cache_auto_bytes``, set in Image info; 0, the default: never) gets
+its cache built the same way as soon as it is opened, without asking.
+
+With napari's asynchronous slicing (``NAPARI_ASYNC=1``) a YZ plane is read
+in a slicing thread: the offer is dispatched from there through napari's
+notification manager, whose Qt display runs in the GUI thread
+(``ensure_main_thread``); the button's action runs in the GUI thread.
 """
 
 from __future__ import annotations
@@ -25,7 +34,14 @@ from ..display.cached_views import on_uncached_yz_read, valid_view_cache
 from ..display.view_cache import view_cache_size
 from .layers import disk_image_of
 
-__all__ = ["OFFER_BYTES", "offer_bytes", "offer_view_cache", "watch_viewer"]
+__all__ = [
+    "AUTO_KEY",
+    "OFFER_BYTES",
+    "auto_build_bytes",
+    "offer_bytes",
+    "offer_view_cache",
+    "watch_viewer",
+]
 
 #: Default size from which the offer is made (the setting
 #: ``view_cache_offer_bytes`` overrides it).
@@ -33,14 +49,27 @@ OFFER_BYTES = 1 << 30
 #: The plugin's widget that builds and clears view caches.
 PLUGIN, WIDGET = "napari-diskimage", "Image info"
 
+#: The setting: size of a file (bytes) from which its view cache is built
+#: as soon as it is opened; 0 or missing: never.
+AUTO_KEY = "view_cache_auto_bytes"
+
 _offered: weakref.WeakSet[DiskImage] = weakref.WeakSet()
 _watched: weakref.WeakSet[Any] = weakref.WeakSet()
+#: The offer is made from slicing threads too: one offer per image.
+_offer_lock = threading.Lock()
 
 
 def offer_bytes() -> int:
     """Size of a file (bytes) from which a view cache is offered."""
     value = load_settings().get("view_cache_offer_bytes", OFFER_BYTES)
     return int(value) if isinstance(value, (int, float)) else OFFER_BYTES
+
+
+def auto_build_bytes() -> int:
+    """Size of a file (bytes) from which its view cache is built when it is
+    opened; 0: never (the default)."""
+    value = load_settings().get(AUTO_KEY, 0)
+    return int(value) if isinstance(value, (int, float)) and value > 0 else 0
 
 
 def _wants_offer(image: DiskImage | None) -> bool:
@@ -62,16 +91,17 @@ def build_from_offer(viewer: Any, image: DiskImage) -> Any:
 
 def offer_view_cache(viewer: Any, image: DiskImage | None, why: str) -> Any:
     """Show the offer for ``image`` (once); the notification, or None."""
-    if not _wants_offer(image):
-        return None
-    assert image is not None
+    with _offer_lock:
+        if not _wants_offer(image):
+            return None
+        assert image is not None
+        _offered.add(image)
     from napari.utils.notifications import (
         Notification,
         NotificationSeverity,
         notification_manager,
     )
 
-    _offered.add(image)
     size = format_bytes(view_cache_size(image))
     ref = weakref.ref(image)
 
@@ -131,9 +161,8 @@ def watch_viewer(viewer: Any) -> None:
 
 def _yz_read_from_file(image: DiskImage) -> None:
     """A YZ plane was read from the file (rolled dims of any viewer model,
-    napari-orthogonal-views' side viewers too): offer, in the GUI thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # an async slice: the offer is made on the next GUI read
+    napari-orthogonal-views' side viewers too, from napari's slicing thread
+    when slicing is asynchronous): offer."""
     if not _wants_offer(image):
         return
     import napari
@@ -155,5 +184,20 @@ def after_open(images: list[DiskImage]) -> None:
         return
     watch_viewer(viewer)
     on_uncached_yz_read(_yz_read_from_file)
+    auto = auto_build_bytes()
     for image in images:
+        if auto and image.nbytes >= auto and _auto_build(viewer, image):
+            continue
         offer_view_cache(viewer, image, "a large volume")
+
+
+def _auto_build(viewer: Any, image: DiskImage) -> bool:
+    """Start the build of ``image``'s view cache (the automatic setting);
+    whether it started (or a valid cache exists)."""
+    if image.kind == "zarr" or image.shape[2] < 2:
+        return False
+    if valid_view_cache(image) is not None:
+        return True
+    with _offer_lock:
+        _offered.add(image)  # no offer: it is being built
+    return build_from_offer(viewer, image) is not None

@@ -11,15 +11,18 @@ and 3D read the cache from then on (:mod:`napari_diskimage.display.cached_views`
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import napari.viewer
-from magicgui.widgets import Container, PushButton
+from magicgui.widgets import Container, FloatSpinBox, PushButton
 from napari.layers import Image
 
+from .. import _settings
 from .._diskimage import DiskImage
 from .._napari.layers import disk_image_of
 from .._napari.notify import error_message, notify_error, show_info
+from .._napari.view_cache_offer import AUTO_KEY, auto_build_bytes
 from .._scratch import (
     _check_writable,
     check_free_space,
@@ -33,6 +36,10 @@ from ._common import status_label
 from ._job import StepsJob
 
 __all__ = ["ViewCacheActions", "start_view_cache_build", "use_view_cache"]
+
+#: The build running for each image: a second request joins it.
+_building: weakref.WeakKeyDictionary[DiskImage, StepsJob] = weakref.WeakKeyDictionary()
+GiB = 1 << 30
 
 
 def _can_have_cache(image: DiskImage | None) -> bool:
@@ -68,6 +75,9 @@ def start_view_cache_build(
     Cancel), then switch its layers to it.  None, with a notification, when
     it exists already or the disk-image directory lacks the space."""
     name = image.path.name
+    running = _building.get(image)
+    if running is not None and running.running:
+        return running
     if valid_view_cache(image) is not None:
         use_view_cache(viewer, image)
         show_info(f"{name} has a view cache already: its views use it.")
@@ -86,13 +96,15 @@ def start_view_cache_build(
         use_view_cache(viewer, image)
         show_info(f"The view cache of {name} is ready: YZ / XZ views and 3D use it.")
 
-    return StepsJob(
+    job = StepsJob(
         lambda: iter_view_cache(image),
         what,
         done,
         on_end,
         cancelled_message="the partial cache was removed",
-    ).start()
+    )
+    _building[image] = job
+    return job.start()
 
 
 class ViewCacheActions(Container):
@@ -107,11 +119,27 @@ class ViewCacheActions(Container):
             "views read a few chunks instead of every row, 3D shows block means"
         )
         self.clear_button = PushButton(text="Clear view caches")
+        self.auto = FloatSpinBox(
+            label="Build automatically over (GiB)",
+            value=auto_build_bytes() / GiB,
+            min=0,
+            max=1 << 20,
+            step=1,
+            tooltip="build the view cache of every volume at least this large "
+            "as soon as it is opened (0: never, offer it instead); remembered",
+        )
         self.status = status_label()
         self.job: StepsJob | None = None
-        super().__init__(widgets=[self.build_button, self.clear_button, self.status])
+        super().__init__(
+            widgets=[self.build_button, self.clear_button, self.auto, self.status]
+        )
         self.build_button.changed.connect(lambda _v=None: self.build())
         self.clear_button.changed.connect(lambda _v=None: self.clear_caches())
+        self.auto.changed.connect(self._save_auto)
+
+    def _save_auto(self, gib: float) -> None:
+        # a failure to save the choice must not disturb the user's work
+        _settings.save_setting(AUTO_KEY, round(gib * GiB), quiet=True)
 
     def image(self) -> DiskImage | None:
         """The selected image layer's disk image (labels have no view cache:

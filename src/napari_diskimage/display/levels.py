@@ -45,7 +45,7 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._index import as_slice, normalize_key
 from .cache import CACHE_PLANE_BYTES, plane_cache, token_of, version_of
-from .cached_views import cache_overview, read_cached, uncached_yz_read
+from .cached_views import cache_overview, prefetch_xz, read_cached, uncached_yz_read
 
 __all__ = [
     "COARSEST_SIZE",
@@ -259,18 +259,26 @@ class DisplayLevel:
         cols, flip_x = _ascending(x_idx)
         out = np.empty((len(ts), len(zs), len(rows), len(cols), len(ss)), self.dtype)
         cached = None
-        if out.size and self._view_cache and _wants_cache(self._index):
+        # a zoomed-out XY plane: block means of the cache (see read_cached)
+        coarse_xy = self._factor > 1 and len(zs) == 1 < min(len(rows), len(cols))
+        if out.size and self._view_cache and (_wants_cache(self._index) or coarse_xy):
             # YZ planes (rolled dims) and 3D: from the view cache if valid
             (tr, flip_t), (zr, flip_z) = _ascending(t_idx), _ascending(z_idx)
             cached = read_cached(
                 self._image, tr, zr, rows, cols,
                 tuple(self._channels[s] for s in ss), self._factor, self._zfactor,
+                coarse_xy,
             )  # fmt: skip
             if cached is not None:
                 out = cached[:: -1 if flip_t else 1, :: -1 if flip_z else 1]
             elif len(cols) == 1:  # a YZ plane, from the file
                 uncached_yz_read(self._image)
         if out.size and cached is None:
+            if len(rows) == 1 and len(zs) > 1:
+                prefetch_xz(
+                    self._image, ts, [self._channels[s] for s in ss], zs,
+                    rows.start, cols,
+                )  # fmt: skip
             for k, s in enumerate(ss):
                 read_plane = self._plane_reader(self._channels[s], rows, cols)
                 for (i, t), (j, z) in itertools.product(enumerate(ts), enumerate(zs)):

@@ -50,6 +50,7 @@ from .._scratch import (
     get_disk_image_dir,
 )
 from .._steps import ProgressCallback, Steps, run_steps
+from ..io.atomic import partial_match, temporary_name
 from ..io.downsample import pyramid_factors
 
 __all__ = [
@@ -85,9 +86,17 @@ _METADATA_BYTES = 64 << 10
 _PREFIX = "ndi-view-"
 _SUFFIX = ".ome.zarr"
 _CACHE = re.compile(r"^ndi-view-[0-9a-f]{24}\.ome\.zarr$")
-_PART = re.compile(
-    r"^\.ndi-view-[0-9a-f]{24}\.ome\.zarr\.ndi-(?P<pid>\d+)-[0-9a-f]{12}\.(part|old)$"
-)
+
+
+def _part_pid(folder: Path, name: str) -> int:
+    """The process that made ``name``, a partial store of a view cache
+    (:func:`~napari_diskimage.io.atomic.temporary_name`), or 0."""
+    if not name.startswith(f".{_PREFIX}"):
+        return 0
+    target = name[1:].split(".ndi-", 1)[0]
+    if not _CACHE.match(target):
+        return 0
+    return partial_match(folder / target, name, ("part", "old"))
 
 
 # --- identity ----------------------------------------------------------------
@@ -150,7 +159,7 @@ def _valid(image: DiskImage, store: Path) -> bool:
 
 def _write_identity(store: Path, identity: dict[str, Any]) -> None:
     """Write the identity file atomically (the store is valid from now)."""
-    tmp = store / f".{IDENTITY_FILE}.{os.getpid()}.tmp"
+    tmp = temporary_name(store / IDENTITY_FILE, "tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(identity, fh, indent=1)
         fh.flush()
@@ -294,14 +303,10 @@ def _drain_zarr_writes(timeout: float = 30.0) -> None:
 
 
 def _remove_own_parts(store: Path) -> None:
-    prefix = f".{store.name}.ndi-{os.getpid()}-"
     with contextlib.suppress(OSError), os.scandir(store.parent) as entries:
         for entry in entries:
-            if (
-                entry.name.startswith(prefix)
-                and _PART.match(entry.name)
-                and entry.is_dir(follow_symlinks=False)
-            ):
+            pid = partial_match(store, entry.name, ("part", "old"))
+            if pid == os.getpid() and entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
@@ -363,12 +368,12 @@ def _sweep(folder: Path) -> None:
     """Remove partial stores of builds whose process is gone."""
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
-            match = _PART.match(entry.name)
+            pid = _part_pid(folder, entry.name)
             if (
-                match
-                and int(match["pid"]) != os.getpid()
+                pid
+                and pid != os.getpid()
                 and entry.is_dir(follow_symlinks=False)
-                and not _pid_running(int(match["pid"]))
+                and not _pid_running(pid)
             ):
                 shutil.rmtree(entry.path, ignore_errors=True)
 
@@ -393,12 +398,12 @@ def clear_view_caches(folder: str | os.PathLike[str] | None = None) -> int:
             str(where),
         ) from exc
     for entry in entries:
-        part = _PART.match(entry.name)
-        if not (_CACHE.match(entry.name) or part):
+        pid = _part_pid(where, entry.name)
+        if not (_CACHE.match(entry.name) or pid):
             continue
         if not entry.is_dir(follow_symlinks=False):
             continue
-        if part and (int(part["pid"]) == os.getpid() or _pid_running(int(part["pid"]))):
+        if pid and (pid == os.getpid() or _pid_running(pid)):
             continue  # a build running now
         size = _size(entry.path)
         shutil.rmtree(entry.path)

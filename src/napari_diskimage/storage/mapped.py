@@ -317,6 +317,20 @@ class MappedStorage(Storage):
             bytearray(span),
         )  # fmt: skip
 
+    def prefetch_planes_row(
+        self, t: int, c: int, zs: range, y: int, x0: int = 0, x1: int | None = None
+    ) -> None:
+        """Ask the kernel to read row ``y`` (columns ``x0 .. x1-1``) of every
+        plane ``zs`` at once: an XZ view, one row of each plane."""
+        nx = (self.shape[4] if x1 is None else x1) - x0
+        if len(zs) < 2 or nx < 1 or self.strides[4] != self.file_dtype.itemsize:
+            return
+        span = nx * self.strides[4]
+        prefetch(
+            self.fd(), self.offset_of(t, c, zs[0], y, x0), span,
+            zs.step * self.strides[2], len(zs), bytearray(span),
+        )  # fmt: skip
+
     def read_box(self, ranges: Sequence[range]) -> np.ndarray:
         """The box ``ranges`` (ranges over t, c, z, y, x), native byte order.
 
