@@ -224,8 +224,9 @@ def watershed_split(
     need each block to see every voxel on the flooding paths into it and
     every path that decides a maximum's dynamic (up to a higher maximum),
     which can run across the whole volume; a halo of a few times the
-    local pore radius holds them for pores up to a few radii long.  Ids are the markers' ids (1..N in file
-    order of the markers), not skimage's numbering.
+    local pore radius holds them for pores up to a few radii long.  Ids
+    are the markers' ids (1..N in file order of the markers), not
+    skimage's numbering.
 
     Parameters
     ----------
