@@ -165,10 +165,10 @@ def _pass_block(
     if step.last and step.first and step.axes == "x":  # a 1D line
         np.sqrt(values, out=values)
     writer.write(box, values[None, None])
-    if not step.last:
-        return np.zeros(0, np.float32)
-    # the largest distance per cell (inf: no background)
-    return cell_maxima(values, box)
+    found = cell_maxima(values, box) if step.last else np.zeros(0, np.float32)
+    del values, block
+    trim()
+    return found  # the largest distance per cell (inf: no background)
 
 
 def cell_maxima(values: np.ndarray, box: Box) -> np.ndarray:
