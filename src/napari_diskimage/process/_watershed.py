@@ -276,7 +276,7 @@ def watershed_split(
             boxes = block_grid(shape, chunks)
             # each block's own: from the largest distance around it
             halos = [_halo(_local(cells, b, largest)) for b in boxes]
-            run.info["largest_halo"] = max(halos, default=0)
+            run.info["halos"], run.info["boxes"] = halos, boxes
             dt_reader = BoxReader(dt, run.token)
             yield from _markers(run, dt_reader, marks, boxes, halos, float(h))
             labelled = yield from _label_markers(run, marks, ndim, chunks)
