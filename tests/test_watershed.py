@@ -76,6 +76,30 @@ def test_watershed_split_agrees_with_skimage(shape, blocks, seed, blobiness):
     out.close()
 
 
+def test_small_pores_far_from_a_large_one_get_small_halos():
+    # small pores everywhere but one large ball in a corner: blocks far
+    # from it take halos from their own small distances, not the ball's
+    mask = porespy.generators.blobs(
+        (32, 64, 128), porosity=0.5, blobiness=3, seed=5
+    ).astype(np.uint8)
+    zz, yy, xx = np.ogrid[:32, :64, :128]
+    mask[(zz - 12) ** 2 + (yy - 14) ** 2 + (xx - 14) ** 2 <= 10**2] = 1
+    run = process.watershed_split.run(mask, 1.0, block_shape=(16, 16, 16))
+    for _ in run.steps():
+        pass
+    got = np.asarray(run.image.array[0, 0])
+    ref = in_memory(mask, 1.0, 1)
+    inside = mask > 0
+    assert np.array_equal(got > 0, ref > 0)
+    assert adjusted_rand_index(got[inside], ref[inside]) >= 0.98
+    halos = run.info["halos"]  # per block, in file order
+    far = [h for h, box in zip(halos, run.info["boxes"], strict=True)
+           if box[4][0] >= 96]  # fmt: skip
+    assert max(halos) == 40  # 6 x the ball's radius + 2, at most 40
+    assert max(far) <= 20, far  # 16 here
+    run.image.close()
+
+
 def test_one_block_is_the_in_memory_result():
     mask = porespy.generators.blobs((30, 40, 50), porosity=0.6, seed=4).astype(np.uint8)
     for h, connectivity in ((1.0, 1), (0.5, 3)):

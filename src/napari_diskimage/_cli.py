@@ -43,7 +43,7 @@ from ._cli_common import (
     raw_options,
     run_with_bar,
 )
-from ._cli_process import process_file, process_parsers
+from ._cli_process import add_command, process_file, process_parsers
 from ._napari.samples import DEFAULT_LARGE_SIZE, parse_size
 from ._scratch import format_bytes, get_disk_image_dir
 
@@ -86,18 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = commands.add_parser(
+    info = add_command(
+        commands,
         "info",
         help="what a file holds and what the plugin does with it",
         description="Geometry, storage and what napari-diskimage does with FILE "
         "(nothing but its header is read).",
         epilog="example:\n  napari-diskimage info scan.tif",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     info.add_argument("file", type=Path, help="a TIFF or RAW file")
     raw_options(info)
 
-    copy = commands.add_parser(
+    copy = add_command(
+        commands,
         "copy",
         aliases=["save"],
         help="copy an image into a new TIFF or RAW file (streamed, atomic)",
@@ -106,7 +107,6 @@ def _parser() -> argparse.ArgumentParser:
         "under a temporary name and renamed when complete.",
         epilog="example:\n  napari-diskimage copy scan_2048x2048x900_UInt16.raw "
         "scan.tif",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     copy.add_argument("src", type=Path, help="a TIFF or RAW file")
     copy.add_argument(
@@ -118,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     process_parsers(commands)
     _measure_parsers(commands)
 
-    cache = commands.add_parser(
+    cache = add_command(
+        commands,
         "view-cache",
         help="build the view cache of FILE (fast XZ/YZ views, averaged 3D)",
         description="Build the view cache of FILE in the disk-image directory "
@@ -127,7 +128,6 @@ def _parser() -> argparse.ArgumentParser:
         "while FILE is unchanged. --clear removes every view cache.",
         epilog="examples:\n  napari-diskimage view-cache scan.tif\n"
         "  napari-diskimage view-cache --clear",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cache.add_argument("file", type=Path, nargs="?", help="a TIFF, RAW or folder")
     cache.add_argument(
@@ -135,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     raw_options(cache)
 
-    demo = commands.add_parser(
+    demo = add_command(
+        commands,
         "demo",
         help="open napari on a large synthetic scan with the plugin's panel",
         description=(
@@ -145,7 +146,6 @@ def _parser() -> argparse.ArgumentParser:
             "without loading it, with the 'Disk images' panel docked."
         ),
         epilog="example:\n  xvfb-run -a napari-diskimage demo --screenshot demo.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--size",
@@ -289,7 +289,8 @@ def view_cache_file(args: argparse.Namespace) -> int:
 def _measure_parsers(commands: Any) -> None:
     from .measure import PROPERTIES
 
-    measure = commands.add_parser(
+    measure = add_command(
+        commands,
         "measure",
         help="a table (CSV) of every labelled object, out of core",
         description="Measure every object of LABELS (0 = background) block by "
@@ -297,7 +298,6 @@ def _measure_parsers(commands: Any) -> None:
         "CSV file (complete or not at all). Properties: " + ", ".join(PROPERTIES),
         epilog="example:\n  napari-diskimage measure labels.tif --intensity "
         "scan.tif --properties label area centroid intensity_mean -o pores.csv",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     measure.add_argument("labels", type=Path, help="a TIFF or RAW labels image")
     measure.add_argument(
@@ -325,14 +325,14 @@ def _measure_parsers(commands: Any) -> None:
     raw_options(measure)
     cluster_options(measure)
 
-    porosity = commands.add_parser(
+    porosity = add_command(
+        commands,
         "porosity",
         help="print the porosity of a mask (fraction of nonzero voxels)",
         description="Print the fraction of nonzero voxels of MASK, read block "
         "by block; with --profile, that fraction for each slice along AXIS as "
         "CSV (slice,porosity).",
         epilog="example:\n  napari-diskimage porosity mask.tif --profile 0",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     porosity.add_argument("mask", type=Path, help="a TIFF or RAW mask")
     porosity.add_argument(

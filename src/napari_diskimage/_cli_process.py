@@ -19,24 +19,40 @@ from ._cli_common import (
     run_with_bar,
 )
 
-__all__ = ["process_file", "process_parsers"]
+__all__ = ["add_command", "process_file", "process_parsers"]
+
+
+def add_command(
+    commands: Any, name: str, help: str, description: str, epilog: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A subcommand of ``commands`` as every command of the CLI has it: a
+    one-line ``help``, a ``description`` and an ``epilog`` of examples
+    shown as written."""
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
 
 
 def process_parsers(commands: Any) -> None:
     """Add ``process`` and its operations to the subcommands ``commands``."""
     from .process import OPERATIONS
 
-    proc = commands.add_parser(
+    proc = add_command(
+        commands,
         "process",
-        help="run a processing operation out of core, save the result",
-        description="Run an operation of napari_diskimage.process on SRC, block "
+        "run a processing operation out of core, save the result",
+        "Run an operation of napari_diskimage.process on SRC, block "
         "by block (memory bounded whatever the size), and save the result to DST "
         "(a DST ending in .zarr is written straight into an OME-Zarr store, chunk "
         "by chunk, with its pyramid).",
-        epilog="examples:\n  napari-diskimage process gaussian scan.tif smooth.tif "
+        "examples:\n  napari-diskimage process gaussian scan.tif smooth.tif "
         "--sigma 2\n  napari-diskimage process gaussian scan.tif smooth.ome.zarr "
         "--sigma 2\n  napari-diskimage process otsu smooth.tif",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ops = proc.add_subparsers(dest="operation", required=True, metavar="OPERATION")
     for key, op in OPERATIONS.items():

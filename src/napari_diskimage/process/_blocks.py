@@ -24,6 +24,7 @@ __all__ = [
     "block_grid",
     "choose_chunks",
     "fit_halo",
+    "trim",
     "user_blocks",
 ]
 
@@ -151,3 +152,27 @@ def fit_halo(
         elif depth[a] > chunks[a]:
             chunks[a] = min(shape[a], depth[a])
     return tuple(chunks), tuple(depth)
+
+
+_LIBC: Any = None
+
+
+def trim() -> None:
+    """Give the C heap's free memory back to the system (glibc's
+    ``malloc_trim``), after a block: numpy's large arrays raise glibc's
+    mmap threshold as they are freed, later ones come from the heap
+    arenas (one per thread), which keep their free pages, so a capped run
+    of many blocks would count every thread's largest block.  A no-op
+    elsewhere."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018  (glibc only)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)

@@ -27,7 +27,7 @@ import numpy as np
 from .._diskimage import DiskImage
 from .._geometry import Geometry
 from .._steps import Steps
-from ._blocks import block_grid, user_blocks
+from ._blocks import block_grid, trim, user_blocks
 from ._checks import check_image, check_mask, mask_values, name_of, shape_of
 from ._engine import Cancelled, Run
 from ._registry import _Block, operation
@@ -39,6 +39,8 @@ DISTANCE_BLOCK_BYTES = 8 << 20
 THICKNESS_BLOCK_BYTES = 8 << 20
 #: Columns of a tile of the y and z passes (as the engine's TILE_X).
 _TILE_X = 1024
+#: Side of the cells of :class:`CellMaxima` (a block's halo is found from them).
+CELL = 16
 
 Box = tuple[tuple[int, int], ...]
 
@@ -134,9 +136,9 @@ def _pass_block(
     step: _Pass,
     spacing: tuple[float, float, float],
     what: str,
-) -> float:
-    """One block of a pass; returns the largest finite value it wrote
-    (the largest distance, after the last pass)."""
+) -> np.ndarray:
+    """One block of a pass; after the last pass returns the largest value
+    it wrote per cell (:func:`cell_maxima`; empty before)."""
     from . import _kernels
 
     sz, sy, sx = spacing
@@ -163,8 +165,80 @@ def _pass_block(
     if step.last and step.first and step.axes == "x":  # a 1D line
         np.sqrt(values, out=values)
     writer.write(box, values[None, None])
-    # the largest distance (inf: no background), wanted after the last pass
-    return float(values.max()) if step.last and values.size else 0.0
+    found = cell_maxima(values, box) if step.last else np.zeros(0, np.float32)
+    del values, block
+    trim()
+    return found  # the largest distance per cell (inf: no background)
+
+
+def cell_maxima(values: np.ndarray, box: Box) -> np.ndarray:
+    """The largest value of each :data:`CELL`-sided cube cell of the volume
+    that meets ``box`` (whose pixels are ``values``, (z, y, x)): partial
+    cells are combined by the caller (``np.maximum``)."""
+    out = values
+    for axis, (a, b) in enumerate(box[2:]):
+        starts = [0, *range((a // CELL + 1) * CELL - a, b - a, CELL)]
+        out = np.maximum.reduceat(out, starts, axis=axis)
+    return out
+
+
+class CellMaxima:
+    """The largest distance in each cell of :data:`CELL`^3 voxels of a
+    (t, c, z, y, x) volume, gathered from the last distance pass: a coarse
+    grid (1 / 4096 of the volume) from which each block's halo is taken."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        t, c, z, y, x = (int(n) for n in shape)
+        self.shape = (t, c, z, y, x)
+        self.grid = np.zeros((t, c, *(-(-n // CELL) for n in (z, y, x))), np.float32)
+
+    def add(self, box: Box, part: np.ndarray) -> None:
+        (t0, _), (c0, _) = box[0], box[1]
+        where = tuple(
+            slice(a // CELL, a // CELL + n)
+            for (a, _), n in zip(box[2:], part.shape, strict=True)
+        )
+        view = self.grid[t0, c0][where]
+        np.maximum(view, part, out=view)
+
+    def reach(self, box: Box, largest: float, within: int | None = None) -> float:
+        """The halo ``box`` needs: the largest floor(distance) of the cells
+        whose nearest voxel lies closer to the box than that distance (a
+        ball of radius r centred in such a cell can cover a voxel of the
+        box; no other can).  ``largest``: the largest distance (cells
+        farther than it are not looked at).  With ``within``: the largest
+        distance (not floored) of the cells closer than ``within``."""
+        (t0, _), (c0, _) = box[0], box[1]
+        span = math.ceil(largest) if within is None else within
+        gaps = []
+        window: list[slice] = []
+        for (a, b), n, cells in zip(
+            box[2:], self.shape[2:], self.grid.shape[2:], strict=True
+        ):
+            k0 = max(0, (a - span) // CELL)
+            k1 = min(cells, (b - 1 + span) // CELL + 1)
+            k = np.arange(k0, k1)
+            lo, hi = k * CELL, np.minimum(n, (k + 1) * CELL) - 1
+            gaps.append(np.maximum(0, np.maximum(lo - (b - 1), a - hi)))
+            window.append(slice(k0, k1))
+        near = self.grid[t0, c0][tuple(window)]
+        g2 = (
+            gaps[0][:, None, None] ** 2
+            + gaps[1][None, :, None] ** 2
+            + gaps[2][None, None, :] ** 2
+        )
+        if within is None:
+            near = np.floor(near)
+            hits = near[g2 < near**2]
+        else:
+            hits = near[g2 < within**2]
+        return float(hits.max()) if hits.size else 0.0
+
+    def typical(self) -> int:
+        """A halo most blocks need (to size blocks): the 90th percentile
+        of the cells' largest floor(distance)."""
+        finite = self.grid[np.isfinite(self.grid)]
+        return int(np.percentile(np.floor(finite), 90)) if finite.size else 0
 
 
 def _along(values: np.ndarray, axis: int, spacing: float, root: bool) -> None:
@@ -188,9 +262,10 @@ def distance_passes(
     spacing: tuple[float, float, float],
     user: tuple[int, int, int] | None,
     what: str,
+    cells: CellMaxima | None = None,
 ) -> Generator[tuple[int, int], None, float]:
     """Steps of writing the distance map of ``mask`` into ``target``;
-    returns the largest distance."""
+    returns the largest distance; ``cells`` gathers the largest per cell."""
     import dask
 
     shape = shape_of(mask)
@@ -204,7 +279,12 @@ def distance_passes(
         tasks = [task(reader, writer, box, step, spacing, what) for box in boxes]
         sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
         found = yield from run.execute(tasks, sizes)
-        largest = max((float(v) for v in found if np.isfinite(v)), default=0.0)
+        if step.last:
+            tops = [float(p.max()) for p in found if p.size]
+            largest = max((v for v in tops if math.isfinite(v)), default=0.0)
+            if cells is not None:
+                for box, part in zip(boxes, found, strict=True):
+                    cells.add(box, part)
         if run.cancel_event.is_set():
             raise Cancelled(f"{what} was cancelled")
     return largest
@@ -307,7 +387,9 @@ def _thickness_block(
     For each integer radius r (largest first), the voxels within a
     distance below r of a voxel whose distance is at least r get r unless
     they have a larger value already: porespy's ``local_thickness_dt``
-    with ``smooth=True``, on the block's core.
+    with ``smooth=True``, on the block's core.  ``halo``: the block's own
+    (:meth:`CellMaxima.reach`): no ball of a larger radius, and no ball
+    centred beyond it, reaches the core.
     """
     from . import _kernels
 
@@ -317,11 +399,13 @@ def _thickness_block(
         for (a, b), n in zip(box, shape, strict=True)
     ]
     ext[0], ext[1] = box[0], box[1]
-    dt = reader.read(ext)[0, 0]
-    floor = np.floor(dt)
+    floor = reader.read(ext)[0, 0]
+    if not (floor.dtype == np.float32 and floor.flags.writeable):
+        floor = np.array(floor, np.float32)
+    np.floor(floor, out=floor)  # in place: a fresh array from the file
     core = [(a - e0, b - e0) for (a, b), (e0, _) in zip(box[2:], ext[2:], strict=True)]
     result = np.zeros(tuple(b - a for a, b in core), np.float32)
-    top = int(floor.max()) if floor.size else 0
+    top = min(halo, int(floor.max())) if floor.size else 0
     for r in range(top, 0, -1):
         # seeds within r of the core: the core grown by r
         sub = tuple(
@@ -331,20 +415,24 @@ def _thickness_block(
         seeds = floor[sub] >= r
         if not seeds.any():
             continue
-        free = np.ascontiguousarray((~seeds).view(np.uint8))
+        free = np.logical_not(seeds, out=seeds).view(np.uint8)  # C order
         squared = np.empty(free.shape, np.float32)
         _kernels.rows_from_mask(
             free.reshape(-1, free.shape[-1]), squared.reshape(-1, free.shape[-1]), 1.0
         )
+        del free, seeds
         _along(squared, 1, 1.0, False)
         _along(squared, 0, 1.0, False)
         inner = tuple(
             slice(a - s.start, b - s.start) for (a, b), s in zip(core, sub, strict=True)
         )
         hit = squared[inner] < r * r
+        del squared
         hit &= result == 0
         result[hit] = r
+    del floor
     writer.write(box, result[None, None])
+    trim()
     return float(top)
 
 
@@ -381,8 +469,11 @@ def local_thickness(
     size_distribution`).  The distance map (exact, see :func:`distance`,
     in pixels: spacing is not used, as in porespy) is written first into
     a scratch file; then each block is computed on itself plus a halo of
-    the largest radius found, so memory is bounded by blocks of that
-    margin (the blocks' size shrinks as that radius grows).
+    its own halo: the largest radius of the balls that can reach it (from
+    the largest distance per cell of 16^3 voxels, gathered as the distance
+    map is written), so a volume of small pores needs small halos
+    everywhere, and the result is exact: a voxel's value depends only on
+    balls whose centre lies within their radius of it.
 
     Where it may differ from porespy: nowhere by construction (both use
     the exact distance map and the same radii and balls; measured equal
@@ -411,22 +502,27 @@ def local_thickness(
 
         yield 0, run.total
         dt = new_output(geometry, f"distance map for {what}")
+        cells = CellMaxima(shape)
         try:
             largest = yield from distance_passes(
-                run, mask, dt, (1.0, 1.0, 1.0), user, "local_thickness"
+                run, mask, dt, (1.0, 1.0, 1.0), user, "local_thickness", cells
             )
             if not _has_background(dt):
                 raise _no_background(mask, "local_thickness")
-            halo = math.floor(largest)
-            chunks = _thickness_chunks(shape, halo, user)
+            largest_radius = math.floor(largest)
+            chunks = _thickness_chunks(shape, cells.typical(), user)
             reader = BoxReader(dt, run.token)
             writer = BlockWriter(run.image, run.token)
             task = dask.delayed(_thickness_block, pure=False)
             boxes = block_grid(shape, chunks)
-            tasks = [task(reader, writer, box, halo) for box in boxes]
+            halos = [int(cells.reach(box, largest)) for box in boxes]
+            tasks = [
+                task(reader, writer, b, h) for b, h in zip(boxes, halos, strict=True)
+            ]
             sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
             yield from run.execute(tasks, sizes)
-            run.info["largest_radius"] = halo
+            run.info["largest_radius"] = largest_radius
+            run.info["halos"], run.info["boxes"] = halos, boxes
         finally:
             dt.close()
         return run.output

@@ -10,7 +10,8 @@ ties of equal keys go in order of arrival and the neighbours are visited
 in skimage's order, so one block gives skimage's labels.
 
 Memory: the float32 image, the uint32 labels (filled in place) and a heap
-of 16 bytes an item, against ~60 bytes a voxel for skimage (float64 image,
+of 12 bytes an item (int32 ages and voxel indices when a block has fewer
+than 2^31 voxels), against ~60 bytes a voxel for skimage (float64 image,
 int64 markers and padded copies), so the watershed split can afford
 larger blocks.
 """
@@ -78,12 +79,40 @@ def _pop(keys: np.ndarray, ages: np.ndarray, items: np.ndarray, size: int) -> in
     return size
 
 
-@njit(nogil=True, cache=True)
 def flood(image: np.ndarray, labels: np.ndarray, connectivity: int) -> None:
     """Floods ``labels`` (z, y, x) uint32, nonzero on the markers, in place,
     in increasing ``image`` (float32) order; voxels where ``image`` is NaN
     are outside the mask and stay as they are.  ``connectivity``: a
     neighbour differs by at most this many coordinates (1: faces)."""
+    capacity = _inside(image) + 1
+    index = np.int32 if image.size < 2**31 - 1 else np.int64  # 32 bits: memory
+    keys = np.empty(capacity, np.float32)
+    ages = np.empty(capacity, index)
+    items = np.empty(capacity, index)
+    _flood(image, labels, connectivity, keys, ages, items)
+
+
+@njit(nogil=True, cache=True)
+def _inside(image: np.ndarray) -> int:
+    n = 0
+    nz, ny, nx = image.shape
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if image[z, y, x] == image[z, y, x]:
+                    n += 1
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _flood(
+    image: np.ndarray,
+    labels: np.ndarray,
+    connectivity: int,
+    keys: np.ndarray,
+    ages: np.ndarray,
+    items: np.ndarray,
+) -> None:
     nz, ny, nx = image.shape
     offsets = []  # skimage's order: nearer first, then by raveled offset
     for near in range(1, connectivity + 1):
@@ -92,15 +121,6 @@ def flood(image: np.ndarray, labels: np.ndarray, connectivity: int) -> None:
                 for dx in range(-1, 2):
                     if abs(dz) + abs(dy) + abs(dx) == near:
                         offsets.append((dz, dy, dx))
-    capacity = 1
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                if image[z, y, x] == image[z, y, x]:
-                    capacity += 1
-    keys = np.empty(capacity, np.float32)
-    ages = np.empty(capacity, np.int64)
-    items = np.empty(capacity, np.int64)
     size = 0
     for z in range(nz):
         for y in range(ny):

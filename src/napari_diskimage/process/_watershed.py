@@ -12,7 +12,10 @@ Here:
 
 1. the distance map is written exactly, out of core (``_distance``);
 2. each block finds the h-maxima of the distance map on itself and a halo
-   of six times the largest distance plus 2 (at most 40 voxels: memory),
+   of six times the largest distance around it plus 2 (at most 40 voxels:
+   memory; "around it": within the halo the volume's largest distance
+   would need, from the largest distance per 16^3 cell, so a volume of
+   small pores has small halos everywhere),
    with a union-find in numba (``_hmaxima``: skimage's voxels, at ~1/3 of
    its memory and 2-4 x its speed), and writes those of its core into a
    uint8 marker mask;
@@ -38,9 +41,10 @@ import numpy as np
 
 from .._geometry import Geometry
 from .._steps import Steps
-from ._blocks import block_grid, user_blocks
+from ._blocks import block_grid, trim, user_blocks
 from ._checks import check_image, check_mask, name_of, shape_of
 from ._distance import (
+    CellMaxima,
     _has_background,
     _no_background,
     distance_passes,
@@ -88,9 +92,13 @@ def _markers_block(
     ext = _ext(box, halo, reader.shape)
     dt = reader.read(ext)[0, 0]
     maxima = h_maxima(dt, h)  # a 2D image is (1, y, x): 8 neighbours
+    del dt
     core = maxima[_core(box, ext)]
     writer.write(box, core[None, None])
-    return int(core.sum())
+    n = int(core.sum())
+    del maxima, core
+    trim()
+    return n
 
 
 def _flood_block(
@@ -125,7 +133,10 @@ def _flood_block(
         del dt
     out = labels[core]
     writer.write(box, out[None, None])
-    return int(((out == 0) & mask[core]).sum())
+    n = int(((out == 0) & mask[core]).sum())
+    del out, labels, mask
+    trim()
+    return n
 
 
 def _chunks(shape: Any, halo: int, user: Any) -> tuple[int, int, int, int, int]:
@@ -200,7 +211,8 @@ def watershed_split(
     (markers: the connected regional maxima of the distance map whose
     dynamic is at least ``h`` pixels).  Here the distance map is exact;
     markers and flooding are computed on blocks with a halo of 6 x the
-    largest distance + 2 (at most 40 pixels, for memory), blocks shaped
+    largest distance around the block + 2 (at most 40 pixels, for
+    memory), blocks shaped
     for the least halo work within ~10 MiB of float32 with their halo
     (~100 MiB of work a thread); markers get one id across block borders, and
     foreground voxels whose marker lies beyond their block's halo are
@@ -208,8 +220,13 @@ def watershed_split(
     a pore's boundary can move by a few voxels, when the flooding path in
     memory leaves the block's halo: measured on porespy blobs, the
     adjusted Rand index against the in-memory result inside the mask is
-    >= 0.98 (1.0 with one block).  Ids are the markers' ids (1..N in file
-    order of the markers), not skimage's numbering.
+    >= 0.98 (1.0 with one block).  Equality with memory everywhere would
+    need each block to see every voxel on the flooding paths into it and
+    every path that decides a maximum's dynamic (up to a higher maximum),
+    which can run across the whole volume; a halo of a few times the
+    local pore radius holds them for pores up to a few radii long.  Ids
+    are the markers' ids (1..N in file order of the markers), not
+    skimage's numbering.
 
     Parameters
     ----------
@@ -248,30 +265,35 @@ def watershed_split(
         dt = new_output(Geometry.from_shape(shape, np.float32), f"distance for {what}")
         marks = new_output(Geometry.from_shape(shape, np.uint8), f"markers for {what}")
         labelled = None
+        cells = CellMaxima(shape)
         try:
             largest = yield from distance_passes(
-                run, mask, dt, (1.0, 1.0, 1.0), user, "watershed_split"
+                run, mask, dt, (1.0, 1.0, 1.0), user, "watershed_split", cells
             )
             if not _has_background(dt):
                 raise _no_background(mask, "watershed_split")
-            halo = min(_MAX_HALO, math.ceil(_HALO_FACTOR * largest) + 2)
-            chunks = _chunks(shape, halo, user)
+            chunks = _chunks(shape, _halo(cells.typical()), user)
             boxes = block_grid(shape, chunks)
+            # each block's own: from the largest distance around it
+            halos = [_halo(_local(cells, b, largest)) for b in boxes]
+            run.info["halos"], run.info["boxes"] = halos, boxes
             dt_reader = BoxReader(dt, run.token)
-            yield from _markers(run, dt_reader, marks, boxes, halo, float(h))
+            yield from _markers(run, dt_reader, marks, boxes, halos, float(h))
             labelled = yield from _label_markers(run, marks, ndim, chunks)
             marks.close()
             left = yield from _flood(
-                run, dt_reader, labelled, run.image, boxes, halo, conn, False
+                run, dt_reader, labelled, run.image, boxes, halos, conn, False
             )
             fills, todo, before = 0, boxes, sum(left) + 1
             while 0 < sum(left) < before and fills < _MAX_FILLS:
                 # stops when a fill reaches nothing more: what is left are
                 # pores without a marker (as in memory, they stay 0)
                 before = sum(left)
-                todo = [b for b, n in zip(todo, left, strict=True) if n]
+                keep = [i for i, n in enumerate(left) if n]
+                todo = [todo[i] for i in keep]
+                halos = [halos[i] for i in keep]
                 left = yield from _flood(
-                    run, dt_reader, run.image, run.image, todo, halo, conn, True
+                    run, dt_reader, run.image, run.image, todo, halos, conn, True
                 )
                 fills += 1
             run.info["unreached"] = int(sum(left))
@@ -285,14 +307,29 @@ def watershed_split(
     return Run(output, plan, what, total)
 
 
+def _halo(distance: float) -> int:
+    """The halo of a block around which the largest distance is this."""
+    return min(_MAX_HALO, math.ceil(_HALO_FACTOR * distance) + 2)
+
+
+def _local(cells: CellMaxima, box: Box, largest: float) -> float:
+    """The largest distance within the global halo of ``box``."""
+    return cells.reach(box, largest, within=_halo(largest))
+
+
 def _markers(
-    run: Run, reader: BoxReader, marks: Any, boxes: list[Box], halo: int, h: float
+    run: Run,
+    reader: BoxReader,
+    marks: Any,
+    boxes: list[Box],
+    halos: list[int],
+    h: float,
 ) -> Generator[tuple[int, int], None, None]:
     import dask
 
     writer = BlockWriter(marks, run.token)
     task = dask.delayed(_markers_block, pure=False)
-    tasks = [task(reader, writer, box, halo, h) for box in boxes]
+    tasks = [task(reader, writer, b, n, h) for b, n in zip(boxes, halos, strict=True)]
     sizes = [math.prod(b - a for a, b in box) for box in boxes]
     yield from run.execute(tasks, sizes)
 
@@ -327,7 +364,7 @@ def _flood(
     markers: Any,
     target: Any,
     boxes: list[Box],
-    halo: int,
+    halos: list[int],
     conn: int,
     keep: bool,
 ) -> Generator[tuple[int, int], None, list[int]]:
@@ -337,7 +374,8 @@ def _flood(
     writer = BlockWriter(target, run.token)
     task = dask.delayed(_flood_block, pure=False)
     tasks = [
-        task(dt_reader, marker_reader, writer, box, halo, conn, keep) for box in boxes
+        task(dt_reader, marker_reader, writer, box, halo, conn, keep)
+        for box, halo in zip(boxes, halos, strict=True)
     ]
     sizes = [math.prod(b - a for a, b in box) * 4 for box in boxes]
     found = yield from run.execute(tasks, sizes)
