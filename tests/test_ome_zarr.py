@@ -359,6 +359,12 @@ def test_browsing_in_z_decodes_the_next_chunk_row_ahead(data_dir):
         image.load_plane(z=3, size_x=16, size_y=16)  # forward: row 1
         handle.prefetch.wait()
         assert set(handle.cache._items) == {("0", (0, 0, 0)), ("0", (1, 0, 0))}
+        # a plane read as a box (a view cache's mean level) too
+        handle.cache.clear()
+        box = [range(1), range(1), range(8, 9), range(64), range(64)]
+        np.testing.assert_array_equal(image.storage.read_box(box)[0, 0, 0], data[8])
+        handle.prefetch.wait()
+        assert {key[1][0] for key in handle.cache._items} == {2, 3}
 
 
 # --- bad input ---------------------------------------------------------------------

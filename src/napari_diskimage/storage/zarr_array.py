@@ -431,7 +431,10 @@ class ZarrStorage(Storage):
         named = dict(zip(_AXES, ranges, strict=True))
         nbytes = math.prod(len(r) for r in ranges) * self.dtype.itemsize
         if nbytes <= self.handle.cache.max_bytes // 4:
-            return self._read(named)
+            out = self._read(named)
+            if len(named["z"]) == 1:  # a plane (e.g. a view cache's mean level)
+                prefetch_next_row(self, named)
+            return out
         arr = self.zarr_array
         box = tuple(
             slice(named[a].start, named[a].stop, named[a].step) for a in self.axes
