@@ -25,10 +25,16 @@ def smooth_volume(shape, dtype="uint16", seed=0, sigma=1.5):
 @contextlib.contextmanager
 def local_cluster() -> Iterator[Any]:
     """A dask client on a LocalCluster of 2 worker processes of 1 thread
-    (quiet, no dashboard): what a cluster's workers do, on this machine."""
+    (quiet, no dashboard): what a cluster's workers do, on this machine.
+
+    The scheduler runs in this process and unpickles the tasks' disk images
+    (reopened by path); its low-level log would keep them, and their files
+    open, after the cluster closed (as ``_cluster.Session`` also prevents)."""
+    import dask
     import distributed
 
     with (
+        dask.config.set({"distributed.admin.low-level-log-length": 0}),
         distributed.LocalCluster(
             n_workers=2,
             threads_per_worker=1,

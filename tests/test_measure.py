@@ -18,7 +18,7 @@ from scipy import ndimage
 from skimage.measure import marching_cubes, mesh_surface_area, regionprops_table
 
 import napari_diskimage as ndi
-from _arrays import cancel_at_first_step
+from _arrays import cancel_at_first_step, local_cluster
 from _memcap import run_capped, unavailable_reason
 from napari_diskimage import measure
 from napari_diskimage._cli import main
@@ -237,30 +237,17 @@ def test_porosity_and_profile_are_the_fractions_of_nonzero_voxels():
 def test_a_distributed_cluster_measures_in_its_workers(data_dir):
     """Workers of a LocalCluster read the blocks of the file themselves and
     send back partial tables only."""
-    distributed = pytest.importorskip("distributed")
-    import dask
-
+    pytest.importorskip("distributed")
     from napari_diskimage import process
 
     labels, intensity = porous((10, 24, 30), seed=37, dtype=np.uint16)
     tifffile.imwrite(data_dir / "labels.tif", labels)
     tifffile.imwrite(data_dir / "image.tif", intensity)
     props = ["label", "area", "centroid", "intensity_mean", "surface_area"]
-    # the scheduler runs in this process and unpickles the tasks' disk images
-    # (reopened by path); its low-level log would keep them, and their files
-    # open, after the cluster closed, as _cluster.Session also prevents
     with (
-        dask.config.set({"distributed.admin.low-level-log-length": 0}),
         ndi.open_tiff(data_dir / "labels.tif") as lab,
         ndi.open_tiff(data_dir / "image.tif") as img,
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        ) as cluster,
-        distributed.Client(cluster),
+        local_cluster(),
     ):
         here = process.stats()["bytes_read"]
         table = measure.regionprops_table(lab, img, props, block_shape=BLOCK)
