@@ -280,6 +280,31 @@ def test_write_to_ome_zarr_shows_the_result_while_written_then_the_store(
     assert widget.status.value.startswith("Gaussian smoothing")
 
 
+def test_labels_written_to_ome_zarr_show_as_a_labels_layer(viewer, qtbot, data_dir):
+    """Ids, not intensities: a label run into a store is a labels layer while
+    it is written and after (read-only: painting is for disk labels)."""
+    data = (volume() > 1000).astype(np.uint8)
+    add(viewer, data)
+    widget = ProcessImage(viewer)
+    widget.operation.value = "label"
+    widget.write_to.value = "ome-zarr"
+    widget.out_path.value = data_dir / "ids.ome.zarr"
+    press(widget.run_button)
+    job = widget.job
+    (result,) = widget.result_layers
+    assert isinstance(result, napari.layers.Labels)
+    qtbot.waitUntil(lambda: job.done, timeout=60000)
+    (shown,) = widget.result_layers
+    assert isinstance(shown, napari.layers.Labels) and shown is not result
+    assert shown.metadata["disk_image"].path == data_dir / "ids.ome.zarr"
+    expected, n = sndi.label(data)
+    labels = np.asarray(shown.metadata["disk_image"].array[0, 0])
+    assert labels.max() == n
+    z = viewer.dims.current_step[0]
+    level = shown.data[0] if shown.multiscale else shown.data
+    np.testing.assert_array_equal(np.asarray(level[z]) > 0, expected[z] > 0)
+
+
 def test_cancel_of_an_ome_zarr_run_leaves_no_folder(
     viewer, qtbot, stuck_block, data_dir, messages
 ):

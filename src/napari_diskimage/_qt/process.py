@@ -339,6 +339,7 @@ class ProcessImage(Container):
         self.run = run
         name = f"{layer.name} {key}"
         self._in_store = self.write_to.value == "ome-zarr"
+        self._key = key
         self.result_layers = self._add_result(output, name, layer, key)
         self.cluster_report: list[str] = []
         self.job = StepsJob(
@@ -376,7 +377,7 @@ class ProcessImage(Container):
             if source in self.viewer.layers:
                 self.viewer.layers.selection.active = source
             return [layer]
-        layers = add_disk_image(self.viewer, image, name)
+        layers = self._add_layers(image, name, key)
         for new in layers:  # hidden until its first block is written: a
             new.visible = False  # result of zeros would cover its input
         for new in layers:
@@ -389,6 +390,29 @@ class ProcessImage(Container):
                 self.viewer.layers.selection.discard(new)
         if source in self.viewer.layers:
             self.viewer.layers.selection.active = source
+        return layers
+
+    def _add_layers(self, image: DiskImage, name: str, key: str) -> list[Layer]:
+        """The layers of a result: ids of a labels operation written to an
+        OME-Zarr store are a (read-only) labels layer of the store's
+        levels, with label colours; intensities are image layers."""
+        if not process.OPERATIONS[key].labels_result:
+            return add_disk_image(self.viewer, image, name)
+        from .._napari.reader import disk_image_layers
+
+        shown = ("name", "scale", "axis_labels", "units", "metadata")
+        layers = []
+        for data, kwargs, _ in disk_image_layers(image, name=name):
+            # napari 0.9's Labels takes a one-level list with multiscale=True
+            # for a stack of 2D levels: one level is given as itself
+            levels = data if len(data) > 1 else data[0]
+            layers.append(
+                self.viewer.add_labels(
+                    levels,
+                    multiscale=len(data) > 1,
+                    **{k: v for k, v in kwargs.items() if k in shown},
+                )
+            )
         return layers
 
     def _step(self, step: tuple[int, int]) -> None:
@@ -435,7 +459,7 @@ class ProcessImage(Container):
         for lay in old:
             if lay in self.viewer.layers:
                 self.viewer.layers.remove(lay)
-        self.result_layers = add_disk_image(self.viewer, image, names[0])
+        self.result_layers = self._add_layers(image, names[0], self._key)
         shown = old[0].metadata.get("disk_image") if old else None
         if isinstance(shown, DiskImage) and shown is not image:
             close_in_background(shown)  # the store as it was written
