@@ -140,6 +140,9 @@ import napari_diskimage as ndi
 from napari_diskimage.display import display_levels
 image = ndi.open_tiff(src)
 nz = image.shape[2]
+if not prefetch:  # A/B: without decoding the next chunk row ahead
+    from napari_diskimage.storage import zarr_array
+    zarr_array.prefetch_next_row = lambda *_: None
 def run_steps(levels, k, n=16):
     out = []
     for i in range(n):
@@ -232,6 +235,11 @@ def main(argv: list[str] | None = None) -> None:
         help="no YZ steps from the file in napari (minutes a step at 16 GiB)",
     )
     parser.add_argument(
+        "--no-prefetch",
+        action="store_true",
+        help="--xy: without decoding the cache's next chunk row ahead (A/B)",
+    )
+    parser.add_argument(
         "--xy",
         action="store_true",
         help="only zoomed-out XY z-steps (levels 1, 2), file against cache; print",
@@ -251,7 +259,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.xy:
             for level in (1, 2):
                 for use_cache in (False, True):
-                    env = {"src": str(src), "level": level, "use_cache": use_cache}
+                    env = {
+                        "src": str(src),
+                        "level": level,
+                        "use_cache": use_cache,
+                        "prefetch": not args.no_prefetch,
+                    }
                     key = f"xy-{level}-{'cache' if use_cache else 'file'}"
                     rows[key] = run(XY_LEVELS, env, 6 * GiB)
             print(json.dumps(rows, indent=1))
