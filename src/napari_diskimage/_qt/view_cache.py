@@ -120,7 +120,7 @@ class ViewCacheActions(Container):
         )
         self.clear_button = PushButton(text="Clear view caches")
         self.auto = FloatSpinBox(
-            label="Build automatically over (GiB)",
+            label="Auto-build over",
             value=auto_build_bytes() / GiB,
             min=0,
             max=1 << 20,
@@ -128,6 +128,9 @@ class ViewCacheActions(Container):
             tooltip="build the view cache of every volume at least this large "
             "as soon as it is opened (0: never, offer it instead); remembered",
         )
+        # "0.00" alone said neither the unit nor that 0 means never
+        self.auto.native.setSuffix(" GiB")
+        self.auto.native.setSpecialValueText("never (offer)")
         self.status = status_label()
         self.job: StepsJob | None = None
         super().__init__(
