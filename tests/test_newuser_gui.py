@@ -112,6 +112,36 @@ def test_operation_names_and_field_labels_are_whole(window):
         if label.text() and label.isVisible() and not label.wordWrap():
             need = label.fontMetrics().horizontalAdvance(label.text())
             assert label.width() >= need, f"{label.text()!r} is cut"
+    # and nothing covers a label or reaches past the panel's right edge (it
+    # does not scroll sideways): "Build automatically over (GiB)" was whole,
+    # but its spin box lay over its end: "Build automatically ove" was shown
+    from qtpy.QtCore import QPoint, QRect
+    from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QScrollArea
+
+    viewport = panel.findChild(QScrollArea).viewport()
+
+    def rect(widget):
+        return QRect(widget.mapTo(viewport, QPoint(0, 0)), widget.size())
+
+    def shown(kind):
+        return [w for w in panel.findChildren(kind) if w.isVisible() and w.width()]
+
+    fields = [
+        w for k in (QAbstractSpinBox, QComboBox, QAbstractButton) for w in shown(k)
+    ]
+    for widget in shown(QLabel) + fields:
+        name = getattr(widget, "text", lambda: "")() or type(widget).__name__
+        assert rect(widget).right() < viewport.width(), f"{name!r} is cut at the edge"
+    for label in shown(QLabel):
+        if not label.text():
+            continue
+        text = label.fontMetrics().boundingRect(label.text())
+        inked = QRect(rect(label).topLeft(), text.size())  # where the text is drawn
+        for field in fields:
+            if not field.isAncestorOf(label):
+                assert not rect(field).intersects(inked), (
+                    f"{label.text()!r} is covered by a {type(field).__name__}"
+                )
 
 
 def _cut_text(widget):
