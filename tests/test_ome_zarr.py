@@ -396,6 +396,20 @@ def test_browsing_in_z_decodes_the_next_chunk_row_ahead(data_dir):
         assert {key[1][0] for key in handle.cache._items} == {2, 3}
 
 
+def test_the_read_ahead_check_does_not_count_as_a_use():
+    from napari_diskimage._cache import LRUCache
+
+    cache = LRUCache(2)
+    cache.put("a", 1, 1)
+    cache.put("b", 2, 1)
+    assert "a" in cache and "c" not in cache  # as the read ahead looks
+    cache.put("c", 3, 1)  # "a" is still the least recently used
+    assert "a" not in cache and "b" in cache
+    assert cache.get("b") == 2  # a use: "c" goes next
+    cache.put("d", 4, 1)
+    assert "c" not in cache and "b" in cache
+
+
 # --- bad input ---------------------------------------------------------------------
 def test_bad_stores_raise_errors_naming_them(data_dir):
     with pytest.raises(FileNotFoundError, match=r"nothing\.zarr"):
