@@ -206,11 +206,17 @@ def run(code: str, env: dict[str, str], cap: int) -> dict:
     return row
 
 
-def make_tiff(path: Path, size: str) -> str:
+def make_tiff(path: Path, size: str, shape: str | None = None) -> str:
+    import numpy as np
+
+    from napari_diskimage import Geometry
     from napari_diskimage._napari.samples import _SyntheticVolume, large_sample_geometry
     from napari_diskimage.io import save_tiff
 
     geometry = large_sample_geometry(size)
+    if shape:  # x,y,z
+        x, y, z = (int(n) for n in shape.split(","))
+        geometry = Geometry(np.dtype(np.uint16), x, y, z)
     save_tiff(_SyntheticVolume(geometry), path)
     log(f"wrote {path.name}: {geometry} ({path.stat().st_size / MiB:.0f} MiB)")
     return str(geometry)
@@ -241,6 +247,11 @@ def main(argv: list[str] | None = None) -> None:
         help="--xy: without decoding the cache's next chunk row ahead (A/B)",
     )
     parser.add_argument(
+        "--shape",
+        help="x,y,z of the uint16 volume instead of --size's (e.g. the YZ "
+        "plane of a larger volume with fewer x)",
+    )
+    parser.add_argument(
         "--no-cp", action="store_true", help="no `cp` of the file (no disk room)"
     )
     parser.add_argument(
@@ -265,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict = {"size": args.size, "command": " ".join(given)}
     try:
         src = work / "porous.tif"
-        rows["geometry"] = make_tiff(src, args.size)
+        rows["geometry"] = make_tiff(src, args.size, args.shape)
         rows["input_mib"] = round(src.stat().st_size / MiB)
         if args.xy:
             for level in (1, 2):
@@ -281,10 +292,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(rows, indent=1))
             _save_json(rows, args)
             return
-        drop_caches()
-        rows["build"] = run(BUILD, {"src": str(src)}, 512 * MiB)
-        store = next(caches.glob("ndi-view-*.ome.zarr"))
-        rows["store_mib"] = round(du(store) / MiB)
+        # cp first: the copy is deleted before the cache takes its room
         if not args.no_cp:
             drop_caches()
             t = time.perf_counter()
@@ -292,6 +300,10 @@ def main(argv: list[str] | None = None) -> None:
             rows["cp_seconds"] = round(time.perf_counter() - t, 2)
             rows["cp_load"] = round(os.getloadavg()[0], 1)
             (work / "copy.tif").unlink()
+        drop_caches()
+        rows["build"] = run(BUILD, {"src": str(src)}, 512 * MiB)
+        store = next(caches.glob("ndi-view-*.ome.zarr"))
+        rows["store_mib"] = round(du(store) / MiB)
         rows["cold"] = drop_caches()
         meta = json.loads((store / "0" / "zarr.json").read_text())
         chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
