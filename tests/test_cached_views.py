@@ -197,3 +197,33 @@ def test_x_steps_after_a_yz_plane_decode_nothing(scan_tiff, monkeypatch):
         assert handle.decoded_bytes == decoded
         save_setting(cached_views.MEMORY_KEY, 1 << 20)  # the user's bound
         assert cached_views.chunk_cache_bytes(image) == 4 << 20
+
+
+def test_zoomed_out_xy_from_rows_of_chunks_larger_than_the_cache_is_the_file(
+    scan_tiff, monkeypatch
+):
+    from napari_diskimage.display import cached_views
+    from napari_diskimage.storage import zarr_array
+
+    path, data = scan_tiff
+    with ndi.open_tiff(path) as image:
+        ndi.view_cache(image).close()
+        coarse = _levels(image)[1]
+        cache = valid_view_cache(image)
+        assert cache is not None
+        level1 = cache.display_levels[1]
+        # a row of level 1's chunks: 48 planes x 300 x 350 -> 5 x 6 chunks
+        row = 48 * 5 * 64 * 6 * 64 * 2
+        assert level1.storage.handle.cache.max_bytes >= 2 * row
+        shown = np.asarray(coarse[37])
+        assert np.abs(shown - _block_means(data[36:38], 2, 2)[0]).max() <= 0.5
+        # the store's chunk cache smaller than two such rows (as 128 MiB is
+        # at 2 GiB with 64-deep chunks): every z-step would decode its row
+        monkeypatch.setattr(zarr_array, "CACHE_BYTES", 2 * row - 1)
+        monkeypatch.setattr(cached_views, "chunk_cache_bytes", lambda _: 2 * row - 1)
+        cached_views._close(cached_views._entries[image])
+        cached_views._entries[image].stamp = None  # reopened with that cache
+        assert valid_view_cache(image) is not None
+        before = image.bytes_read
+        np.testing.assert_array_equal(np.asarray(coarse[37]), data[37, ::2, ::2])
+        assert image.bytes_read > before  # the file's strided pixels
