@@ -419,6 +419,7 @@ def markdown(rows: dict) -> str:
 
 def napari_markdown(rows: dict) -> str:
     build = rows["build"]
+    cp = f"{rows['cp_seconds']} s" if "cp_seconds" in rows else "not run"
     cold = "dropped before each step" if rows["cold"] else "NOT dropped (not root)"
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} UTC by `python "
@@ -445,7 +446,7 @@ def napari_markdown(rows: dict) -> str:
         f"Build of the cache under a 512 MiB cap: {build.get('seconds', '?')} s "
         f"(peak anon {build.get('anon_peak_mib')} MiB, {build.get('verdict')}, "
         f"load {build.get('load')}); `cp` of the file: "
-        f"{rows.get('cp_seconds', 'not run')} s; store {rows['store_mib']} MiB.",
+        f"{cp}; store {rows['store_mib']} MiB.",
         "",
         "| view | view cache | first (ms) | p95 of 16 steps (ms) | peak anon (MiB) "
         "| load |",
