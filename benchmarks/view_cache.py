@@ -201,15 +201,22 @@ def run(code: str, env: dict[str, str], cap: int) -> dict:
                 row["first_ms"] = round(1000 * found["steps"][0], 1)
     if result.returncode != 0:
         row["error"] = result.stderr[-500:]
+    row["load"] = round(os.getloadavg()[0], 1)  # the machine is shared
     log(json.dumps(row))
     return row
 
 
-def make_tiff(path: Path, size: str) -> str:
+def make_tiff(path: Path, size: str, shape: str | None = None) -> str:
+    import numpy as np
+
+    from napari_diskimage import Geometry
     from napari_diskimage._napari.samples import _SyntheticVolume, large_sample_geometry
     from napari_diskimage.io import save_tiff
 
     geometry = large_sample_geometry(size)
+    if shape:  # x,y,z
+        x, y, z = (int(n) for n in shape.split(","))
+        geometry = Geometry(np.dtype(np.uint16), x, y, z)
     save_tiff(_SyntheticVolume(geometry), path)
     log(f"wrote {path.name}: {geometry} ({path.stat().st_size / MiB:.0f} MiB)")
     return str(geometry)
@@ -240,6 +247,20 @@ def main(argv: list[str] | None = None) -> None:
         help="--xy: without decoding the cache's next chunk row ahead (A/B)",
     )
     parser.add_argument(
+        "--shape",
+        help="x,y,z of the uint16 volume instead of --size's (e.g. the YZ "
+        "plane of a larger volume with fewer x)",
+    )
+    parser.add_argument(
+        "--no-cp", action="store_true", help="no `cp` of the file (no disk room)"
+    )
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="own docs sections and docs/benchmarks-view-cache-TAG.json "
+        "(default: the shared sections, no JSON)",
+    )
+    parser.add_argument(
         "--xy",
         action="store_true",
         help="only zoomed-out XY z-steps (levels 1, 2), file against cache; print",
@@ -251,10 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     caches = work / "disk-images"
     caches.mkdir()
     os.environ["NAPARI_DISKIMAGE_DIR"] = str(caches)
-    rows: dict = {"size": args.size, "flags": " --napari-only" * args.napari_only}
+    given = sys.argv[1:] if argv is None else argv
+    rows: dict = {"size": args.size, "command": " ".join(given)}
     try:
         src = work / "porous.tif"
-        rows["geometry"] = make_tiff(src, args.size)
+        rows["geometry"] = make_tiff(src, args.size, args.shape)
         rows["input_mib"] = round(src.stat().st_size / MiB)
         if args.xy:
             for level in (1, 2):
@@ -268,16 +290,20 @@ def main(argv: list[str] | None = None) -> None:
                     key = f"xy-{level}-{'cache' if use_cache else 'file'}"
                     rows[key] = run(XY_LEVELS, env, 6 * GiB)
             print(json.dumps(rows, indent=1))
+            _save_json(rows, args)
             return
+        # cp first: the copy is deleted before the cache takes its room
+        if not args.no_cp:
+            drop_caches()
+            t = time.perf_counter()
+            subprocess.run(["cp", str(src), str(work / "copy.tif")], check=True)
+            rows["cp_seconds"] = round(time.perf_counter() - t, 2)
+            rows["cp_load"] = round(os.getloadavg()[0], 1)
+            (work / "copy.tif").unlink()
         drop_caches()
         rows["build"] = run(BUILD, {"src": str(src)}, 512 * MiB)
         store = next(caches.glob("ndi-view-*.ome.zarr"))
         rows["store_mib"] = round(du(store) / MiB)
-        drop_caches()
-        t = time.perf_counter()
-        subprocess.run(["cp", str(src), str(work / "copy.tif")], check=True)
-        rows["cp_seconds"] = round(time.perf_counter() - t, 2)
-        (work / "copy.tif").unlink()
         rows["cold"] = drop_caches()
         meta = json.loads((store / "0" / "zarr.json").read_text())
         chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
@@ -315,14 +341,25 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(rows, indent=1))
+    _save_json(rows, args)
     if not args.no_write:
         md = HERE.parent / "docs" / "benchmarks.md"
+        tag = f"-{args.tag}" if args.tag else ""
         if not args.napari_only:
-            write_section(md, "view-cache", "View cache (issue 24)", markdown(rows))
+            write_section(
+                md, f"view-cache{tag}", f"View cache (issue 24){tag}", markdown(rows)
+            )
         write_section(
-            md, "view-cache-napari", "View cache: YZ / XZ views in napari (issue 24)",
+            md, f"view-cache-napari{tag}",
+            f"View cache: YZ / XZ views in napari (issue 24){tag}",
             napari_markdown(rows),
         )  # fmt: skip
+
+
+def _save_json(rows: dict, args: argparse.Namespace) -> None:
+    if args.tag and not args.no_write:
+        out = HERE.parent / "docs" / f"benchmarks-view-cache-{args.tag}.json"
+        out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def markdown(rows: dict) -> str:
@@ -340,7 +377,7 @@ def markdown(rows: dict) -> str:
         f"{build.get('seconds', build.get('error'))} s, "
         f"peak anon {build.get('anon_peak_mib')} MiB, cgroup peak "
         f"{build.get('cgroup_peak_mib')} MiB ({build.get('verdict')}); "
-        f"`cp` of the file: {rows['cp_seconds']} s. Store (chunks "
+        f"`cp` of the file: {rows.get('cp_seconds', 'not run')} s. Store (chunks "
         f"{rows['chunks']} (z, y, x), zstd, mean pyramid): {rows['store_mib']} MiB.",
         "",
         "**Whole YZ / XZ planes, one pixel step at a time** (16 steps; "
@@ -381,10 +418,12 @@ def markdown(rows: dict) -> str:
 
 
 def napari_markdown(rows: dict) -> str:
+    build = rows["build"]
+    cp = f"{rows['cp_seconds']} s" if "cp_seconds" in rows else "not run"
     cold = "dropped before each step" if rows["cold"] else "NOT dropped (not root)"
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} by `python benchmarks/view_cache.py "
-        f"--size {rows['size']}{rows['flags']}` on the {rows['input_mib']} MiB "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} UTC by `python "
+        f"benchmarks/view_cache.py {rows['command']}` on the {rows['input_mib']} MiB "
         f"porous TIFF ({rows['geometry']}); 2 cores shared with other work "
         f"(load average at the end {os.getloadavg()[0]:.1f}). A napari "
         "`ViewerModel` shows the layer the reader makes, level 0 locked; its "
@@ -404,8 +443,14 @@ def napari_markdown(rows: dict) -> str:
         "one' is the same step without that (one wait for the disk per "
         "plane).",
         "",
-        "| view | view cache | first (ms) | p95 of 16 steps (ms) | peak anon (MiB) |",
-        "| --- | --- | ---: | ---: | ---: |",
+        f"Build of the cache under a 512 MiB cap: {build.get('seconds', '?')} s "
+        f"(peak anon {build.get('anon_peak_mib')} MiB, {build.get('verdict')}, "
+        f"load {build.get('load')}); `cp` of the file: "
+        f"{cp}; store {rows['store_mib']} MiB.",
+        "",
+        "| view | view cache | first (ms) | p95 of 16 steps (ms) | peak anon (MiB) "
+        "| load |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for axis, name in (("x", "YZ (x-step)"), ("y", "XZ (y-step)")):
         for where in ("cache", "file", "file-rows"):
@@ -421,7 +466,8 @@ def napari_markdown(rows: dict) -> str:
             lines.append(
                 f"| {name} | {what[where]} | "
                 f"{round(1000 * first) if first is not None else row.get('error')}"
-                f" | {row.get('p95_ms', '?')} | {row.get('anon_peak_mib', '?')} |"
+                f" | {row.get('p95_ms', '?')} | {row.get('anon_peak_mib', '?')} "
+                f"| {row.get('load', '?')} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -170,3 +170,60 @@ def test_labels_levels_never_read_the_cache(scan_tiff):
         before = image.bytes_read
         np.testing.assert_array_equal(np.asarray(levels[0][:, :, 5]), data[:, :, 5])
         assert image.bytes_read > before  # the file, exact
+
+
+def test_x_steps_after_a_yz_plane_decode_nothing(scan_tiff, monkeypatch):
+    from napari_diskimage._settings import save_setting
+    from napari_diskimage.display import cached_views
+    from napari_diskimage.storage import zarr_array
+
+    path, data = scan_tiff
+    # The store default below one YZ slice of chunks (96 x 600 x 64 pixels,
+    # 7.4 MB), as 128 MiB is below it at 16 GiB (407 x 3248 planes).
+    monkeypatch.setattr(zarr_array, "CACHE_BYTES", 4 << 20)
+    with ndi.open_tiff(path) as image:
+        ndi.view_cache(image).close()
+        levels = _levels(image)
+        cache = valid_view_cache(image)
+        assert cache is not None
+        handle = cache.storage.handle
+        assert handle.cache.max_bytes == cached_views.chunk_cache_bytes(image)
+        assert handle.cache.max_bytes >= data[:, :, :64].nbytes
+        np.testing.assert_array_equal(np.asarray(levels[0][:, :, 64]), data[:, :, 64])
+        decoded = handle.decoded_bytes
+        for x in range(65, 80):  # the next x-steps: the same chunks
+            plane = np.asarray(levels[0][:, :, x])
+            np.testing.assert_array_equal(plane, data[:, :, x])
+        assert handle.decoded_bytes == decoded
+        save_setting(cached_views.MEMORY_KEY, 1 << 20)  # the user's bound
+        assert cached_views.chunk_cache_bytes(image) == 4 << 20
+
+
+def test_zoomed_out_xy_from_rows_of_chunks_larger_than_the_cache_is_the_file(
+    scan_tiff, monkeypatch
+):
+    from napari_diskimage.display import cached_views
+    from napari_diskimage.storage import zarr_array
+
+    path, data = scan_tiff
+    with ndi.open_tiff(path) as image:
+        ndi.view_cache(image).close()
+        coarse = _levels(image)[1]
+        cache = valid_view_cache(image)
+        assert cache is not None
+        level1 = cache.display_levels[1]
+        # a row of level 1's chunks: 48 planes x 300 x 350 -> 5 x 6 chunks
+        row = 48 * 5 * 64 * 6 * 64 * 2
+        assert level1.storage.handle.cache.max_bytes >= 2 * row
+        shown = np.asarray(coarse[37])
+        assert np.abs(shown - _block_means(data[36:38], 2, 2)[0]).max() <= 0.5
+        # the store's chunk cache smaller than two such rows (as 128 MiB is
+        # at 2 GiB with 64-deep chunks): every z-step would decode its row
+        monkeypatch.setattr(zarr_array, "CACHE_BYTES", 2 * row - 1)
+        monkeypatch.setattr(cached_views, "chunk_cache_bytes", lambda _: 2 * row - 1)
+        cached_views._close(cached_views._entries[image])
+        cached_views._entries[image].stamp = None  # reopened with that cache
+        assert valid_view_cache(image) is not None
+        before = image.bytes_read
+        np.testing.assert_array_equal(np.asarray(coarse[37]), data[37, ::2, ::2])
+        assert image.bytes_read > before  # the file's strided pixels

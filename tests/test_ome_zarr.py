@@ -155,6 +155,35 @@ def test_z_is_halved_only_while_no_coarser_than_y_and_x(data_dir):
     assert scales[3] == [8.0, 8.0, 8.0]
 
 
+def test_planes_over_the_slab_budget_are_built_in_blocks_of_whole_chunks(data_dir):
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 60000, (2, 2, 41, 100, 151), dtype=np.uint16)
+    labels = {"cells": rng.integers(0, 5, (2, 1, 41, 100, 151), dtype=np.uint32)}
+    aniso = ndi.copy(data[0, 0])
+    aniso.spacing = (4.0, 1.0, 1.0)  # levels 1 and 2 keep every plane
+    for name, image, extra in (("tc", data, labels), ("aniso", aniso, None)):
+        stores = []
+        for slab_bytes in (256 << 10, 1 << 40):  # in blocks; streamed slabs
+            steps: list[tuple[int, int]] = []
+            gen = iter_save_ome_zarr(
+                image, data_dir / f"{name}-{slab_bytes}.ome.zarr", labels=extra,
+                chunks=(16, 32, 32), levels=4, slab_bytes=slab_bytes,
+            )  # fmt: skip
+            try:
+                while True:
+                    steps.append(next(gen))
+            except StopIteration as stop:
+                stores.append(zarr.open_group(str(stop.value), mode="r"))
+            assert steps[-1][0] == steps[-1][1]
+        blocks, slabs = stores
+        paths = [p for p, _ in slabs.arrays()]
+        paths += [f"labels/cells/{p}" for p in "0123" if extra]
+        for path in paths:
+            assert blocks[path].chunks == slabs[path].chunks
+            np.testing.assert_array_equal(blocks[path][:], slabs[path][:])
+    aniso.close()
+
+
 def test_nearest_and_gaussian_levels(data_dir):
     from scipy import ndimage
 
@@ -365,6 +394,20 @@ def test_browsing_in_z_decodes_the_next_chunk_row_ahead(data_dir):
         np.testing.assert_array_equal(image.storage.read_box(box)[0, 0, 0], data[8])
         handle.prefetch.wait()
         assert {key[1][0] for key in handle.cache._items} == {2, 3}
+
+
+def test_the_read_ahead_check_does_not_count_as_a_use():
+    from napari_diskimage._cache import LRUCache
+
+    cache = LRUCache(2)
+    cache.put("a", 1, 1)
+    cache.put("b", 2, 1)
+    assert "a" in cache and "c" not in cache  # as the read ahead looks
+    cache.put("c", 3, 1)  # "a" is still the least recently used
+    assert "a" not in cache and "b" in cache
+    assert cache.get("b") == 2  # a use: "c" goes next
+    cache.put("d", 4, 1)
+    assert "c" not in cache and "b" in cache
 
 
 # --- bad input ---------------------------------------------------------------------

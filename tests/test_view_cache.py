@@ -316,19 +316,49 @@ def test_cli_builds_and_clears(volume, disk_image_dir, capsys):
     assert main(["view-cache", str(path.with_name("missing.tif"))]) == 1
 
 
-def test_chunks_keep_the_build_bounded(monkeypatch):
-    image = ndi.new_disk_image(ndi.Geometry(np.dtype(np.uint16), 64, 32, 2))
-    try:
+def _means(data: np.ndarray) -> np.ndarray:
+    """Means of 2 x 2 x 2 blocks (even sizes), rounded half up."""
+    z, y, x = (n // 2 for n in data.shape)
+    blocks = data[: 2 * z, : 2 * y, : 2 * x].reshape(z, 2, y, 2, x, 2)
+    return np.floor(blocks.mean(axis=(1, 3, 5), dtype=np.float64) + 0.5)
+
+
+def test_large_planes_keep_deep_chunks_and_bounded_memory(data_dir, monkeypatch):
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 60000, (130, 256, 1000), dtype=np.uint16)
+    path = data_dir / "wide.tif"
+    tifffile.imwrite(path, data)
+    slab = 64 * data[0].nbytes  # one chunk row of planes: 31 MiB
+    budget = 4 << 20
+    monkeypatch.setattr(vc, "SLAB_BUDGET", budget)
+    with ndi.open_tiff(path) as image:
         assert vc.view_cache_chunks(image) == (64, 64, 64)
-        plane = 32 * 64 * 2
-        monkeypatch.setattr(vc, "SLAB_BUDGET", 8 * plane)
-        cz, cy, cx = vc.view_cache_chunks(image)
-        assert (cz, cy, cx) == (8, 64, 64)
-        assert cz * plane <= vc.SLAB_BUDGET
-        monkeypatch.setattr(vc, "SLAB_BUDGET", 1)
-        assert vc.view_cache_chunks(image) == (1, 64, 64)
-    finally:
-        image.close()
+        tracemalloc.start()
+        try:
+            cache = ndi.view_cache(image)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert cache is not None
+    # A block of whole chunks (128 planes x 128 rows x 128 columns, 4 MiB),
+    # its means and zarr's copies: 12 MiB; streamed slabs of 64 planes: 67 MiB.
+    assert peak < 4 * budget < slab
+    store = cache.path
+    for level in ("0", "1"):
+        meta = json.loads((store / level / "zarr.json").read_text())
+        assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [64, 64, 64]
+    for x in (0, 63, 64, 500, 999):
+        assert np.array_equal(cache[0, 0, :, :, x], data[:, :, x])  # YZ
+    levels = cache.display_levels
+    level1 = np.asarray(levels[1][0, 0])
+    expect1 = _means(data)
+    assert np.array_equal(level1, expect1)
+    level2 = np.asarray(levels[2][0, 0], dtype=np.float64)
+    expect2 = _means(expect1)
+    assert np.array_equal(level2[: expect2.shape[0]], expect2)
+    cache.close()
 
 
 @pytest.mark.gui

@@ -35,6 +35,12 @@ class LRUCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` is held; unlike :meth:`get`, it does not count as
+        a use (a look that should not keep the value longer)."""
+        with self._lock:
+            return key in self._items
+
     def get(self, key: Hashable) -> Any:
         """The value of ``key`` (now the most recently used), or None."""
         with self._lock:

@@ -25,6 +25,7 @@ __all__ = [
     "CONFIG_ENV_VAR",
     "apply_saved_disk_image_dir",
     "load_settings",
+    "number_setting",
     "save_disk_image_dir",
     "save_setting",
     "settings_file",
@@ -54,6 +55,15 @@ def load_settings() -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def number_setting(key: str, default: int) -> int:
+    """The saved whole number under ``key`` (a size in bytes, a count), or
+    ``default`` when none is saved or it is not a number."""
+    value = load_settings().get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    return int(value)
 
 
 def save_setting(key: str, value: Any, *, quiet: bool = False) -> Path | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from .._diskimage import DiskImage
 from .._scratch import format_bytes
-from .._settings import load_settings
+from .._settings import number_setting
 from ..display.cached_views import on_uncached_yz_read, valid_view_cache
 from ..display.view_cache import view_cache_size
 from .layers import disk_image_of
@@ -61,15 +61,13 @@ _offer_lock = threading.Lock()
 
 def offer_bytes() -> int:
     """Size of a file (bytes) from which a view cache is offered."""
-    value = load_settings().get("view_cache_offer_bytes", OFFER_BYTES)
-    return int(value) if isinstance(value, (int, float)) else OFFER_BYTES
+    return number_setting("view_cache_offer_bytes", OFFER_BYTES)
 
 
 def auto_build_bytes() -> int:
     """Size of a file (bytes) from which its view cache is built when it is
     opened; 0: never (the default)."""
-    value = load_settings().get(AUTO_KEY, 0)
-    return int(value) if isinstance(value, (int, float)) and value > 0 else 0
+    return max(0, number_setting(AUTO_KEY, 0))
 
 
 def _wants_offer(image: DiskImage | None) -> bool:

@@ -4,7 +4,7 @@ On a row-major file a YZ or XZ plane touches every row of the file; a 3D
 overview strided in y and x loses what is smaller than the stride.  The
 view cache is the image saved once as OME-Zarr
 (:func:`~napari_diskimage.io.ome_zarr.iter_save_ome_zarr`): near-cubic
-chunks (:data:`CHUNKS`; fewer planes a chunk for planes over 2 MiB, see
+chunks (:data:`CHUNKS`, whatever the plane size, see
 :func:`view_cache_chunks`), compressed, every level the **mean** of the blocks
 of the level above.  Any plane of it reads a few chunks.
 
@@ -71,8 +71,8 @@ __all__ = [
 CHUNKS = (64, 64, 64)
 
 #: The build holds one z-chunk row of planes (about 4/3 of it with the
-#: coarser levels' rows): when 64 planes exceed this, chunks take fewer
-#: planes and more pixels in y and x (the same voxels per chunk).
+#: coarser levels' rows): when 64 planes exceed this, it holds a block of
+#: whole chunks of about this size instead (chunks stay 64^3).
 SLAB_BUDGET = 128 << 20
 
 #: The file inside a complete, valid store that names its source.
@@ -191,21 +191,18 @@ register_operations(pixel_written=invalidate_view_cache)
 
 # --- size --------------------------------------------------------------------
 def view_cache_chunks(image: DiskImage) -> tuple[int, int, int]:
-    """The chunk shape (z, y, x) of the view cache of ``image``.
+    """The chunk shape (z, y, x) of the view cache of ``image``:
+    :data:`CHUNKS` (64^3) whatever the plane size.
 
-    :data:`CHUNKS` (64^3) when 64 planes fit :data:`SLAB_BUDGET`; else the
-    largest power of two of planes that fits (at least 1), y and x kept at
-    64: an XZ or YZ plane still decodes only a 64-pixel-thick slice of the
-    volume (which the chunk cache holds for the next 63 steps); smaller
-    chunks, more files.  Widening y and x instead made XZ steps re-decode
-    a slice larger than the chunk cache (p95 1.2 s on 2 GiB).
+    When 64 planes exceed :data:`SLAB_BUDGET` the cache is built in blocks
+    of whole chunks (64 or 128 planes x a band of rows, or of columns;
+    :mod:`napari_diskimage.io.ome_zarr_blocks`), so memory follows the
+    block, not the plane.  Shallower chunks (2 x 64 x 64 at 16 GiB, as an
+    earlier build chose) made one YZ plane decode ~170 MB from 10,000
+    chunk files: first view 179 s, x-steps p95 15.7 s.
     """
-    geo = image.geometry
-    plane = geo.size_y * geo.size_x * geo.dtype.itemsize
-    cz = CHUNKS[0]
-    while cz > 1 and cz * plane > SLAB_BUDGET:
-        cz //= 2
-    return (cz, CHUNKS[1], CHUNKS[2])
+    del image
+    return CHUNKS
 
 
 def view_cache_size(image: DiskImage) -> int:
@@ -268,7 +265,9 @@ def iter_view_cache(image: DiskImage) -> Steps:
             os.unlink(store / IDENTITY_FILE)
     chunks = view_cache_chunks(image)
     try:
-        yield from iter_save_ome_zarr(image, store, chunks=chunks, downsample="mean")
+        yield from iter_save_ome_zarr(
+            image, store, chunks=chunks, downsample="mean", slab_bytes=SLAB_BUDGET
+        )
     except Exception:
         # One chunk write failed (a full disk): zarr's other writes of the
         # same call are still running and may create files after the

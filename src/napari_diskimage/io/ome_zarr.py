@@ -21,7 +21,8 @@ Out of core: the finest level is read once, in slabs of whole chunk rows in
 z, and each slab is reduced into the coarser levels as it streams; no
 level is built by reading the input again.  Memory holds one slab and one
 chunk row in z of each coarser level: about ``4/3 x`` a slab (at most
-:data:`SLAB_BYTES` unless one z-chunk of planes is larger).
+:data:`SLAB_BYTES`).  When one z-chunk of planes is larger, levels are
+built in blocks of whole chunks instead (:mod:`.ome_zarr_blocks`).
 
 Atomic: the store is written into a temporary folder beside ``path`` and
 renamed when complete; a failure or a cancel removes it.  An existing
@@ -65,6 +66,7 @@ from .ngff import (
     ngff_unit,
     write_attrs,
 )
+from .ome_zarr_blocks import feed_in_blocks, needs_blocks
 from .stream import Source
 
 __all__ = [
@@ -234,10 +236,17 @@ def iter_save_ome_zarr(
     downsample: str = "mean",
     compressor: str | None = "zstd",
     version: str = "0.5",
+    slab_bytes: int = SLAB_BYTES,
 ) -> Steps:
     """Steps ``(done_bytes, total_bytes)`` of :func:`save_ome_zarr`; returns
     the saved path.  Closing the generator cancels and removes the partial
-    store."""
+    store.
+
+    ``slab_bytes``: when one chunk row in z of the finest level's planes is
+    larger, the pyramid is built in blocks of whole chunks of at most about
+    this many bytes (:mod:`.ome_zarr_blocks`; not for ``"gaussian"``, which
+    smooths whole planes): memory follows the block, not the plane.
+    """
     import zarr
 
     if version not in ("0.4", "0.5"):
@@ -336,8 +345,17 @@ def iter_save_ome_zarr(
         for item, pyramid in pyramids:
             src = item.source
             cz = pyramid.levels[0].chunk_z
+            itemsize = src.geometry.dtype.itemsize
             for t, c in _tc_keys(src.geometry.shape):
                 pyramid.start((t, c) if item.keep_c else (t,))
+                if item.method != "gaussian" and needs_blocks(
+                    pyramid, 0, itemsize, slab_bytes
+                ):
+                    read = _block_reader(src, t, c)
+                    for nbytes in feed_in_blocks(pyramid, read, itemsize, slab_bytes):
+                        done += nbytes
+                        yield done, total
+                    continue
                 for z0 in range(0, shape_zyx[0], cz):
                     z1 = min(z0 + cz, shape_zyx[0])
                     slab = np.ascontiguousarray(
@@ -358,6 +376,14 @@ def iter_save_ome_zarr(
     finally:
         if not ok:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _block_reader(src: Source, t: int, c: int) -> Any:
+    def read(z: slice, y: slice, x: slice) -> np.ndarray:
+        block = src.block((t, c, z, y, x))
+        return np.ascontiguousarray(block, dtype=src.geometry.dtype)
+
+    return read
 
 
 def _replace(tmp: Path, target: Path) -> None:

@@ -110,7 +110,7 @@ def prefetch_next_row(storage: Any, ranges: dict[str, range]) -> None:
     chunk_bytes = math.prod(arr.chunks) * storage.dtype.itemsize
     if len(keys) * chunk_bytes > cache.max_bytes // 4:
         return
-    if all(cache.get((storage.name, k)) is not None for k in keys):
+    if all((storage.name, k) in cache for k in keys):  # not a use: no reorder
         return
 
     def decode() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 
 __all__ = ["block_value", "in_array_order"]
 
+#: The axes of a disk image, in order (the one definition for the Zarr kind).
 _AXES = "tczyx"
 
 

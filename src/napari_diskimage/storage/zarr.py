@@ -21,8 +21,8 @@ import numpy as np
 
 from .._meta import ImageMeta
 from ._base import Opened
+from ._zarr_pixels import _AXES
 from .zarr_array import (
-    _AXES,
     CACHE_BYTES,
     ZarrHandle,
     ZarrStorage,

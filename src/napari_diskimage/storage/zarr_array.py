@@ -34,7 +34,7 @@ from .._cache import LRUCache
 from .._errors import CorruptFileError, closed_error
 from ._base import PlaneView, Storage
 from ._prefetch import RowPrefetch, prefetch_next_row
-from ._zarr_pixels import block_value, in_array_order
+from ._zarr_pixels import _AXES, block_value, in_array_order
 
 __all__ = [
     "CACHE_BYTES",
@@ -51,9 +51,6 @@ CACHE_BYTES = 128 << 20
 #: Largest box of chunks decoded by one zarr call (zarr decodes them in
 #: parallel).
 READ_BYTES = 64 << 20
-
-_AXES = "tczyx"
-
 
 #: Attributes (beside "ome") of a multiscale image whose every chunk was
 #: written (napari-diskimage's stores): a missing chunk file is damage.
@@ -373,7 +370,7 @@ class ZarrStorage(Storage):
         of the box around them (zarr decodes its chunks in parallel), when
         that box is at most :data:`READ_BYTES` and fits in the cache."""
         cache = self.handle.cache
-        missing = [k for k in keys if cache.get((self.name, k)) is None]
+        missing = [k for k in keys if (self.name, k) not in cache]
         if len(missing) < 2:
             return
         arr = self.zarr_array
