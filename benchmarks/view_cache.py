@@ -345,13 +345,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_write:
         md = HERE.parent / "docs" / "benchmarks.md"
         tag = f"-{args.tag}" if args.tag else ""
+        title = f", {args.tag}" if args.tag else ""
         if not args.napari_only:
             write_section(
-                md, f"view-cache{tag}", f"View cache (issue 24){tag}", markdown(rows)
+                md, f"view-cache{tag}", f"View cache (issue 24{title})", markdown(rows)
             )
         write_section(
             md, f"view-cache-napari{tag}",
-            f"View cache: YZ / XZ views in napari (issue 24){tag}",
+            f"View cache: YZ / XZ views in napari (issue 24{title})",
             napari_markdown(rows),
         )  # fmt: skip
 
