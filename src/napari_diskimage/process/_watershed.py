@@ -314,7 +314,7 @@ def _halo(distance: float) -> int:
 
 def _local(cells: CellMaxima, box: Box, largest: float) -> float:
     """The largest distance within the global halo of ``box``."""
-    return cells.reach(box, largest, within=_halo(largest))
+    return cells.largest_within(box, _halo(largest))
 
 
 def _markers(
