@@ -446,13 +446,23 @@ def _thickness_block(
 def _thickness_chunks(
     shape: Sequence[int], halo: int, user: tuple[int, int, int] | None
 ) -> tuple[int, int, int, int, int]:
+    """Block cores of local thickness: whole rows when the halo is small
+    (a block's rows are then contiguous in the distance map's file: cubes
+    of partial rows read each page of it ~10 times over under a memory cap,
+    where the file is not cached: 543 s instead of ~90 s for 168 M voxels
+    under 160 MiB), else cubes (less halo work)."""
     if user is not None:
         bz, by, bx = user
     else:
         voxels = THICKNESS_BLOCK_BYTES // 4
+        nx = shape[4]
         if shape[2] > 1:
-            side = max(32, round(voxels ** (1 / 3)) - 2 * halo)
-            bz = by = bx = side
+            side = round((voxels / nx) ** 0.5) - 2 * halo  # (z, y) of rows
+            if side >= 4 * halo and side >= 8:  # halo work <= 2.25 x
+                bz, by, bx = side, side, nx
+            else:
+                side = max(32, round(voxels ** (1 / 3)) - 2 * halo)
+                bz = by = bx = side
         else:
             side = max(64, round(voxels ** (1 / 2)) - 2 * halo)
             bz, by, bx = 1, side, side
