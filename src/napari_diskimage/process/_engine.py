@@ -242,11 +242,16 @@ def _execute_threads(run: Run, tasks: list[Any], weight: float) -> TaskSteps:
     # deleted.
     from multiprocessing.pool import ThreadPool
 
+    # dask's threaded scheduler itself, not its name: a name makes dask
+    # import ``distributed`` to look for a client (~40 MiB and 0.3 s that a
+    # run under a memory cap would carry; ``active_client`` looked already)
+    from dask.threaded import get as threaded_get
+
     pool = ThreadPool(workers)
 
     def compute() -> None:
         try:
-            outcome["value"] = dask.compute(*tasks, scheduler="threads", pool=pool)
+            outcome["value"] = dask.compute(*tasks, scheduler=threaded_get, pool=pool)
         except BaseException as exc:  # re-raised in the caller's thread
             outcome["error"] = exc
         finally:

@@ -9,9 +9,10 @@ popped key (the flood's level) and the next age.  The
 ties of equal keys go in order of arrival and the neighbours are visited
 in skimage's order, so one block gives skimage's labels.
 
-Memory: the float32 image, the uint32 labels (filled in place) and a heap
-of 12 bytes an item (int32 ages and voxel indices when a block has fewer
-than 2^31 voxels), against ~60 bytes a voxel for skimage (float64 image,
+Memory: the float32 image (its bits turned into ordered integers in
+place), the uint32 labels (filled in place) and a heap of 12 bytes an
+item (a uint64 key of value and age, an int32 voxel index when a block
+has fewer than 2^31 voxels), against ~60 bytes a voxel for skimage (float64 image,
 int64 markers and padded copies), so the watershed split can afford
 larger blocks.
 """
@@ -21,99 +22,119 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
-@njit(nogil=True, cache=True)
-def _smaller(keys: np.ndarray, ages: np.ndarray, a: int, b: int) -> bool:
-    return keys[a] < keys[b] or (keys[a] == keys[b] and ages[a] < ages[b])
+#: A voxel outside the mask, in the image's bits made monotonic (NaN).
+_OUTSIDE = np.uint32(0xFFFFFFFF)
 
 
 @njit(nogil=True, cache=True)
-def _swap(
-    keys: np.ndarray, ages: np.ndarray, items: np.ndarray, a: int, b: int
-) -> None:
-    keys[a], keys[b] = keys[b], keys[a]
-    ages[a], ages[b] = ages[b], ages[a]
-    items[a], items[b] = items[b], items[a]
+def _monotonic(bits: np.ndarray) -> None:
+    """float32 bits (in place) to uint32 that order as the floats: negative
+    floats reversed, positive ones above them; -0.0 as +0.0 (equal as
+    floats); NaN (outside the mask) to :data:`_OUTSIDE`, which no float
+    reaches (+inf is 0xFF800000)."""
+    sign = np.uint32(0x80000000)
+    for i in range(bits.size):
+        u = bits[i]
+        if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+            bits[i] = _OUTSIDE
+        elif u == sign:
+            bits[i] = sign
+        elif u & sign:
+            bits[i] = ~u
+        else:
+            bits[i] = u | sign
 
 
 @njit(nogil=True, cache=True)
 def _push(
-    keys: np.ndarray, ages: np.ndarray, items: np.ndarray, size: int,
-    key: float, age: int, item: int,
-) -> int:  # fmt: skip
+    keys: np.ndarray, items: np.ndarray, size: int, key: np.uint64, item: int
+) -> int:
     """skimage's heappush: up while strictly smaller than the parent."""
-    keys[size], ages[size], items[size] = key, age, item
     child = size
     while child > 0:
         parent = (child + 1) // 2 - 1
-        if not _smaller(keys, ages, child, parent):
+        if not key < keys[parent]:
             break
-        _swap(keys, ages, items, parent, child)
+        keys[child] = keys[parent]  # the parent down; the item lands once
+        items[child] = items[parent]
         child = parent
+    keys[child] = key
+    items[child] = item
     return size + 1
 
 
 @njit(nogil=True, cache=True)
-def _pop(keys: np.ndarray, ages: np.ndarray, items: np.ndarray, size: int) -> int:
+def _pop(keys: np.ndarray, items: np.ndarray, size: int) -> int:
     """skimage's heappop without the copy out (read the root first):
     the last item to the root, down while a child is strictly smaller."""
     size -= 1
     if size == 0:
         return 0
-    keys[0], ages[0], items[0] = keys[size], ages[size], items[size]
+    key, item = keys[size], items[size]
     i = 0
-    smallest = 0
     while True:
         left = 2 * i + 1
-        right = left + 1
         if left >= size:
             break
-        if _smaller(keys, ages, left, i):
-            smallest = left
-        if right < size and _smaller(keys, ages, right, smallest):
+        smallest = left if keys[left] < key else -1
+        right = left + 1
+        if right < size and keys[right] < (key if smallest < 0 else keys[left]):
             smallest = right
-        if smallest == i:
+        if smallest < 0:
             break
-        _swap(keys, ages, items, i, smallest)
+        keys[i] = keys[smallest]
+        items[i] = items[smallest]
         i = smallest
+    keys[i] = key
+    items[i] = item
     return size
 
 
 def flood(image: np.ndarray, labels: np.ndarray, connectivity: int) -> None:
     """Floods ``labels`` (z, y, x) uint32, nonzero on the markers, in place,
-    in increasing ``image`` (float32) order; voxels where ``image`` is NaN
-    are outside the mask and stay as they are.  ``connectivity``: a
-    neighbour differs by at most this many coordinates (1: faces)."""
-    capacity = _inside(image) + 1
+    in increasing ``image`` (float32, C order) order; voxels where
+    ``image`` is NaN are outside the mask and stay as they are.
+    ``connectivity``: a neighbour differs by at most this many coordinates
+    (1: faces).  ``image`` is used up: its buffer is overwritten (memory).
+
+    A heap key is one uint64, the image value's bits made monotonic above
+    the 32-bit age, so a comparison is one integer compare: the order of
+    skimage's (value, age) pairs, ties included.
+    """
+    if image.dtype != np.float32 or not image.flags.c_contiguous:
+        raise TypeError("flood: image must be a C-ordered float32 array")
+    if image.size >= 2**32 - 1:
+        raise ValueError(f"flood: a block of {image.size} voxels is too large")
+    bits = image.view(np.uint32)
+    _monotonic(bits.reshape(-1))
+    capacity = _inside(bits) + 1
     index = np.int32 if image.size < 2**31 - 1 else np.int64  # 32 bits: memory
-    keys = np.empty(capacity, np.float32)
-    ages = np.empty(capacity, index)
+    keys = np.empty(capacity, np.uint64)
     items = np.empty(capacity, index)
-    _flood(image, labels, connectivity, keys, ages, items)
+    _flood(bits, labels, connectivity, keys, items)
 
 
 @njit(nogil=True, cache=True)
-def _inside(image: np.ndarray) -> int:
+def _inside(bits: np.ndarray) -> int:
     n = 0
-    nz, ny, nx = image.shape
+    nz, ny, nx = bits.shape
     for z in range(nz):
         for y in range(ny):
             for x in range(nx):
-                if image[z, y, x] == image[z, y, x]:
+                if bits[z, y, x] != _OUTSIDE:
                     n += 1
     return n
 
 
 @njit(nogil=True, cache=True)
 def _flood(
-    image: np.ndarray,
+    bits: np.ndarray,
     labels: np.ndarray,
     connectivity: int,
     keys: np.ndarray,
-    ages: np.ndarray,
     items: np.ndarray,
 ) -> None:
-    nz, ny, nx = image.shape
+    nz, ny, nx = bits.shape
     offsets = []  # skimage's order: nearer first, then by raveled offset
     for near in range(1, connectivity + 1):
         for dz in range(-1, 2):
@@ -121,18 +142,20 @@ def _flood(
                 for dx in range(-1, 2):
                     if abs(dz) + abs(dy) + abs(dx) == near:
                         offsets.append((dz, dy, dx))
+    shift = np.uint64(32)
     size = 0
     for z in range(nz):
         for y in range(ny):
             for x in range(nx):
-                v = image[z, y, x]
-                if labels[z, y, x] and v == v:
-                    size = _push(keys, ages, items, size, v, 0, (z * ny + y) * nx + x)
+                v = bits[z, y, x]
+                if labels[z, y, x] and v != _OUTSIDE:  # age 0
+                    key = np.uint64(v) << shift
+                    size = _push(keys, items, size, key, (z * ny + y) * nx + x)
     age = 0
     while size > 0:
         p = items[0]
-        level = keys[0]
-        size = _pop(keys, ages, items, size)
+        level = keys[0] >> shift
+        size = _pop(keys, items, size)
         z, rem = divmod(p, ny * nx)
         y, x = divmod(rem, nx)
         label = labels[z, y, x]
@@ -140,12 +163,11 @@ def _flood(
             zz, yy, xx = z + dz, y + dy, x + dx
             if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
                 continue
-            v = image[zz, yy, xx]
-            if v != v or labels[zz, yy, xx]:
+            v = bits[zz, yy, xx]
+            if v == _OUTSIDE or labels[zz, yy, xx]:
                 continue
             age += 1
             labels[zz, yy, xx] = label
             # the flood's level: a voxel below it is reached at it
-            size = _push(
-                keys, ages, items, size, max(v, level), age, (zz * ny + yy) * nx + xx
-            )
+            key = (max(np.uint64(v), level) << shift) | np.uint64(age)
+            size = _push(keys, items, size, key, (zz * ny + yy) * nx + xx)

@@ -279,7 +279,8 @@ def watershed_split(
             run.info["halos"], run.info["boxes"] = halos, boxes
             dt_reader = BoxReader(dt, run.token)
             yield from _markers(run, dt_reader, marks, boxes, halos, float(h))
-            labelled = yield from _label_markers(run, marks, ndim, chunks)
+            label_chunks = chunks if user is not None else _label_chunks(shape)
+            labelled = yield from _label_markers(run, marks, ndim, label_chunks)
             marks.close()
             left = yield from _flood(
                 run, dt_reader, labelled, run.image, boxes, halos, conn, False
@@ -314,7 +315,7 @@ def _halo(distance: float) -> int:
 
 def _local(cells: CellMaxima, box: Box, largest: float) -> float:
     """The largest distance within the global halo of ``box``."""
-    return cells.reach(box, largest, within=_halo(largest))
+    return cells.largest_within(box, _halo(largest))
 
 
 def _markers(
@@ -334,13 +335,23 @@ def _markers(
     yield from run.execute(tasks, sizes)
 
 
+def _label_chunks(shape: Any) -> tuple[int, int, int, int, int]:
+    """Blocks of whole rows for labelling the markers, ~8 MiB of uint32
+    (the label engine's own hold 32 MiB: over a 320 MiB cap beside the
+    rest).  On the watershed's narrow blocks (133 x 96 x 96 on
+    133 x 2047 x 2047 under a 512 MiB cap) the labelling ran over 36 min
+    and did not finish: their faces across x are one page per row."""
+    nz, ny, nx = (int(n) for n in shape[2:])
+    side = max(1, math.isqrt(max(1, WATERSHED_BLOCK_BYTES // 5 // nx)))
+    return (1, 1, min(nz, side), min(ny, side if nz > 1 else side * side), nx)
+
+
 def _label_markers(
     run: Run, marks: Any, ndim: int, chunks: tuple[int, ...]
 ) -> Generator[Any, None, Any]:
     """Step 3: the markers labelled as one volume (all neighbours joined,
     as a regional maximum's plateau is connected under h_maxima's
     footprint); its progress counts into ``run``'s."""
-    # blocks as this run's (the label engine's own are 32 MiB of uint32)
     inner = label.run(marks, ndim, block_shape=(chunks[4], chunks[3], chunks[2]))
     steps = inner.steps()
     last = 0
