@@ -320,7 +320,8 @@ OUT_OF_CORE = textwrap.dedent(
 #: capped runs: those then load them and measure the operation, not the
 #: compiler (measured on these three: 116 MiB of anonymous memory at the
 #: peak and 11 s when they compile, 82 MiB and 2 s when they load; the
-#: local_thickness run peaks at ~142 MiB under the 160 MiB cap).
+#: local_thickness run peaked at ~142 MiB under a 160 MiB cap, so its cap
+#: is 192 MiB: see the params below).
 WARM_UP = textwrap.dedent(
     """
     import sys, numpy as np
