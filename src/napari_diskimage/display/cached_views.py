@@ -43,7 +43,13 @@ import numpy as np
 
 from .._diskimage import DiskImage
 from ..io.downsample import pyramid_factors
-from .view_cache import IDENTITY_FILE, _identity, _read_identity, view_cache_path
+from .view_cache import (
+    CHUNKS,
+    IDENTITY_FILE,
+    _identity,
+    _read_identity,
+    view_cache_path,
+)
 
 __all__ = [
     "cache_levels",
@@ -156,7 +162,6 @@ def chunk_cache_bytes(image: DiskImage) -> int:
     """
     from .._settings import number_setting
     from ..storage.zarr_array import CACHE_BYTES
-    from .view_cache import CHUNKS
 
     geo = image.geometry
     slab = geo.size_z * geo.size_y * CHUNKS[2] * geo.size_c * geo.dtype.itemsize
