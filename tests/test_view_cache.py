@@ -255,11 +255,13 @@ def test_size_estimate_bounds_the_store(volume):
     path, data = volume
     with ndi.open_tiff(path) as image:
         estimate = ndi.view_cache_size(image)
-        assert data.nbytes <= estimate < data.nbytes * 1.3
+        assert data.nbytes <= estimate
         ndi.view_cache(image).close()
         store = vc.view_cache_path(image)
     size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
-    assert size < estimate
+    # noise does not compress, and edge chunks keep some of their padding
+    # (x: 150 = 2 x 64 + 22 columns): the store is 1.14 x the pixels here
+    assert size < estimate < size * 1.25
 
 
 def test_full_disk_is_refused_before_work(volume, disk_image_dir, monkeypatch):
