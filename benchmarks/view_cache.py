@@ -98,6 +98,9 @@ from napari_diskimage._napari.reader import disk_image_layers
 if not prefetch:  # XZ rows read one by one, as before issue 24's follow-up
     from napari_diskimage.display import levels
     levels.prefetch_xz = lambda *args: None
+if not slab_prefetch:  # A/B: YZ without the next slab decoded ahead
+    from napari_diskimage.display.slab_prefetch import SlabPrefetch
+    SlabPrefetch.after_read = lambda *args: None
 image = ndi.open_tiff(src)
 assert (ndi.view_cache(image, build=False) is not None) == use_cache
 viewer = ViewerModel()
@@ -107,6 +110,8 @@ layer.locked_data_level = 0
 _, _, nz, ny, nx = image.shape
 axis_index = 2 if axis == "x" else 1
 start = (nx if axis == "x" else ny) // 3
+if n_steps > 16:  # the first view half-way through a slab of 64 columns
+    start = start // 64 * 64 + 32
 viewer.dims.set_current_step(axis_index, start - 1)
 os.sync()
 with open("/proc/sys/vm/drop_caches", "w") as fh:
@@ -118,7 +123,8 @@ layer.locked_data_level = 0
 layer.refresh()
 first = time.perf_counter() - t
 assert layer._slice.image.raw.shape == (nz, ny if axis == "x" else nx)
-for i in range(16):
+for i in range(n_steps):
+    time.sleep(pause)  # a user's steps leave time for the decode ahead
     if cold_each:
         os.sync()
         with open("/proc/sys/vm/drop_caches", "w") as fh:
@@ -126,6 +132,8 @@ for i in range(16):
     t = time.perf_counter()
     viewer.dims.set_current_step(axis_index, start + i)
     steps.append(time.perf_counter() - t)
+    if axis == "x" and (start + i) % 64 == 0:  # into the next 64-column slab
+        crossings.append(steps[-1])
 assert layer._slice.image.raw.shape == (nz, ny if axis == "x" else nx)
 seconds = first
 """
@@ -179,11 +187,11 @@ def run(code: str, env: dict[str, str], cap: int) -> dict:
     script = (
         "import sys, time, json\n"
         + PEAK
-        + "steps = []\n"
+        + "steps = []\ncrossings = []\n"
         + "".join(f"{k} = {v!r}\n" for k, v in env.items())
         + code
         + "print('RESULT ' + json.dumps({'seconds': seconds, 'anon': _peak[0],"
-        " 'steps': steps}))\n"
+        " 'steps': steps, 'crossings': crossings}))\n"
     )
     result = memcap.run_capped(cap, [sys.executable, "-c", script], timeout=3600)
     row: dict = {
@@ -202,6 +210,10 @@ def run(code: str, env: dict[str, str], cap: int) -> dict:
                 # the slowest step, left out of the p95 of 16 steps
                 row["max_ms"] = round(1000 * steps[-1], 1)
                 row["first_ms"] = round(1000 * found["steps"][0], 1)
+                row["steps"] = len(steps)
+                row["steps_ms"] = [round(1000 * s, 1) for s in found["steps"]]
+                if found.get("crossings"):  # each step into a new slab
+                    row["slab_ms"] = [round(1000 * s, 1) for s in found["crossings"]]
     if result.returncode != 0:
         row["error"] = result.stderr[-500:]
     row["load"] = round(os.getloadavg()[0], 1)  # the machine is shared
@@ -264,6 +276,21 @@ def main(argv: list[str] | None = None) -> None:
         "(default: the shared sections, no JSON)",
     )
     parser.add_argument(
+        "--slab",
+        action="store_true",
+        help="build, then only YZ x-steps from the cache in napari: with and "
+        "without the next slab decoded ahead, back to back and --pause-ms apart",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=80, help="--slab: x-steps (from mid-slab)"
+    )
+    parser.add_argument(
+        "--pause-ms",
+        type=float,
+        default=150.0,
+        help="--slab: time between steps, as a user scrolling (default 150)",
+    )
+    parser.add_argument(
         "--xy",
         action="store_true",
         help="only zoomed-out XY z-steps (levels 1, 2), file against cache; print",
@@ -313,8 +340,26 @@ def main(argv: list[str] | None = None) -> None:
         rows["chunks"] = " x ".join(str(c) for c in chunks)
         empty = work / "no-caches"
         empty.mkdir()
+        if args.slab:
+            for pause in (args.pause_ms, 0.0):
+                for slab_prefetch in (True, False):
+                    env = {
+                        "src": str(src),
+                        "axis": "x",
+                        "use_cache": True,
+                        "cold_each": rows["cold"],
+                        "caches": str(caches),
+                        "prefetch": True,
+                        "slab_prefetch": slab_prefetch,
+                        "n_steps": args.steps,
+                        "pause": pause / 1000,
+                    }
+                    key = f"slab-{'ahead' if slab_prefetch else 'off'}-{pause:g}ms"
+                    rows[key] = run(NAPARI_STEPS, env, 6 * GiB)
         runs = [("x", True, True)] + [("x", False, True)] * (not args.skip_file_yz)
         runs += [("y", True, True), ("y", False, True), ("y", False, False)]
+        if args.slab:
+            runs = []
         for axis, use_cache, prefetch in runs:
             env = {
                 "src": str(src),
@@ -323,10 +368,13 @@ def main(argv: list[str] | None = None) -> None:
                 "cold_each": rows["cold"],
                 "caches": str(caches if use_cache else empty),
                 "prefetch": prefetch,
+                "slab_prefetch": True,
+                "n_steps": 16,
+                "pause": 0.0,
             }
             key = f"napari-{axis}-{'cache' if use_cache else 'file'}"
             rows[key + ("" if prefetch else "-rows")] = run(NAPARI_STEPS, env, 6 * GiB)
-        for cold_each in () if args.napari_only else (False, True):
+        for cold_each in () if args.napari_only or args.slab else (False, True):
             if cold_each and not rows["cold"]:
                 continue
             for axis in ("x", "y"):
@@ -349,6 +397,13 @@ def main(argv: list[str] | None = None) -> None:
         md = HERE.parent / "docs" / "benchmarks.md"
         tag = f"-{args.tag}" if args.tag else ""
         title = f", {args.tag}" if args.tag else ""
+        if args.slab:
+            write_section(
+                md, f"view-cache-slab{tag}",
+                f"View cache: YZ x-steps across slabs of chunks (issue 24{title})",
+                slab_markdown(rows, args),
+            )  # fmt: skip
+            return
         if not args.napari_only:
             write_section(
                 md, f"view-cache{tag}", f"View cache (issue 24{title})", markdown(rows)
@@ -473,6 +528,45 @@ def napari_markdown(rows: dict) -> str:
                 f" | {row.get('p95_ms', '?')} | {row.get('max_ms', '?')} "
                 f"| {row.get('anon_peak_mib', '?')} "
                 f"| {row.get('load', '?')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def slab_markdown(rows: dict, args: argparse.Namespace) -> str:
+    build = rows["build"]
+    cold = "dropped before each step" if rows["cold"] else "NOT dropped (not root)"
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} UTC by `python "
+        f"benchmarks/view_cache.py {rows['command']}` on the {rows['input_mib']} MiB "
+        f"porous TIFF ({rows['geometry']}); 2 cores shared with other work. "
+        "A napari `ViewerModel` shows the reader's layer, level 0 locked, dims "
+        "rolled to (z, y); the first view is half-way through a 64-column slab "
+        f"of chunks, then {args.steps} x-steps (`viewer.dims.set_current_step`), "
+        f"page cache {cold}. 'ahead': the next slab is decoded in the "
+        "background in the direction of the steps; 'off': not. Steps "
+        f"{args.pause_ms:g} ms apart (a user scrolling) or back to back (the "
+        "page-cache drop between steps still takes some ms).",
+        "",
+        f"Build under a 512 MiB cap: {build.get('seconds', '?')} s (peak anon "
+        f"{build.get('anon_peak_mib')} MiB, load {build.get('load')}); store "
+        f"{rows['store_mib']} MiB, chunks {rows['chunks']}.",
+        "",
+        "| steps apart | next slab | first view (ms) | p95 (ms) | slowest (ms) "
+        "| each step into a new slab (ms) | peak anon (MiB) | load |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for pause in (args.pause_ms, 0.0):
+        for mode in ("ahead", "off"):
+            row = rows.get(f"slab-{mode}-{pause:g}ms")
+            if row is None:
+                continue
+            first = row.get("seconds")
+            slabs = ", ".join(str(v) for v in row.get("slab_ms", [])) or "-"
+            lines.append(
+                f"| {f'{pause:g} ms' if pause else 'back to back'} | {mode} | "
+                f"{round(1000 * first) if first is not None else row.get('error')}"
+                f" | {row.get('p95_ms', '?')} | {row.get('max_ms', '?')} | {slabs} "
+                f"| {row.get('anon_peak_mib', '?')} | {row.get('load', '?')} |"
             )
     return "\n".join(lines) + "\n"
 

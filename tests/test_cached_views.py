@@ -172,31 +172,137 @@ def test_labels_levels_never_read_the_cache(scan_tiff):
         assert image.bytes_read > before  # the file, exact
 
 
-def test_x_steps_after_a_yz_plane_decode_nothing(scan_tiff, monkeypatch):
+def _decodes_by_thread(monkeypatch) -> list[tuple[str, int]]:
+    """Record each chunk decode of a Zarr store: (thread name, x start)."""
+    import threading
+
+    from napari_diskimage.storage import zarr_array
+
+    seen: list[tuple[str, int]] = []
+    decode = zarr_array.ZarrStorage._decode
+
+    def spy(self, arr, box, key=None):
+        seen.append((threading.current_thread().name, box[-1].start))
+        return decode(self, arr, box, key)
+
+    monkeypatch.setattr(zarr_array.ZarrStorage, "_decode", spy)
+    return seen
+
+
+def _slab_cached(cache, x0: int) -> list[bool]:
+    """Whether each chunk of the slab at column ``x0`` is decoded in memory
+    (level 0, every z and y of the scan: 2 x 10 chunks)."""
+    handle, arr = cache.storage.handle, cache.storage.zarr_array
+    cz, cy, cx = arr.chunks[-3:]
+    lead = (0,) * (arr.ndim - 3)
+    return [
+        ("0", (*lead, kz, ky, x0 // cx)) in handle.cache
+        for kz in range(-(-cache.shape[2] // cz))
+        for ky in range(-(-cache.shape[3] // cy))
+    ]
+
+
+def test_x_steps_decode_nothing_and_the_next_slab_is_decoded_ahead(
+    scan_tiff, monkeypatch
+):
     from napari_diskimage._settings import save_setting
-    from napari_diskimage.display import cached_views
+    from napari_diskimage.display import cached_views, slab_prefetch
     from napari_diskimage.storage import zarr_array
 
     path, data = scan_tiff
-    # The store default below one YZ slice of chunks (96 x 600 x 64 pixels,
-    # 7.4 MB), as 128 MiB is below it at 16 GiB (407 x 3248 planes).
+    # The store default below two YZ slices of chunks (96 x 600 x 64 pixels,
+    # 7.4 MB each), as 128 MiB is below them at 16 GiB (407 x 3248 planes).
     monkeypatch.setattr(zarr_array, "CACHE_BYTES", 4 << 20)
+    monkeypatch.setattr(slab_prefetch, "PIECE_BYTES", 1 << 20)  # 10 pieces
+    decodes = _decodes_by_thread(monkeypatch)
     with ndi.open_tiff(path) as image:
         ndi.view_cache(image).close()
         levels = _levels(image)
         cache = valid_view_cache(image)
         assert cache is not None
         handle = cache.storage.handle
+        slabs = cached_views._entries[image].slabs
         assert handle.cache.max_bytes == cached_views.chunk_cache_bytes(image)
-        assert handle.cache.max_bytes >= data[:, :, :64].nbytes
+        assert handle.cache.max_bytes >= 2 * data[:, :, :64].nbytes
         np.testing.assert_array_equal(np.asarray(levels[0][:, :, 64]), data[:, :, 64])
-        decoded = handle.decoded_bytes
-        for x in range(65, 80):  # the next x-steps: the same chunks
-            plane = np.asarray(levels[0][:, :, x])
-            np.testing.assert_array_equal(plane, data[:, :, x])
-        assert handle.decoded_bytes == decoded
+        assert slabs.started == 0  # a view, no step yet: nothing ahead
+        decodes.clear()
+        for x in range(65, 128):  # x-steps through the slab of x 64..127
+            np.testing.assert_array_equal(np.asarray(levels[0][:, :, x]), data[:, :, x])
+        slabs.wait()
+        # the first step started decoding the next slab (x 128..191) in the
+        # background; the steps themselves decoded nothing
+        assert slabs.started == 1
+        assert {name for name, _ in decodes} == {"ndi-slab_0"}
+        assert {x0 for _, x0 in decodes} == {128}
+        assert all(_slab_cached(cache, 128))  # before the step that needs it
+        decodes.clear()
+        np.testing.assert_array_equal(np.asarray(levels[0][:, :, 128]), data[:, :, 128])
+        slabs.wait()
+        # entering it decoded nothing in the foreground; the slab after it
+        # (x 192..255) is on its way
+        assert [x0 for name, x0 in decodes if name == "MainThread"] == []
+        assert {x0 for _, x0 in decodes} == {192}
+        assert all(_slab_cached(cache, 192))
+        assert handle.cache.nbytes <= handle.cache.max_bytes
+        # stepping back: the slab before the one shown (x 64..127)
+        decodes.clear()
+        for x in (127, 126):
+            np.testing.assert_array_equal(np.asarray(levels[0][:, :, x]), data[:, :, x])
+        slabs.wait()
+        assert all(_slab_cached(cache, 0))
+        assert handle.cache.nbytes <= handle.cache.max_bytes
+
         save_setting(cached_views.MEMORY_KEY, 1 << 20)  # the user's bound
         assert cached_views.chunk_cache_bytes(image) == 4 << 20
+        # a bound that holds one slab but not two: nothing decoded ahead
+        save_setting(cached_views.MEMORY_KEY, 12 << 20)
+        handle.cache.max_bytes = cached_views.chunk_cache_bytes(image)
+        started = slabs.started
+        for x in range(300, 310):
+            np.asarray(levels[0][:, :, x])
+        slabs.wait()
+        assert slabs.started == started
+        assert handle.cache.nbytes <= 12 << 20
+
+
+def test_a_step_the_other_way_cancels_the_slab_decoded_ahead(scan_tiff, monkeypatch):
+    import threading
+
+    from napari_diskimage.display import cached_views, slab_prefetch
+    from napari_diskimage.storage import zarr_array
+
+    path, data = scan_tiff
+    monkeypatch.setattr(slab_prefetch, "PIECE_BYTES", 1 << 20)  # 10 pieces
+    decodes = _decodes_by_thread(monkeypatch)
+    spy = zarr_array.ZarrStorage._decode
+    gate, held = threading.Event(), threading.Event()
+
+    def slow(self, arr, box, key=None):  # the first piece waits for the test
+        if threading.current_thread().name.startswith("ndi-slab"):
+            held.set()
+            assert gate.wait(10)
+        return spy(self, arr, box, key)
+
+    monkeypatch.setattr(zarr_array.ZarrStorage, "_decode", slow)
+    with ndi.open_tiff(path) as image:
+        ndi.view_cache(image).close()
+        levels = _levels(image)
+        cache = valid_view_cache(image)
+        assert cache is not None
+        slabs = cached_views._entries[image].slabs
+        np.asarray(levels[0][:, :, 300])  # slab x 256..319
+        np.asarray(levels[0][:, :, 301])  # a step forward: x 320..383 ahead
+        assert held.wait(10)  # its first piece is being decoded
+        yz = np.asarray(levels[0][:, :, 300])  # a step back: x 192..255 ahead
+        np.testing.assert_array_equal(yz, data[:, :, 300])
+        gate.set()
+        slabs.wait()
+        assert slabs.cancelled == 1
+        ahead = [x0 for name, x0 in decodes if name != "MainThread"]
+        assert ahead.count(320) == 1  # the stale slab: its first piece only
+        assert sum(_slab_cached(cache, 320)) == 2  # 2 chunks deep, 1 row
+        assert all(_slab_cached(cache, 192))
 
 
 def test_zoomed_out_xy_from_rows_of_chunks_larger_than_the_cache_is_the_file(

@@ -395,6 +395,46 @@ def test_first_rows_read_no_more_than_asked(data_dir):
     assert beyond.size == 0, f"{beyond.size} pages beyond the first MiB were read ahead"
 
 
+def test_a_box_of_planes_is_announced_to_the_kernel_at_once(data_dir, monkeypatch):
+    """The file is read without read-ahead; a box of several planes (a view
+    cache's build block, a processing block) asks the kernel for all its
+    planes' bytes before reading them, and for nothing else."""
+    import os as _os
+
+    data = np.arange(12 * 40 * 50, dtype=np.uint16).reshape(12, 40, 50)
+    path = data_dir / "stack.tif"
+    tifffile.imwrite(path, data)
+    asked: list[tuple[int, int]] = []
+    fadvise = _os.posix_fadvise
+
+    def spy(fd, offset, length, advice):
+        if advice == _os.POSIX_FADV_WILLNEED:
+            asked.append((offset, length))
+        return fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(_os, "posix_fadvise", spy)
+    with ndi.open_tiff(path) as img:
+        storage = img.storage
+        base = storage.offset_of(0, 0, 0, 0, 0)
+        rows = storage.read_box(
+            [range(1), range(1), range(2, 7), range(5, 25), range(50)]
+        )
+        np.testing.assert_array_equal(rows[0, 0], data[2:7, 5:25])
+        plane, row = 40 * 50 * 2, 50 * 2
+        assert asked == [(base + z * plane + 5 * row, 20 * row) for z in range(2, 7)]
+        asked.clear()  # a tile: each of its rows, not the gaps between them
+        tile = storage.read_box(
+            [range(1), range(1), range(3, 5), range(8, 11), range(10, 20)]
+        )
+        np.testing.assert_array_equal(tile[0, 0], data[3:5, 8:11, 10:20])
+        assert asked == [
+            (base + z * plane + y * row + 20, 20) for z in (3, 4) for y in (8, 9, 10)
+        ]
+        asked.clear()  # one plane: a single read, nothing to announce
+        storage.read_box([range(1), range(1), range(3, 4), range(40), range(50)])
+        assert asked == []
+
+
 UNPICKLE_OPENS_NOTHING = """
 import json, os, pickle, sys
 import numpy as np

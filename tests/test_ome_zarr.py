@@ -520,6 +520,27 @@ def test_save_targets_refused_and_replaced(data_dir):
     ]
 
 
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_lz4_bitshuffle_round_trips(data_dir, version):
+    """The view cache's codec, in both NGFF versions: the pixels come back
+    and the store says which shuffle it used (other readers need it)."""
+    data = _volume((20, 70, 90))
+    out = ndi.save_ome_zarr(
+        data, data_dir / "x.ome.zarr", compressor="lz4-bitshuffle", version=version
+    )
+    with ndi.open_zarr(out) as image:
+        np.testing.assert_array_equal(image.array[0, 0], data)
+        assert "lz4" in image.storage.describe()
+    if version == "0.5":
+        meta = json.loads((out / "0" / "zarr.json").read_text())
+        [blosc] = [c for c in meta["codecs"] if c["name"] == "blosc"]
+        assert blosc["configuration"]["shuffle"] == "bitshuffle"
+    else:
+        meta = json.loads((out / "0" / ".zarray").read_text())
+        assert meta["compressor"]["cname"] == "lz4"
+        assert meta["compressor"]["shuffle"] == 2  # Blosc.BITSHUFFLE
+
+
 # --- atomic ------------------------------------------------------------------
 def test_cancel_mid_run_leaves_nothing_and_keeps_the_old_store(data_dir):
     data = _volume((64, 128, 128))

@@ -50,6 +50,10 @@ def test_built_then_reused_across_opens(volume, disk_image_dir):
     assert (store / "0" / "zarr.json").is_file()
     chunks = json.loads((store / "0" / "zarr.json").read_text())
     assert chunks["chunk_grid"]["configuration"]["chunk_shape"] == [64, 64, 64]
+    # the fastest codec to write and to decode: Blosc lz4, bit shuffle
+    [blosc] = [c for c in chunks["codecs"] if c["name"] == "blosc"]
+    assert blosc["configuration"]["cname"] == "lz4"
+    assert blosc["configuration"]["shuffle"] == "bitshuffle"
     stamp = (store / vc.IDENTITY_FILE).stat().st_mtime_ns
     zarr_stamp = (store / "zarr.json").stat().st_mtime_ns
     image.close()
@@ -191,6 +195,39 @@ def test_store_without_identity_is_rebuilt(volume):
         assert (store / vc.IDENTITY_FILE).is_file()
 
 
+def test_cache_of_an_older_layout_is_not_used(volume, monkeypatch):
+    """A cache built by an earlier version (2 x 64 x 64 chunks for large
+    planes, an identity file without the layout) stays unused: rebuilt."""
+    from napari_diskimage.display import display_levels
+    from napari_diskimage.display.cached_views import valid_view_cache
+
+    path, data = volume
+    with ndi.open_tiff(path) as image:
+        monkeypatch.setattr(vc, "CHUNKS", (2, 64, 64))
+        monkeypatch.setattr(vc, "CODEC", "zstd")
+        ndi.view_cache(image).close()
+        monkeypatch.setattr(vc, "CHUNKS", (64, 64, 64))
+        monkeypatch.setattr(vc, "CODEC", "lz4-bitshuffle")
+        store = vc.view_cache_path(image)
+        old = json.loads((store / vc.IDENTITY_FILE).read_text())
+        old.pop("layout", None)  # as the earlier version wrote it
+        (store / vc.IDENTITY_FILE).write_text(json.dumps(old))
+        meta = json.loads((store / "0" / "zarr.json").read_text())
+        assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [2, 64, 64]
+        assert ndi.view_cache(image, build=False) is None
+        assert valid_view_cache(image) is None
+        before = image.bytes_read
+        yz = np.asarray(display_levels(image, 0)[0][:, :, 77])
+        np.testing.assert_array_equal(yz, data[:, :, 77])
+        assert image.bytes_read > before  # the file, not the old cache
+        steps: list[tuple[int, int]] = []
+        ndi.view_cache(image, progress=lambda d, t: steps.append((d, t))).close()
+        assert steps[-1][0] == data.nbytes  # rebuilt
+        meta = json.loads((store / "0" / "zarr.json").read_text())
+        assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [64, 64, 64]
+        assert valid_view_cache(image) is not None
+
+
 def test_clear_removes_only_caches(volume, disk_image_dir):
     path, _data = volume
     with ndi.open_tiff(path) as image:
@@ -218,11 +255,13 @@ def test_size_estimate_bounds_the_store(volume):
     path, data = volume
     with ndi.open_tiff(path) as image:
         estimate = ndi.view_cache_size(image)
-        assert data.nbytes <= estimate < data.nbytes * 1.3
+        assert data.nbytes <= estimate
         ndi.view_cache(image).close()
         store = vc.view_cache_path(image)
     size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
-    assert size < estimate
+    # noise does not compress, and edge chunks keep some of their padding
+    # (x: 150 = 2 x 64 + 22 columns): the store is 1.14 x the pixels here
+    assert size < estimate < size * 1.25
 
 
 def test_full_disk_is_refused_before_work(volume, disk_image_dir, monkeypatch):
@@ -334,7 +373,6 @@ def test_large_planes_keep_deep_chunks_and_bounded_memory(data_dir, monkeypatch)
     budget = 4 << 20
     monkeypatch.setattr(vc, "SLAB_BUDGET", budget)
     with ndi.open_tiff(path) as image:
-        assert vc.view_cache_chunks(image) == (64, 64, 64)
         tracemalloc.start()
         try:
             cache = ndi.view_cache(image)

@@ -23,7 +23,6 @@ from .._diskimage import DiskImage
 from .._errors import closed_error
 from .._steps import run_steps
 from .levels import OVERVIEW_SIDE
-from .view_cache import view_cache_chunks
 
 __all__ = ["BOX_VOXELS", "Box", "fit_box", "iter_read_box", "read_box"]
 
@@ -199,8 +198,11 @@ def iter_read_box(
         raise closed_error(image.path)
     levels = cache_levels(image)
     if levels:
+        from ..storage.zarr_array import ZarrStorage
+
         storage = levels[0][0].storage
-        depth = view_cache_chunks(image)[0]
+        assert isinstance(storage, ZarrStorage)  # a view cache is OME-Zarr
+        depth = int(storage.zarr_array.chunks[-3])  # its chunks' depth
     else:
         storage = image.storage
         depth = max(1, SLAB_BYTES // max(1, plane_bytes))

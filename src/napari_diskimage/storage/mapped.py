@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import mmap
 import numbers
 import os
@@ -355,6 +356,7 @@ class MappedStorage(Storage):
             len(rx) == self.shape[4] and st[4] == item and st[3] == len(rx) * item
         )
         fd = self.fd()
+        self._announce_box(fd, rt, rc, rz, ry, rx)
         if not whole_rows:
             last = self.offset_of(rt[-1], rc[-1], rz[-1], ry[-1], rx[-1]) + item
             size = os.fstat(fd).st_size
@@ -369,6 +371,35 @@ class MappedStorage(Storage):
                         pread_exactly(fd, self.path, base, bytes_of(out[i, j, k]))
         self.bytes_read += out.nbytes
         return out.astype(self.dtype, copy=False)
+
+    def _announce_box(
+        self, fd: int, rt: range, rc: range, rz: range, ry: range, rx: range
+    ) -> None:
+        """Ask the kernel to read every plane of a box of several planes at
+        once (``POSIX_FADV_WILLNEED``): the file is opened without
+        read-ahead (``POSIX_FADV_RANDOM``), so one ``preadv`` per plane (or
+        page faults of the map, for a tile) waited for the disk once per
+        plane.  A view cache's build read its blocks of 128 planes at
+        85 MB/s (2 GiB, 512 MiB cap: 24 s of its 45 s), against 550 MB/s
+        for ``cp``.  Each plane's part is announced whole when its rows
+        are at most half gaps, row by row otherwise: only bytes it reads."""
+        if len(rz) < 2 or not hasattr(os, "posix_fadvise"):
+            return
+        st, item = self.strides, self.file_dtype.itemsize
+        row_span = (len(rx) - 1) * st[4] + item
+        plane_span = (len(ry) - 1) * st[3] + row_span
+        whole = st[3] <= 2 * row_span  # rows close together: one span a plane
+        with contextlib.suppress(OSError):
+            for t, c, z in itertools.product(rt, rc, rz):
+                first = self.offset_of(t, c, z, ry.start, rx.start)
+                if whole:
+                    os.posix_fadvise(fd, first, plane_span, os.POSIX_FADV_WILLNEED)
+                    continue
+                for y in range(len(ry)):
+                    os.posix_fadvise(
+                        fd, first + y * ry.step * st[3], row_span,
+                        os.POSIX_FADV_WILLNEED,
+                    )  # fmt: skip
 
     def read_region(
         self, t: int, c: int, z: int,
