@@ -267,11 +267,23 @@ OUT_OF_CORE = textwrap.dedent(
     op, src, shape, folder = sys.argv[1:5]
     z, y, x = (int(n) for n in shape.split(","))
     ndi.set_disk_image_dir(folder)
+    import threading, time
+    peak = [0]
+    def watch():  # the anonymous memory's peak (VmHWM counts file pages)
+        while True:
+            for line in open("/proc/self/status"):
+                if line.startswith("RssAnon"):
+                    peak[0] = max(peak[0], int(line.split()[1]))
+            time.sleep(0.02)
+    threading.Thread(target=watch, daemon=True).start()
     mask = ndi.open_raw(src, ndi.Geometry("uint8", x, y, z))
+    start = time.perf_counter()
     out = getattr(process, op)(mask)
+    print(f"seconds:{{time.perf_counter() - start:.1f}}")
     for line in open("/proc/self/status"):  # the run's memory (not the checks')
         if line.startswith(("VmHWM", "RssAnon")):
-            print(line.strip().replace(" ", ""))
+            print("".join(line.split()))
+    print(f"RssAnonPeak:{{peak[0]}}kB")
     planes = (1, 2, 3, z // 2, z - 2)
     rows = [(r, min(y, r + 256)) for r in range(0, y, 256)]  # checks: small
     if op == "distance":
@@ -295,12 +307,14 @@ OUT_OF_CORE = textwrap.dedent(
                 ref = cell[k % P][yy, np.arange(x)[None, :] % P]
                 assert np.array_equal(got, ref), k
     else:
-        # one id per cell (cells cut by block borders too), none outside
-        first = None
-        for k in planes[:-1]:
-            got = np.asarray(out.array[0, 0, k])
+        # one id per cell (cells cut by block borders too), none outside:
+        # the planes of one layer of cells (k // P) show the same ids,
+        # planes of different layers none in common
+        layers = {{}}
+        for k in planes:
             if k % P == 0:
                 continue
+            got = np.asarray(out.array[0, 0, k])
             assert np.array_equal(got > 0, cells(k, k + 1, y, x)[0] > 0), k
             inner = got[1::P, 1::P][: (y - 1) // P, : (x - 1) // P]
             for dy in range(P - 1):
@@ -309,9 +323,13 @@ OUT_OF_CORE = textwrap.dedent(
                     same = same[: inner.shape[0], : inner.shape[1]]
                     assert np.array_equal(same, inner), (k, dy, dx)
             assert len(np.unique(inner)) == inner.size, k
-            if first is None:
-                first = inner
-            assert np.array_equal(inner, first), k
+            if k // P in layers:
+                assert np.array_equal(inner, layers[k // P]), k
+            for layer, ids in layers.items():
+                if layer != k // P:
+                    assert not np.intersect1d(ids, inner).size, (k, layer)
+            layers[k // P] = inner
+        assert len(layers) >= 2, planes  # ids compared across layers too
     print("ok", out.nbytes)
     """
 )
@@ -398,7 +416,7 @@ def test_each_operation_under_a_memory_cap(tmp_path, warm_numba, op, shape, cap,
     assert status == "ok"
     assert int(nbytes) == np.prod(shape) * 4  # float32 or uint32
     assert int(nbytes) >= ratio * cap  # the result alone, ratio x the cap
-    print(op, result.stdout.split()[-4:-2])  # the capped process's memory
+    print(op, result.stdout.split()[-6:-2])  # the capped process's time, memory
     assert list((tmp_path / "scratch").iterdir()) == []
 
 
