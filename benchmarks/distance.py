@@ -322,10 +322,12 @@ def small_part(args, work: Path, scratch: Path, rows: list, notes: list) -> None
     ssrc = work / "small.raw"
     write_mask(ssrc, small)
     n = int(np.prod(small))
-    for ours_m, peer_m, kind in (
-        ("ours_lt", "porespy_lt", np.float32),
-        ("ours_ws", "skimage_ws", np.uint32),
+    for op, ours_m, peer_m, kind in (
+        ("local_thickness", "ours_lt", "porespy_lt", np.float32),
+        ("watershed_split", "ours_ws", "skimage_ws", np.uint32),
     ):
+        if op not in args.ops:
+            continue
         a, b = work / f"{ours_m}.bin", work / f"{peer_m}.bin"
         rows.append(measure(ours_m, ssrc, small, scratch, CAP, str(a)))
         rows.append(measure(peer_m, ssrc, small, scratch, PEER_CAP, str(b)))

@@ -27,22 +27,27 @@ _OUTSIDE = np.uint32(0xFFFFFFFF)
 
 
 @njit(nogil=True, cache=True)
-def _monotonic(bits: np.ndarray) -> None:
+def _monotonic(bits: np.ndarray) -> int:
     """float32 bits (in place) to uint32 that order as the floats: negative
     floats reversed, positive ones above them; -0.0 as +0.0 (equal as
     floats); NaN (outside the mask) to :data:`_OUTSIDE`, which no float
-    reaches (+inf is 0xFF800000)."""
+    reaches (+inf is 0xFF800000).  Returns the voxels inside the mask (the
+    heap's capacity), counted in the same pass."""
     sign = np.uint32(0x80000000)
+    inside = 0
     for i in range(bits.size):
         u = bits[i]
         if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
             bits[i] = _OUTSIDE
-        elif u == sign:
+            continue
+        inside += 1
+        if u == sign:
             bits[i] = sign
         elif u & sign:
             bits[i] = ~u
         else:
             bits[i] = u | sign
+    return inside
 
 
 @njit(nogil=True, cache=True)
@@ -103,11 +108,12 @@ def flood(image: np.ndarray, labels: np.ndarray, connectivity: int) -> None:
     """
     if image.dtype != np.float32 or not image.flags.c_contiguous:
         raise TypeError("flood: image must be a C-ordered float32 array")
+    if labels.dtype != np.uint32 or not labels.flags.c_contiguous:
+        raise TypeError("flood: labels must be a C-ordered uint32 array")
     if image.size >= 2**32 - 1:
         raise ValueError(f"flood: a block of {image.size} voxels is too large")
     bits = image.view(np.uint32)
-    _monotonic(bits.reshape(-1))
-    capacity = _inside(bits) + 1
+    capacity = _monotonic(bits.reshape(-1)) + 1
     index = np.int32 if image.size < 2**31 - 1 else np.int64  # 32 bits: memory
     keys = np.empty(capacity, np.uint64)
     items = np.empty(capacity, index)
@@ -115,59 +121,56 @@ def flood(image: np.ndarray, labels: np.ndarray, connectivity: int) -> None:
 
 
 @njit(nogil=True, cache=True)
-def _inside(bits: np.ndarray) -> int:
-    n = 0
-    nz, ny, nx = bits.shape
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                if bits[z, y, x] != _OUTSIDE:
-                    n += 1
-    return n
-
-
-@njit(nogil=True, cache=True)
 def _flood(
-    bits: np.ndarray,
-    labels: np.ndarray,
+    bits3: np.ndarray,
+    labels3: np.ndarray,
     connectivity: int,
     keys: np.ndarray,
     items: np.ndarray,
 ) -> None:
-    nz, ny, nx = bits.shape
-    offsets = []  # skimage's order: nearer first, then by raveled offset
+    nz, ny, nx = bits3.shape
+    bits, labels = bits3.reshape(-1), labels3.reshape(-1)
+    # skimage's order: nearer first, then by raveled offset
+    steps = np.empty((26, 3), np.int64)
+    offsets = np.empty(26, np.int64)  # the same, in the flat arrays
+    m = 0
     for near in range(1, connectivity + 1):
         for dz in range(-1, 2):
             for dy in range(-1, 2):
                 for dx in range(-1, 2):
                     if abs(dz) + abs(dy) + abs(dx) == near:
-                        offsets.append((dz, dy, dx))
+                        steps[m] = dz, dy, dx
+                        offsets[m] = (dz * ny + dy) * nx + dx
+                        m += 1
     shift = np.uint64(32)
     size = 0
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                v = bits[z, y, x]
-                if labels[z, y, x] and v != _OUTSIDE:  # age 0
-                    key = np.uint64(v) << shift
-                    size = _push(keys, items, size, key, (z * ny + y) * nx + x)
+    for p in range(bits.size):
+        v = bits[p]
+        if labels[p] and v != _OUTSIDE:  # age 0
+            size = _push(keys, items, size, np.uint64(v) << shift, p)
     age = 0
+    plane = ny * nx
     while size > 0:
         p = items[0]
         level = keys[0] >> shift
         size = _pop(keys, items, size)
-        z, rem = divmod(p, ny * nx)
+        label = labels[p]
+        z, rem = divmod(p, plane)
         y, x = divmod(rem, nx)
-        label = labels[z, y, x]
-        for dz, dy, dx in offsets:
-            zz, yy, xx = z + dz, y + dy, x + dx
-            if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
-                continue
-            v = bits[zz, yy, xx]
-            if v == _OUTSIDE or labels[zz, yy, xx]:
+        inner = 0 < z < nz - 1 and 0 < y < ny - 1 and 0 < x < nx - 1
+        for j in range(m):
+            if inner:  # no bounds to check
+                q = p + offsets[j]
+            else:
+                zz, yy, xx = z + steps[j, 0], y + steps[j, 1], x + steps[j, 2]
+                if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+                    continue
+                q = (zz * ny + yy) * nx + xx
+            v = bits[q]
+            if v == _OUTSIDE or labels[q]:
                 continue
             age += 1
-            labels[zz, yy, xx] = label
+            labels[q] = label
             # the flood's level: a voxel below it is reached at it
             key = (max(np.uint64(v), level) << shift) | np.uint64(age)
-            size = _push(keys, items, size, key, (zz * ny + yy) * nx + xx)
+            size = _push(keys, items, size, key, q)
