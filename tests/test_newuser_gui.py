@@ -142,6 +142,13 @@ def test_operation_names_and_field_labels_are_whole(window):
                 assert not rect(field).intersects(inked), (
                     f"{label.text()!r} is covered by a {type(field).__name__}"
                 )
+    # and a spin box shows its whole value: Image info's "never (offer)"
+    # was shown as "ever (offer)" at 1280 x 800
+    for box in shown(QAbstractSpinBox):
+        edit = box.lineEdit()
+        need = edit.fontMetrics().horizontalAdvance(edit.text())
+        room = edit.contentsRect().width() - 4  # QLineEdit's own 2 px margins
+        assert room >= need, f"{edit.text()!r} is cut in its field ({room} < {need})"
 
 
 def _cut_text(widget):

@@ -226,7 +226,7 @@ def test_files_over_the_set_size_get_a_view_cache_when_opened(
     _settings.save_setting("view_cache_offer_bytes", 1 << 20, quiet=True)
     info = ImageInfo(viewer)
     assert info.view_cache.auto.value == 0  # off by default: offered instead
-    assert info.view_cache.auto.native.text() == "never (offer)"
+    assert info.view_cache.auto.native.text() == "never"
     info.view_cache.auto.value = 0.1  # GiB: more than this file
     assert info.view_cache.auto.native.text() == "0.10 GiB"
     start = len(notification_manager.records)

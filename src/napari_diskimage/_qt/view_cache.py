@@ -130,7 +130,7 @@ class ViewCacheActions(Container):
         )
         # "0.00" alone said neither the unit nor that 0 means never
         self.auto.native.setSuffix(" GiB")
-        self.auto.native.setSpecialValueText("never (offer)")
+        self.auto.native.setSpecialValueText("never")  # 0: offered instead (tooltip)
         self.status = status_label()
         self.job: StepsJob | None = None
         super().__init__(
