@@ -385,13 +385,15 @@ def _write_cells(path, shape):
         # room for the machine's noise (67 x 1735 x 1735: 4.01 x 192 MiB)
         ("local_thickness", (67, 1735, 1735), 192 << 20, 4),
         # watershed_split: the h-maxima and the flood hold ~30-40 B a voxel
-        # of a block with its halo (~100 MiB a thread with the default
-        # 10 MiB of float32 a block), so the cap is higher; its result is
-        # 2.0 x it (55 x 1747 x 1747 uint32: 640.3 MiB; 11 layers of cells,
-        # the sampled planes in layers 0, 4 and 8).  Measured at load 2-3:
-        # 124.8 s, anon peak 202 MiB.  4 x (49 x 2617 x 2617) passed too
-        # but took 370 s at load 5-6: too long for CI
-        ("watershed_split", (55, 1747, 1747), 320 << 20, 2),
+        # of a block with its halo (~60 MiB a thread with the default
+        # 10 MiB of float32 a block, ~82 MiB beside them once numba's
+        # kernels are loaded), so the cap is higher; its result is 4.0 x
+        # it (199 x 1303 x 1303 uint32: 1288.8 MiB; 33 layers of cells, the
+        # sampled planes in layers 0, 16 and 32).  Rows of 1303 rather than
+        # 2617 (49 x 2617 x 2617: 370 s at load 5-6): whole-row blocks fit
+        # the budget better.  Measured: 352 s at load 3.5 beside a CI run,
+        # anon peak 206 MiB; 2.0 x (55 x 1747 x 1747) took 81 s in a quiet CI
+        ("watershed_split", (199, 1303, 1303), 320 << 20, 4),
     ],
 )
 def test_each_operation_under_a_memory_cap(tmp_path, warm_numba, op, shape, cap, ratio):
